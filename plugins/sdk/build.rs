@@ -1,0 +1,12 @@
+//! Generates the wire types from `proto/abi.proto` into `OUT_DIR`.
+//!
+//! `protox` parses the schema in pure Rust, so no system `protoc` is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/abi.proto");
+    let descriptors = protox::compile(["abi.proto"], ["proto"])?;
+    prost_build::Config::new()
+        .bytes(["."])
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! The wire messages of package `abi` (generated from `proto/abi.proto`) and
+//! small constructors that make them pleasant to build by hand.
+
+include!(concat!(env!("OUT_DIR"), "/abi.rs"));
+
+use command_request::RequestData;
+
+/// Status codes carried in [`CommandResponse::status`]; they are HTTP's.
+pub mod status {
+    /// The request succeeded.
+    pub const OK: u32 = 200;
+    /// The request is malformed or names no known command.
+    pub const BAD_REQUEST: u32 = 400;
+    /// The connection has not authenticated.
+    pub const UNAUTHENTICATED: u32 = 401;
+    /// The principal may not do this.
+    pub const FORBIDDEN: u32 = 403;
+    /// The key does not exist.
+    pub const NOT_FOUND: u32 = 404;
+    /// A frame is larger than the configured maximum.
+    pub const TOO_LARGE: u32 = 413;
+    /// A rate limit was hit.
+    pub const TOO_MANY_REQUESTS: u32 = 429;
+    /// The server failed; the message says where.
+    pub const INTERNAL: u32 = 500;
+    /// The server is shutting down.
+    pub const UNAVAILABLE: u32 = 503;
+}
+
+impl CommandRequest {
+    fn with(data: RequestData) -> Self {
+        Self {
+            request_data: Some(data),
+        }
+    }
+
+    /// `hget table key`
+    pub fn new_hget(table: impl Into<String>, key: impl Into<String>) -> Self {
+        Self::with(RequestData::Hget(Hget {
+            table: table.into(),
+            key: key.into(),
+        }))
+    }
+
+    /// `hgetall table`
+    pub fn new_hgetall(table: impl Into<String>) -> Self {
+        Self::with(RequestData::Hgetall(Hgetall {
+            table: table.into(),
+        }))
+    }
+
+    /// `hmget table key...`
+    pub fn new_hmget(table: impl Into<String>, keys: Vec<String>) -> Self {
+        Self::with(RequestData::Hmget(Hmget {
+            table: table.into(),
+            keys,
+        }))
+    }
+
+    /// `hset table key value`
+    pub fn new_hset(
+        table: impl Into<String>,
+        key: impl Into<String>,
+        value: impl Into<Value>,
+    ) -> Self {
+        Self::with(RequestData::Hset(Hset {
+            table: table.into(),
+            pair: Some(Kvpair::new(key, value)),
+        }))
+    }
+
+    /// `hmset table key value...`
+    pub fn new_hmset(table: impl Into<String>, pairs: Vec<Kvpair>) -> Self {
+        Self::with(RequestData::Hmset(Hmset {
+            table: table.into(),
+            pairs,
+        }))
+    }
+
+    /// `hdel table key`
+    pub fn new_hdel(table: impl Into<String>, key: impl Into<String>) -> Self {
+        Self::with(RequestData::Hdel(Hdel {
+            table: table.into(),
+            key: key.into(),
+        }))
+    }
+
+    /// `hmdel table key...`
+    pub fn new_hmdel(table: impl Into<String>, keys: Vec<String>) -> Self {
+        Self::with(RequestData::Hmdel(Hmdel {
+            table: table.into(),
+            keys,
+        }))
+    }
+
+    /// `hexist table key`
+    pub fn new_hexist(table: impl Into<String>, key: impl Into<String>) -> Self {
+        Self::with(RequestData::Hexist(Hexist {
+            table: table.into(),
+            key: key.into(),
+        }))
+    }
+
+    /// `hmexist table key...`
+    pub fn new_hmexist(table: impl Into<String>, keys: Vec<String>) -> Self {
+        Self::with(RequestData::Hmexist(Hmexist {
+            table: table.into(),
+            keys,
+        }))
+    }
+
+    /// `auth token`
+    pub fn new_auth(token: impl Into<String>) -> Self {
+        Self::with(RequestData::Auth(Auth {
+            token: token.into(),
+        }))
+    }
+
+    /// The command's name as users type it (`"hset"`), or `"unknown"` when
+    /// the oneof is unset or carries a tag this build does not know.
+    pub fn command_name(&self) -> &'static str {
+        match &self.request_data {
+            Some(RequestData::Hget(_)) => "hget",
+            Some(RequestData::Hgetall(_)) => "hgetall",
+            Some(RequestData::Hmget(_)) => "hmget",
+            Some(RequestData::Hset(_)) => "hset",
+            Some(RequestData::Hmset(_)) => "hmset",
+            Some(RequestData::Hdel(_)) => "hdel",
+            Some(RequestData::Hmdel(_)) => "hmdel",
+            Some(RequestData::Hexist(_)) => "hexist",
+            Some(RequestData::Hmexist(_)) => "hmexist",
+            Some(RequestData::Auth(_)) => "auth",
+            None => "unknown",
+        }
+    }
+
+    /// The table the request addresses, if it addresses one.
+    pub fn table(&self) -> Option<&str> {
+        match self.request_data.as_ref()? {
+            RequestData::Hget(r) => Some(&r.table),
+            RequestData::Hgetall(r) => Some(&r.table),
+            RequestData::Hmget(r) => Some(&r.table),
+            RequestData::Hset(r) => Some(&r.table),
+            RequestData::Hmset(r) => Some(&r.table),
+            RequestData::Hdel(r) => Some(&r.table),
+            RequestData::Hmdel(r) => Some(&r.table),
+            RequestData::Hexist(r) => Some(&r.table),
+            RequestData::Hmexist(r) => Some(&r.table),
+            RequestData::Auth(_) => None,
+        }
+    }
+
+    /// The keys the request addresses, in request order.
+    pub fn keys(&self) -> Vec<&str> {
+        let Some(data) = self.request_data.as_ref() else {
+            return Vec::new();
+        };
+        match data {
+            RequestData::Hget(r) => vec![r.key.as_str()],
+            RequestData::Hdel(r) => vec![r.key.as_str()],
+            RequestData::Hexist(r) => vec![r.key.as_str()],
+            RequestData::Hmget(r) => r.keys.iter().map(String::as_str).collect(),
+            RequestData::Hmdel(r) => r.keys.iter().map(String::as_str).collect(),
+            RequestData::Hmexist(r) => r.keys.iter().map(String::as_str).collect(),
+            RequestData::Hset(r) => r.pair.iter().map(|p| p.key.as_str()).collect(),
+            RequestData::Hmset(r) => r.pairs.iter().map(|p| p.key.as_str()).collect(),
+            RequestData::Hgetall(_) | RequestData::Auth(_) => Vec::new(),
+        }
+    }
+
+    /// True for the commands that change stored data (hset, hmset, hdel, hmdel).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self.request_data,
+            Some(
+                RequestData::Hset(_)
+                    | RequestData::Hmset(_)
+                    | RequestData::Hdel(_)
+                    | RequestData::Hmdel(_)
+            )
+        )
+    }
+}
+
+impl CommandResponse {
+    /// A 200 response with no payload.
+    pub fn ok() -> Self {
+        Self {
+            status: status::OK,
+            ..Self::default()
+        }
+    }
+
+    /// A response with `status` and a message saying what went wrong.
+    pub fn error(status: u32, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            ..Self::default()
+        }
+    }
+
+    /// True when `status` is 200.
+    pub fn is_ok(&self) -> bool {
+        self.status == status::OK
+    }
+}
+
+impl From<Vec<Value>> for CommandResponse {
+    fn from(values: Vec<Value>) -> Self {
+        Self {
+            status: status::OK,
+            values,
+            ..Self::default()
+        }
+    }
+}
+
+impl From<Vec<Kvpair>> for CommandResponse {
+    fn from(pairs: Vec<Kvpair>) -> Self {
+        Self {
+            status: status::OK,
+            pairs,
+            ..Self::default()
+        }
+    }
+}
+
+impl Kvpair {
+    /// A key and its value.
+    pub fn new(key: impl Into<String>, value: impl Into<Value>) -> Self {
+        Self {
+            key: key.into(),
+            value: Some(value.into()),
+        }
+    }
+}
+
+impl Value {
+    /// The empty value: "nothing there".
+    pub fn empty() -> Self {
+        Self { value: None }
+    }
+
+    /// True for the empty value.
+    pub fn is_empty(&self) -> bool {
+        self.value.is_none()
+    }
+}
+
+impl From<value::Value> for Value {
+    fn from(v: value::Value) -> Self {
+        Self { value: Some(v) }
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        value::Value::String(s).into()
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        value::Value::String(s.to_owned()).into()
+    }
+}
+
+impl From<i64> for Value {
+    fn from(i: i64) -> Self {
+        value::Value::Integer(i).into()
+    }
+}
+
+impl From<f64> for Value {
+    fn from(f: f64) -> Self {
+        value::Value::Float(f).into()
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        value::Value::Bool(b).into()
+    }
+}
+
+impl From<bytes::Bytes> for Value {
+    fn from(b: bytes::Bytes) -> Self {
+        value::Value::Binary(b).into()
+    }
+}
+
+impl From<Vec<u8>> for Value {
+    fn from(b: Vec<u8>) -> Self {
+        value::Value::Binary(b.into()).into()
+    }
+}
+
+impl std::fmt::Display for Value {
+    /// Human-readable form used by the CLI: strings as-is, binary as hex with
+    /// a `0x` prefix, the empty value as `(nil)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.value {
+            None => f.write_str("(nil)"),
+            Some(value::Value::String(s)) => f.write_str(s),
+            Some(value::Value::Integer(i)) => write!(f, "{i}"),
+            Some(value::Value::Float(x)) => write!(f, "{x:?}"),
+            Some(value::Value::Bool(b)) => write!(f, "{b}"),
+            Some(value::Value::Binary(b)) => {
+                f.write_str("0x")?;
+                b.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+            }
+        }
+    }
+}

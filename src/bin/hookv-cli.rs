@@ -1,0 +1,228 @@
+//! `hookv-cli [--addr A] [--token T] <command> ...`: the stock client.
+//!
+//! Prints the answer readably; exit status 0 on 200, 1 on any other status,
+//! 2 on bad usage, 3 when the server cannot be reached or answers garbage.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use hookv::client::{Client, ClientError};
+use hookv::pb::{CommandRequest, CommandResponse, Kvpair, Value};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "The stock hookv client")]
+struct Args {
+    /// Server address.
+    #[arg(
+        long,
+        env = "HOOKV_ADDR",
+        default_value = "127.0.0.1:9527",
+        global = true
+    )]
+    addr: String,
+    /// Authenticate with this token before the command.
+    #[arg(long, env = "HOOKV_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How to read VALUE arguments.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Type {
+    String,
+    #[value(alias = "int")]
+    Integer,
+    Float,
+    Bool,
+    /// Hex digits, optionally prefixed by 0x.
+    Binary,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Get one key.
+    Hget { table: String, key: String },
+    /// Get every pair of a table, sorted by key.
+    Hgetall { table: String },
+    /// Get several keys.
+    Hmget {
+        table: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Set a key; prints the previous value.
+    Hset {
+        table: String,
+        key: String,
+        value: String,
+        /// Type of VALUE.
+        #[arg(short, long, value_enum, default_value = "string")]
+        r#type: Type,
+    },
+    /// Set several keys: KEY VALUE [KEY VALUE ...]; prints the previous values.
+    Hmset {
+        table: String,
+        #[arg(required = true, num_args = 2.., value_names = ["KEY", "VALUE"])]
+        pairs: Vec<String>,
+        /// Type of every VALUE.
+        #[arg(short, long, value_enum, default_value = "string")]
+        r#type: Type,
+    },
+    /// Delete a key; prints the removed value.
+    Hdel { table: String, key: String },
+    /// Delete several keys; prints the removed values.
+    Hmdel {
+        table: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Does a key exist?
+    Hexist { table: String, key: String },
+    /// Do these keys exist?
+    Hmexist {
+        table: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let (request, keys) = match build(&args.command) {
+        Ok(built) => built,
+        Err(e) => {
+            eprintln!("hookv-cli: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hookv-cli: cannot start runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(call(&args, &request)) {
+        Ok(res) if res.is_ok() => {
+            print(&res, keys.as_deref());
+            ExitCode::SUCCESS
+        }
+        Ok(res) => {
+            eprintln!("error {}: {}", res.status, res.message);
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("hookv-cli: {}: {e}", args.addr);
+            ExitCode::from(3)
+        }
+    }
+}
+
+async fn call(args: &Args, request: &CommandRequest) -> Result<CommandResponse, ClientError> {
+    let mut client = Client::connect(args.addr.as_str()).await?;
+    if let Some(token) = &args.token {
+        let res = client.auth(token).await?;
+        if !res.is_ok() {
+            return Ok(res);
+        }
+    }
+    client.send(request).await
+}
+
+/// The request, and the keys to label multi-key answers with.
+fn build(command: &Command) -> Result<(CommandRequest, Option<Vec<String>>), String> {
+    Ok(match command {
+        Command::Hget { table, key } => (CommandRequest::new_hget(table, key), None),
+        Command::Hgetall { table } => (CommandRequest::new_hgetall(table), None),
+        Command::Hmget { table, keys } => (
+            CommandRequest::new_hmget(table, keys.clone()),
+            Some(keys.clone()),
+        ),
+        Command::Hset {
+            table,
+            key,
+            value,
+            r#type,
+        } => (
+            CommandRequest::new_hset(table, key, parse_value(value, *r#type)?),
+            None,
+        ),
+        Command::Hmset {
+            table,
+            pairs,
+            r#type,
+        } => {
+            if pairs.len() % 2 != 0 {
+                return Err(format!(
+                    "hmset: {} is a key with no value",
+                    pairs[pairs.len() - 1]
+                ));
+            }
+            let pairs = pairs
+                .chunks(2)
+                .map(|kv| Ok(Kvpair::new(kv[0].clone(), parse_value(&kv[1], *r#type)?)))
+                .collect::<Result<Vec<_>, String>>()?;
+            let keys = pairs.iter().map(|p| p.key.clone()).collect();
+            (CommandRequest::new_hmset(table, pairs), Some(keys))
+        }
+        Command::Hdel { table, key } => (CommandRequest::new_hdel(table, key), None),
+        Command::Hmdel { table, keys } => (
+            CommandRequest::new_hmdel(table, keys.clone()),
+            Some(keys.clone()),
+        ),
+        Command::Hexist { table, key } => (CommandRequest::new_hexist(table, key), None),
+        Command::Hmexist { table, keys } => (
+            CommandRequest::new_hmexist(table, keys.clone()),
+            Some(keys.clone()),
+        ),
+    })
+}
+
+fn parse_value(text: &str, ty: Type) -> Result<Value, String> {
+    let bad = |what: &str| format!("{text:?} is not {what}");
+    Ok(match ty {
+        Type::String => text.into(),
+        Type::Integer => text.parse::<i64>().map_err(|_| bad("an integer"))?.into(),
+        Type::Float => text.parse::<f64>().map_err(|_| bad("a float"))?.into(),
+        Type::Bool => text
+            .parse::<bool>()
+            .map_err(|_| bad("true or false"))?
+            .into(),
+        Type::Binary => {
+            let hex = text.strip_prefix("0x").unwrap_or(text);
+            if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad("hex bytes"));
+            }
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| bad("hex bytes")))
+                .collect::<Result<Vec<u8>, String>>()?;
+            bytes.into()
+        }
+    })
+}
+
+fn print(res: &CommandResponse, keys: Option<&[String]>) {
+    for pair in &res.pairs {
+        println!("{} = {}", pair.key, pair.value.clone().unwrap_or_default());
+    }
+    match keys {
+        Some(keys) => {
+            for (key, value) in keys.iter().zip(&res.values) {
+                println!("{key} = {value}");
+            }
+        }
+        None => {
+            for value in &res.values {
+                println!("{value}");
+            }
+        }
+    }
+    if !res.message.is_empty() {
+        eprintln!("{}", res.message);
+    }
+}

@@ -1,0 +1,117 @@
+//! `hookv-server [--config FILE] [--listen ADDR] [--log FILTER]`
+//!
+//! Reads the config, opens storage, listens, and serves until SIGINT or
+//! SIGTERM; then finishes in-flight requests, flushes storage and exits 0.
+//! Any start-up problem is one line on stderr and exit status 1.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use hookv::config::{Backend, Config};
+use hookv::{MemTable, Service, ServiceInner, SledDb, Storage};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "hookv: a key-value server extended by hooks")]
+struct Args {
+    /// The config file.
+    #[arg(long, default_value = "config.toml")]
+    config: PathBuf,
+    /// Listen here instead of `[server] listen`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Log filter instead of `[log] filter` and RUST_LOG (e.g. `debug`).
+    #[arg(long)]
+    log: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hookv-server: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = Config::load(&args.config)?;
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    init_logging(args.log.as_deref(), &config.log.filter)?;
+
+    let store: Box<dyn Storage> = match config.storage.backend {
+        Backend::Memory => Box::new(MemTable::new()),
+        Backend::Sled => Box::new(SledDb::open(&config.storage.path).map_err(|e| {
+            format!(
+                "storage.path {}: cannot open sled database: {e}",
+                config.storage.path.display()
+            )
+        })?),
+    };
+    let service: Service<Box<dyn Storage>> = ServiceInner::new(store).into();
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|e| format!("server.listen {}: cannot listen: {e}", config.server.listen))?;
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            backend = ?config.storage.backend,
+            "hookv listening"
+        );
+        hookv::server::run(listener, service, &config.server, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn init_logging(flag: Option<&str>, from_config: &str) -> Result<(), String> {
+    let filter = match (flag, std::env::var("RUST_LOG").ok()) {
+        (Some(f), _) => EnvFilter::try_new(f).map_err(|e| format!("--log {f:?}: {e}"))?,
+        (None, Some(env)) => {
+            EnvFilter::try_new(&env).map_err(|e| format!("RUST_LOG {env:?}: {e}"))?
+        }
+        (None, None) => EnvFilter::try_new(from_config)
+            .map_err(|e| format!("log.filter {from_config:?}: {e}"))?,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

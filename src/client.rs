@@ -1,0 +1,182 @@
+//! A small async client: one method per command, plus raw and pipelined sends.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), hookv::client::ClientError> {
+//! let mut client = hookv::client::Client::connect("127.0.0.1:9527").await?;
+//! client.hset("users", "alice", "admin").await?;
+//! let res = client.hget("users", "alice").await?;
+//! assert_eq!(res.status, 200);
+//! # Ok(()) }
+//! ```
+
+use bytes::BytesMut;
+use hookv_plugin::pb::{CommandRequest, CommandResponse, Kvpair, Value};
+use prost::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio_util::codec::Decoder;
+
+use crate::config::MAX_FRAME_BYTES_LIMIT;
+use crate::frame::{FrameCodec, FrameError};
+
+/// Why a call failed before a response arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Connecting, reading or writing failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server sent a frame this client cannot accept.
+    #[error("bad frame from server: {0}")]
+    Frame(#[from] FrameError),
+    /// The server sent bytes that are not a `CommandResponse`.
+    #[error("bad response from server: {0}")]
+    Decode(#[from] prost::DecodeError),
+    /// The server closed the connection before answering.
+    #[error("server closed the connection before answering")]
+    Closed,
+}
+
+/// One connection to a hookv server.
+#[derive(Debug)]
+pub struct Client {
+    stream: TcpStream,
+    codec: FrameCodec,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+}
+
+impl Client {
+    /// Connects to `addr`.
+    pub async fn connect(addr: impl ToSocketAddrs) -> Result<Self, ClientError> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            codec: FrameCodec::new(MAX_FRAME_BYTES_LIMIT),
+            rbuf: BytesMut::with_capacity(8 * 1024),
+            wbuf: BytesMut::with_capacity(8 * 1024),
+        })
+    }
+
+    /// Sends one request and waits for its response.
+    pub async fn send(&mut self, req: &CommandRequest) -> Result<CommandResponse, ClientError> {
+        let mut out = self.pipeline(std::slice::from_ref(req)).await?;
+        out.pop().ok_or(ClientError::Closed)
+    }
+
+    /// Sends every request in one write, then reads their responses, in order.
+    pub async fn pipeline(
+        &mut self,
+        reqs: &[CommandRequest],
+    ) -> Result<Vec<CommandResponse>, ClientError> {
+        self.wbuf.clear();
+        for req in reqs {
+            self.wbuf.reserve(4 + req.encoded_len());
+            self.wbuf
+                .extend_from_slice(&(req.encoded_len() as u32).to_be_bytes());
+            req.encode_raw(&mut self.wbuf);
+        }
+        self.stream.write_all(&self.wbuf).await?;
+        let mut out = Vec::with_capacity(reqs.len());
+        while out.len() < reqs.len() {
+            out.push(self.read_response().await?);
+        }
+        Ok(out)
+    }
+
+    /// Reads the next response frame.
+    pub async fn read_response(&mut self) -> Result<CommandResponse, ClientError> {
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.rbuf)? {
+                return Ok(CommandResponse::decode(frame)?);
+            }
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                return Err(ClientError::Closed);
+            }
+        }
+    }
+
+    /// Writes raw bytes to the server (for tests of malformed input).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        Ok(self.stream.write_all(bytes).await?)
+    }
+
+    /// `hget table key`
+    pub async fn hget(&mut self, table: &str, key: &str) -> Result<CommandResponse, ClientError> {
+        self.send(&CommandRequest::new_hget(table, key)).await
+    }
+
+    /// `hgetall table`
+    pub async fn hgetall(&mut self, table: &str) -> Result<CommandResponse, ClientError> {
+        self.send(&CommandRequest::new_hgetall(table)).await
+    }
+
+    /// `hmget table keys...`
+    pub async fn hmget(
+        &mut self,
+        table: &str,
+        keys: &[&str],
+    ) -> Result<CommandResponse, ClientError> {
+        self.send(&CommandRequest::new_hmget(table, owned(keys)))
+            .await
+    }
+
+    /// `hset table key value`
+    pub async fn hset(
+        &mut self,
+        table: &str,
+        key: &str,
+        value: impl Into<Value>,
+    ) -> Result<CommandResponse, ClientError> {
+        self.send(&CommandRequest::new_hset(table, key, value))
+            .await
+    }
+
+    /// `hmset table pairs...`
+    pub async fn hmset(
+        &mut self,
+        table: &str,
+        pairs: Vec<Kvpair>,
+    ) -> Result<CommandResponse, ClientError> {
+        self.send(&CommandRequest::new_hmset(table, pairs)).await
+    }
+
+    /// `hdel table key`
+    pub async fn hdel(&mut self, table: &str, key: &str) -> Result<CommandResponse, ClientError> {
+        self.send(&CommandRequest::new_hdel(table, key)).await
+    }
+
+    /// `hmdel table keys...`
+    pub async fn hmdel(
+        &mut self,
+        table: &str,
+        keys: &[&str],
+    ) -> Result<CommandResponse, ClientError> {
+        self.send(&CommandRequest::new_hmdel(table, owned(keys)))
+            .await
+    }
+
+    /// `hexist table key`
+    pub async fn hexist(&mut self, table: &str, key: &str) -> Result<CommandResponse, ClientError> {
+        self.send(&CommandRequest::new_hexist(table, key)).await
+    }
+
+    /// `hmexist table keys...`
+    pub async fn hmexist(
+        &mut self,
+        table: &str,
+        keys: &[&str],
+    ) -> Result<CommandResponse, ClientError> {
+        self.send(&CommandRequest::new_hmexist(table, owned(keys)))
+            .await
+    }
+
+    /// `auth token`
+    pub async fn auth(&mut self, token: &str) -> Result<CommandResponse, ClientError> {
+        self.send(&CommandRequest::new_auth(token)).await
+    }
+}
+
+fn owned(keys: &[&str]) -> Vec<String> {
+    keys.iter().map(|k| (*k).to_owned()).collect()
+}

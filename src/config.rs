@@ -1,0 +1,260 @@
+//! `config.toml`: everything the server needs to start.
+//!
+//! Unknown keys and bad values are errors that name the key and the line;
+//! every key has a default except where noted, so an empty file is a valid
+//! config (memory backend on 127.0.0.1:6379... see [`ServerConfig`]).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::frame::DEFAULT_MAX_FRAME_BYTES;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[storage]`
+    pub storage: StorageConfig,
+    /// `[log]`
+    pub log: LogConfig,
+}
+
+/// `[server]`: the listener and its limits.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1:9527`.
+    pub listen: SocketAddr,
+    /// Largest frame accepted or sent, in bytes. Default 4 MiB; at most 1 GiB.
+    pub max_frame_bytes: usize,
+    /// Connections served at once; more wait in the listen backlog. Default 1024.
+    pub max_connections: usize,
+    /// Close a connection that sends nothing for this long. 0 = never. Default 300.
+    pub idle_timeout_secs: u64,
+    /// On shutdown, how long to wait for connections to finish. Default 10.
+    pub shutdown_grace_secs: u64,
+}
+
+/// Largest accepted `max_frame_bytes`: keeps bit 31 of the header free and
+/// bounds what one connection can make the server buffer.
+pub const MAX_FRAME_BYTES_LIMIT: usize = 1 << 30;
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9527)),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_connections: 1024,
+            idle_timeout_secs: 300,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// Which storage backend to use.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// In memory (lost on exit unless the WAL hook is on).
+    #[default]
+    Memory,
+    /// On disk, in sled, at `path`.
+    Sled,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `"memory"` or `"sled"`. Default memory.
+    pub backend: Backend,
+    /// Directory of the sled database. Default `data/sled`. Relative paths are
+    /// relative to the config file's directory.
+    pub path: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Memory,
+            path: PathBuf::from("data/sled"),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `"info"` or `"hookv=debug"`. `RUST_LOG` and
+    /// `--log` override it. Default `"info"`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+/// A config that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key is unknown or has a bad value.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// 1-based column of the problem.
+        column: usize,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// A value parses but is out of range.
+    #[error("{path}: {key} = {value}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key, e.g. `server.max_frame_bytes`.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+}
+
+impl Config {
+    /// Reads and checks the file at `path`. A relative `storage.path` is
+    /// resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text, path)?;
+        if config.storage.path.is_relative() {
+            if let Some(dir) = path.parent() {
+                config.storage.path = dir.join(&config.storage.path);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses and checks `text`; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|span| line_column(text, span.start))
+                .unwrap_or((1, 1));
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message().trim().replace('\n', " "),
+            }
+        })?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, value: String, reason| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            value,
+            reason,
+        };
+        let s = &self.server;
+        if s.max_frame_bytes == 0 || s.max_frame_bytes > MAX_FRAME_BYTES_LIMIT {
+            return Err(invalid(
+                "server.max_frame_bytes",
+                s.max_frame_bytes.to_string(),
+                "must be between 1 and 1073741824 (1 GiB)",
+            ));
+        }
+        if s.max_connections == 0 {
+            return Err(invalid(
+                "server.max_connections",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if self.storage.backend == Backend::Sled && self.storage.path.as_os_str().is_empty() {
+            return Err(invalid(
+                "storage.path",
+                "\"\"".into(),
+                "the sled backend needs a directory",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("config.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse("[server]\nlisten = \"127.0.0.1:1\"\nlistn = 3\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("config.toml:3:1:"), "{msg}");
+        assert!(msg.contains("listn"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let msg = parse("[server]\nlisten = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("config.toml:2:"), "{msg}");
+        let msg = parse("[storage]\nbackend = \"redis\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("redis"), "{msg}");
+        let msg = parse("[server]\nmax_frame_bytes = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("server.max_frame_bytes"), "{msg}");
+        let msg = parse("[server]\nmax_frame_bytes = 4294967295\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("server.max_frame_bytes"), "{msg}");
+    }
+}

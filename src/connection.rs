@@ -1,0 +1,202 @@
+//! One client connection: read frames, run each through the [`Service`],
+//! write the answers, run `on_after_send`.
+//!
+//! Requests may be pipelined: every complete frame already in the read
+//! buffer is answered, in order, and the answers go out in one write. A
+//! connection ends when the peer closes it, when it sends nothing for
+//! `idle_timeout`, on a frame that cannot be read past (too large, compressed
+//! header, socket error), or on server shutdown (after answering what it
+//! already read).
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use hookv_plugin::pb::{CommandRequest, CommandResponse};
+use prost::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::error::Error;
+use crate::frame::{FrameCodec, FrameError};
+use crate::hooks::{HookChain, HookCtx, NotifyMut};
+use crate::service::Service;
+use crate::storage::Storage;
+
+/// Per-connection limits, from `[server]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest frame accepted or sent.
+    pub max_frame_bytes: usize,
+    /// Close after this long without a request; `None` = never.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Why a connection ended, for the log.
+#[derive(Debug)]
+enum End {
+    PeerClosed,
+    Idle,
+    Shutdown,
+    Refused(FrameError),
+}
+
+/// Serves one connection until it ends; never panics on client input.
+pub async fn serve<S: Storage>(
+    mut stream: TcpStream,
+    mut ctx: HookCtx,
+    service: Service<S>,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let mut codec = FrameCodec::new(limits.max_frame_bytes);
+    let mut rbuf = BytesMut::with_capacity(8 * 1024);
+    let mut wbuf = BytesMut::with_capacity(8 * 1024);
+    // Answered requests waiting for on_after_send, kept only if a hook needs them.
+    let mut sent: Vec<(CommandRequest, CommandResponse)> = Vec::new();
+
+    let end = loop {
+        let chain = service.hooks();
+        let keep = chain.has_after_send();
+        // Answer every complete frame already buffered.
+        let refused = loop {
+            match codec.decode(&mut rbuf) {
+                Ok(Some(frame)) => {
+                    let (req, res) = answer(&service, &chain, &mut ctx, frame);
+                    encode(&codec, &res, &mut wbuf);
+                    if keep {
+                        sent.push((req, res));
+                    }
+                }
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        if let Some(e) = refused {
+            // The stream cannot be resynchronised: answer once, then close.
+            let (req, res) = refuse(
+                &chain,
+                &mut ctx,
+                CommandResponse::error(e.status(), e.to_string()),
+            );
+            encode(&codec, &res, &mut wbuf);
+            if keep {
+                sent.push((req, res));
+            }
+            // The connection closes either way; a failed write changes nothing.
+            let _ = flush(&mut stream, &mut wbuf).await;
+            after_send(&service, &chain, &mut ctx, &mut sent);
+            break End::Refused(e);
+        }
+        if !wbuf.is_empty() {
+            if let Err(e) = flush(&mut stream, &mut wbuf).await {
+                break End::Refused(FrameError::Io(e));
+            }
+            after_send(&service, &chain, &mut ctx, &mut sent);
+        }
+        drop(chain);
+
+        // Wait for more bytes, shutdown, or the idle timeout.
+        let read = async {
+            match limits.idle_timeout {
+                Some(limit) => tokio::time::timeout(limit, stream.read_buf(&mut rbuf)).await,
+                None => Ok(stream.read_buf(&mut rbuf).await),
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break End::Shutdown,
+            read = read => match read {
+                Err(_elapsed) => break End::Idle,
+                Ok(Ok(0)) => match codec.check_eof(&rbuf) {
+                    Ok(()) => break End::PeerClosed,
+                    Err(e) => {
+                        // Best effort: the peer may still read after closing its write half.
+                        let chain = service.hooks();
+                        let (req, res) = refuse(&chain, &mut ctx, CommandResponse::error(e.status(), e.to_string()));
+                        encode(&codec, &res, &mut wbuf);
+                        let _ = flush(&mut stream, &mut wbuf).await;
+                        if chain.has_after_send() {
+                            sent.push((req, res));
+                            after_send(&service, &chain, &mut ctx, &mut sent);
+                        }
+                        break End::Refused(e);
+                    }
+                },
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => break End::Refused(FrameError::Io(e)),
+            },
+        }
+    };
+    match end {
+        End::Refused(e) => {
+            warn!(conn = ctx.conn_id, peer = %ctx.peer, error = %e, "connection closed")
+        }
+        End::Idle => {
+            info!(conn = ctx.conn_id, peer = %ctx.peer, "connection idle too long, closed")
+        }
+        End::Shutdown | End::PeerClosed => {
+            debug!(conn = ctx.conn_id, peer = %ctx.peer, reason = ?end, "connection closed")
+        }
+    }
+}
+
+/// Decodes one frame and runs it through the service.
+fn answer<S: Storage>(
+    service: &Service<S>,
+    chain: &HookChain,
+    ctx: &mut HookCtx,
+    frame: Bytes,
+) -> (CommandRequest, CommandResponse) {
+    match CommandRequest::decode(frame) {
+        Ok(req) => {
+            let res = service.handle(chain, ctx, &req);
+            (req, res)
+        }
+        Err(e) => refuse(chain, ctx, Error::Decode(e).into()),
+    }
+}
+
+/// The answer to a frame that never became a request: it still passes
+/// on_before_send (and later on_after_send), as an unknown command.
+fn refuse(
+    chain: &HookChain,
+    ctx: &mut HookCtx,
+    mut res: CommandResponse,
+) -> (CommandRequest, CommandResponse) {
+    let req = CommandRequest::default();
+    ctx.started = std::time::Instant::now();
+    let _ = chain.before_send.notify(ctx, &req, &mut res);
+    (req, res)
+}
+
+/// Appends `res` to `wbuf`; a response too large for a frame becomes a 413.
+fn encode(codec: &FrameCodec, res: &CommandResponse, wbuf: &mut BytesMut) {
+    if let Err(len) = codec.encode_message(res, wbuf) {
+        let too_large = CommandResponse::from(Error::ResponseTooLarge {
+            len,
+            max: codec.max_frame_bytes(),
+        });
+        // A bare error message always fits any sane maximum; if the maximum
+        // is absurdly small, the peer gets nothing rather than a broken frame.
+        let _ = codec.encode_message(&too_large, wbuf);
+    }
+}
+
+async fn flush(stream: &mut TcpStream, wbuf: &mut BytesMut) -> std::io::Result<()> {
+    let r = stream.write_all(wbuf).await;
+    wbuf.clear();
+    r
+}
+
+fn after_send<S: Storage>(
+    service: &Service<S>,
+    chain: &HookChain,
+    ctx: &mut HookCtx,
+    sent: &mut Vec<(CommandRequest, CommandResponse)>,
+) {
+    for (req, res) in sent.drain(..) {
+        service.after_send(chain, ctx, &req, &res);
+    }
+}

@@ -1,0 +1,243 @@
+//! Hooks: code that runs on the four events of every request.
+//!
+//! | event            | a hook sees                         | `Break` means                                   |
+//! |------------------|-------------------------------------|-------------------------------------------------|
+//! | `on_received`    | `&mut HookCtx`, the request         | answer with this response; storage not touched  |
+//! | `on_executed`    | the context, request, response      | answer with this response instead               |
+//! | `on_before_send` | the context, request, `&mut` response | stop the rest of this chain (the edit stays)  |
+//! | `on_after_send`  | the context, request, response (sent) | stop the rest of this chain                   |
+//!
+//! A `Break` skips the rest of its own chain and any execution still ahead,
+//! but the response always passes `on_before_send` → write → `on_after_send`,
+//! so a refused request can still be rewritten and audited.
+//!
+//! A hook is anything implementing [`Hook`] (the built-ins, plugins), or a
+//! closure given to the `ServiceInner` builder. Hooks are shared by every
+//! connection and called concurrently, so state lives behind atomics or locks
+//! inside the hook.
+
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hookv_plugin::pb::{CommandRequest, CommandResponse};
+
+/// What an `on_received` or `on_executed` hook returns: continue, or answer
+/// with this response now.
+pub type Flow = ControlFlow<CommandResponse>;
+
+/// What a connection knows about itself, handed to every hook.
+#[derive(Debug, Clone)]
+pub struct HookCtx {
+    /// Unique per server process, in accept order.
+    pub conn_id: u64,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Who the connection authenticated as, if anyone (set by the auth hook).
+    pub principal: Option<Arc<str>>,
+    /// When the current request was decoded; for latency.
+    pub started: Instant,
+}
+
+impl HookCtx {
+    /// A fresh context for a new connection.
+    pub fn new(conn_id: u64, peer: SocketAddr) -> Self {
+        Self {
+            conn_id,
+            peer,
+            principal: None,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Which events a hook takes part in (so chains skip the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Events {
+    /// Runs on `on_received`.
+    pub received: bool,
+    /// Runs on `on_executed`.
+    pub executed: bool,
+    /// Runs on `on_before_send`.
+    pub before_send: bool,
+    /// Runs on `on_after_send`.
+    pub after_send: bool,
+}
+
+impl Events {
+    /// All four events.
+    pub const ALL: Events = Events {
+        received: true,
+        executed: true,
+        before_send: true,
+        after_send: true,
+    };
+    /// No event.
+    pub const NONE: Events = Events {
+        received: false,
+        executed: false,
+        before_send: false,
+        after_send: false,
+    };
+}
+
+/// A hook with up to four event handlers; each defaults to "continue".
+pub trait Hook: Send + Sync + 'static {
+    /// A short name for logs, e.g. `"auth"` or a plugin's name.
+    fn name(&self) -> &str;
+
+    /// The events this hook handles. Defaults to all four.
+    fn events(&self) -> Events {
+        Events::ALL
+    }
+
+    /// Before execution. `Break(response)` answers with `response` and leaves
+    /// storage untouched.
+    fn on_received(&self, _ctx: &mut HookCtx, _req: &CommandRequest) -> Flow {
+        ControlFlow::Continue(())
+    }
+
+    /// After execution, with the response storage produced. `Break(response)`
+    /// replaces it (e.g. a failed WAL write turns success into a 500).
+    fn on_executed(&self, _ctx: &HookCtx, _req: &CommandRequest, _res: &CommandResponse) -> Flow {
+        ControlFlow::Continue(())
+    }
+
+    /// Before the response is written; may rewrite it. `Break` stops the rest
+    /// of this chain.
+    fn on_before_send(
+        &self,
+        _ctx: &HookCtx,
+        _req: &CommandRequest,
+        _res: &mut CommandResponse,
+    ) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+
+    /// After the response frame is written. `Break` stops the rest of this chain.
+    fn on_after_send(
+        &self,
+        _ctx: &HookCtx,
+        _req: &CommandRequest,
+        _res: &CommandResponse,
+    ) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+}
+
+/// Runs an event's chain where hooks read the exchange and may answer early.
+pub trait Notify<Arg: ?Sized> {
+    /// Runs the chain in order; the first `Break` stops it and is returned.
+    fn notify(&self, ctx: &mut HookCtx, req: &CommandRequest, arg: &Arg) -> Flow;
+}
+
+/// Runs an event's chain where hooks may change the response.
+pub trait NotifyMut<Arg: ?Sized> {
+    /// Runs the chain in order; the first `Break` stops it.
+    fn notify(&self, ctx: &HookCtx, req: &CommandRequest, arg: &mut Arg) -> ControlFlow<()>;
+}
+
+/// The ordered hooks of a service, one list per event, in the order they were
+/// added (config order).
+#[derive(Clone, Default)]
+pub struct HookChain {
+    all: Vec<Arc<dyn Hook>>,
+    pub(crate) received: Received,
+    pub(crate) executed: Executed,
+    pub(crate) before_send: BeforeSend,
+    pub(crate) after_send: AfterSend,
+}
+
+/// The `on_received` chain.
+#[derive(Clone, Default)]
+pub struct Received(Vec<Arc<dyn Hook>>);
+/// The `on_executed` chain.
+#[derive(Clone, Default)]
+pub struct Executed(Vec<Arc<dyn Hook>>);
+/// The `on_before_send` chain.
+#[derive(Clone, Default)]
+pub struct BeforeSend(Vec<Arc<dyn Hook>>);
+/// The `on_after_send` chain.
+#[derive(Clone, Default)]
+pub struct AfterSend(Vec<Arc<dyn Hook>>);
+
+impl Notify<()> for Received {
+    fn notify(&self, ctx: &mut HookCtx, req: &CommandRequest, _: &()) -> Flow {
+        self.0.iter().try_for_each(|h| h.on_received(ctx, req))
+    }
+}
+
+impl Notify<CommandResponse> for Executed {
+    fn notify(&self, ctx: &mut HookCtx, req: &CommandRequest, res: &CommandResponse) -> Flow {
+        self.0.iter().try_for_each(|h| h.on_executed(ctx, req, res))
+    }
+}
+
+impl NotifyMut<CommandResponse> for BeforeSend {
+    fn notify(
+        &self,
+        ctx: &HookCtx,
+        req: &CommandRequest,
+        res: &mut CommandResponse,
+    ) -> ControlFlow<()> {
+        self.0
+            .iter()
+            .try_for_each(|h| h.on_before_send(ctx, req, res))
+    }
+}
+
+impl Notify<CommandResponse> for AfterSend {
+    fn notify(&self, ctx: &mut HookCtx, req: &CommandRequest, res: &CommandResponse) -> Flow {
+        for h in &self.0 {
+            if h.on_after_send(ctx, req, res).is_break() {
+                break;
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+impl HookChain {
+    /// An empty chain.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends `hook` to the chain of every event it handles.
+    pub fn push(&mut self, hook: Arc<dyn Hook>) {
+        let events = hook.events();
+        if events.received {
+            self.received.0.push(hook.clone());
+        }
+        if events.executed {
+            self.executed.0.push(hook.clone());
+        }
+        if events.before_send {
+            self.before_send.0.push(hook.clone());
+        }
+        if events.after_send {
+            self.after_send.0.push(hook.clone());
+        }
+        self.all.push(hook);
+    }
+
+    /// Every hook, in the order added.
+    pub fn hooks(&self) -> &[Arc<dyn Hook>] {
+        &self.all
+    }
+
+    /// True when some hook runs after the response is sent (so the
+    /// connection must keep each request until then).
+    pub fn has_after_send(&self) -> bool {
+        !self.after_send.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for HookChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.all.iter().map(|h| h.name()))
+            .finish()
+    }
+}

@@ -1,0 +1,40 @@
+//! hookv: a TCP key-value server whose behaviour is extended by hooks.
+//!
+//! # Layout, in the order a request travels
+//!
+//! ```text
+//! TCP ─ frame ─ connection ─ service ─ hooks(on_received) ─ command ─ storage
+//!                  ▲            └─ hooks(on_executed, on_before_send)
+//!                  └─ write ─ hooks(on_after_send)
+//! ```
+//!
+//! - [`server`]: accept loop, connection limit, graceful shutdown.
+//! - [`frame`]: 4-byte big-endian length + protobuf, size-checked before allocating.
+//! - [`connection`]: one client: read, answer in order (pipelined), write, after-send.
+//! - [`service`]: [`Service`] and its builder [`ServiceInner`]: runs the hook chains
+//!   around execution.
+//! - [`hooks`]: the [`Hook`](hooks::Hook) trait, [`HookCtx`](hooks::HookCtx), chains.
+//! - [`command`]: one match from request to storage calls.
+//! - [`storage`]: the [`Storage`] trait, [`MemTable`] and [`SledDb`].
+//! - [`config`], [`error`]: `config.toml`, and the error → status mapping.
+//! - [`client`]: a small async client used by `hookv-cli`, the examples and tests.
+//!
+//! The wire types live in the `hookv-plugin` crate (re-exported as [`pb`]) so
+//! that plugins share them.
+#![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
+#![deny(unsafe_code)]
+
+pub mod client;
+pub mod command;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod frame;
+pub mod hooks;
+pub mod server;
+pub mod service;
+pub mod storage;
+
+pub use hookv_plugin::pb;
+pub use service::{Service, ServiceInner};
+pub use storage::{MemTable, SledDb, Storage, StorageError, StorageIter};

@@ -1,0 +1,99 @@
+//! The accept loop: admit connections up to the limit, serve each in its own
+//! task, and shut down gracefully.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::config::ServerConfig;
+use crate::connection::{self, Limits};
+use crate::hooks::HookCtx;
+use crate::service::Service;
+use crate::storage::Storage;
+
+/// Serves `listener` until `shutdown` completes, then stops accepting, lets
+/// open connections finish what they already read (up to
+/// `shutdown_grace_secs`), and flushes storage.
+///
+/// Only a storage flush failure at the end is an error; accept errors are
+/// logged and retried with backoff, connection errors end that connection.
+pub async fn run<S: Storage>(
+    listener: TcpListener,
+    service: Service<S>,
+    config: &ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), crate::storage::StorageError> {
+    // A permit per connection, taken *before* accept: past the limit, new
+    // clients wait in the kernel's listen backlog instead of being accepted
+    // and starved.
+    let permits = Arc::new(Semaphore::new(config.max_connections));
+    // Cancelling tells every connection to finish its batch and close.
+    let stop = CancellationToken::new();
+    // Lets shutdown wait for every connection task to end.
+    let tasks = TaskTracker::new();
+    let next_id = AtomicU64::new(1);
+    let limits = Limits {
+        max_frame_bytes: config.max_frame_bytes,
+        idle_timeout: (config.idle_timeout_secs > 0)
+            .then(|| Duration::from_secs(config.idle_timeout_secs)),
+    };
+
+    let accept_loop = async {
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                return; // the semaphore is never closed
+            };
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => {
+                    backoff = Duration::from_millis(5);
+                    accepted
+                }
+                Err(e) => {
+                    // e.g. out of file descriptors: wait and try again, never exit.
+                    error!(error = %e, retry_in = ?backoff, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            // Without TCP_NODELAY, pipelined clients stall ~40 ms per batch
+            // (Nagle meets delayed ACK).
+            if let Err(e) = stream.set_nodelay(true) {
+                warn!(%peer, error = %e, "cannot set TCP_NODELAY");
+            }
+            let ctx = HookCtx::new(next_id.fetch_add(1, Ordering::Relaxed), peer);
+            let service = service.clone();
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                connection::serve(stream, ctx, service, limits, stop).await;
+                drop(permit);
+            });
+        }
+    };
+
+    tokio::select! {
+        () = accept_loop => {}
+        () = shutdown => info!("shutting down: no new connections"),
+    }
+    drop(listener);
+    stop.cancel();
+    tasks.close();
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        warn!(
+            still_open = tasks.len(),
+            "connections did not finish within shutdown_grace_secs; leaving them"
+        );
+    }
+    service.store().flush()?;
+    info!("storage flushed; bye");
+    Ok(())
+}

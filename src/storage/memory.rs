@@ -1,0 +1,77 @@
+//! [`MemTable`]: the in-memory backend.
+
+use dashmap::DashMap;
+use hookv_plugin::pb::{Kvpair, Value};
+
+use super::{Storage, StorageError, StorageIter};
+
+/// Tables in memory: a `DashMap` of table name to a `DashMap` of key to value.
+///
+/// Two levels of sharded maps let writers to different keys (and tables) go in
+/// parallel without a global lock. Tables are separate maps, so no name can
+/// leak into another table.
+#[derive(Debug, Default)]
+pub struct MemTable {
+    tables: DashMap<String, DashMap<String, Value>>,
+}
+
+impl MemTable {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Storage for MemTable {
+    fn get(&self, table: &str, key: &str) -> Result<Option<Value>, StorageError> {
+        Ok(self
+            .tables
+            .get(table)
+            .and_then(|t| t.get(key).map(|v| v.value().clone())))
+    }
+
+    fn set(&self, table: &str, key: &str, value: Value) -> Result<Option<Value>, StorageError> {
+        // Look up first so the common case (table exists) allocates no name.
+        if let Some(t) = self.tables.get(table) {
+            return Ok(t.insert(key.to_owned(), value));
+        }
+        let t = self.tables.entry(table.to_owned()).or_default();
+        Ok(t.insert(key.to_owned(), value))
+    }
+
+    fn contains(&self, table: &str, key: &str) -> Result<bool, StorageError> {
+        Ok(self.tables.get(table).is_some_and(|t| t.contains_key(key)))
+    }
+
+    fn del(&self, table: &str, key: &str) -> Result<Option<Value>, StorageError> {
+        Ok(self
+            .tables
+            .get(table)
+            .and_then(|t| t.remove(key).map(|(_, v)| v)))
+    }
+
+    fn get_iter(&self, table: &str) -> Result<StorageIter, StorageError> {
+        // Snapshot the table so the iterator holds no shard lock while a
+        // caller consumes it.
+        let mut pairs: Vec<Kvpair> = match self.tables.get(table) {
+            Some(t) => t
+                .iter()
+                .map(|e| Kvpair::new(e.key().clone(), e.value().clone()))
+                .collect(),
+            None => Vec::new(),
+        };
+        pairs.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        Ok(StorageIter::new(pairs.into_iter().map(Ok)))
+    }
+
+    fn tables(&self) -> Result<Vec<String>, StorageError> {
+        let mut names: Vec<String> = self
+            .tables
+            .iter()
+            .filter(|t| !t.value().is_empty())
+            .map(|t| t.key().clone())
+            .collect();
+        names.sort_unstable();
+        Ok(names)
+    }
+}

@@ -1,0 +1,233 @@
+//! Where data lives: the [`Storage`] trait and its two backends.
+//!
+//! - [`MemTable`]: in memory, a `DashMap` of tables (lost on exit unless the
+//!   WAL hook is on).
+//! - [`SledDb`]: on disk, one sled database.
+//!
+//! Every method is fallible: a backend that cannot read what it stored says so
+//! with a [`StorageError`] (which reaches the client as a 500), never with a
+//! default value. Reads never create tables. Tables are isolated whatever
+//! their names contain, and `""` is a valid table and key name.
+//!
+//! The conformance suite at the bottom of this file runs once per backend.
+
+mod memory;
+mod sled_store;
+
+pub use memory::MemTable;
+pub use sled_store::SledDb;
+
+use hookv_plugin::pb::{Kvpair, Value};
+
+/// A failure inside a storage backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The disk backend failed (I/O, or sled's own corruption checks).
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    /// Bytes read back from disk are not a valid stored value.
+    #[error("stored value of table {table:?} key {key:?} is corrupt: {reason}")]
+    Corrupt {
+        /// The table the bad record belongs to (lossy if the name itself is bad).
+        table: String,
+        /// The key of the bad record (lossy if the key itself is bad).
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A key-value store of named tables.
+///
+/// Implementations are shared by every connection, so they are `Send + Sync`
+/// and take `&self`.
+pub trait Storage: Send + Sync + 'static {
+    /// The value of `key` in `table`, `None` if either is missing.
+    fn get(&self, table: &str, key: &str) -> Result<Option<Value>, StorageError>;
+    /// Sets `key` to `value` in `table` (creating the table), returning the
+    /// previous value.
+    fn set(&self, table: &str, key: &str, value: Value) -> Result<Option<Value>, StorageError>;
+    /// Whether `table` holds `key`.
+    fn contains(&self, table: &str, key: &str) -> Result<bool, StorageError>;
+    /// Removes `key` from `table`, returning what was there.
+    fn del(&self, table: &str, key: &str) -> Result<Option<Value>, StorageError>;
+    /// Every pair of `table`, sorted by key (byte order); empty for a missing table.
+    fn get_all(&self, table: &str) -> Result<Vec<Kvpair>, StorageError> {
+        self.get_iter(table)?.collect()
+    }
+    /// Iterates the pairs of `table` in key order (byte order).
+    fn get_iter(&self, table: &str) -> Result<StorageIter, StorageError>;
+    /// The names of all tables that hold at least one key, sorted.
+    fn tables(&self) -> Result<Vec<String>, StorageError>;
+    /// Makes everything written so far durable (a no-op in memory).
+    fn flush(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+/// An iterator over the pairs of one table, adapting whatever a backend
+/// yields (anything convertible into `Result<Kvpair, StorageError>`).
+pub struct StorageIter {
+    inner: Box<dyn Iterator<Item = Result<Kvpair, StorageError>> + Send>,
+}
+
+impl StorageIter {
+    /// Wraps a backend iterator.
+    pub fn new<I, T>(inner: I) -> Self
+    where
+        I: Iterator<Item = T> + Send + 'static,
+        T: Into<Result<Kvpair, StorageError>> + 'static,
+    {
+        Self {
+            inner: Box::new(inner.map(Into::into)),
+        }
+    }
+}
+
+impl Iterator for StorageIter {
+    type Item = Result<Kvpair, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next()
+    }
+}
+
+impl<S: Storage + ?Sized> Storage for Box<S> {
+    fn get(&self, table: &str, key: &str) -> Result<Option<Value>, StorageError> {
+        (**self).get(table, key)
+    }
+    fn set(&self, table: &str, key: &str, value: Value) -> Result<Option<Value>, StorageError> {
+        (**self).set(table, key, value)
+    }
+    fn contains(&self, table: &str, key: &str) -> Result<bool, StorageError> {
+        (**self).contains(table, key)
+    }
+    fn del(&self, table: &str, key: &str) -> Result<Option<Value>, StorageError> {
+        (**self).del(table, key)
+    }
+    fn get_all(&self, table: &str) -> Result<Vec<Kvpair>, StorageError> {
+        (**self).get_all(table)
+    }
+    fn get_iter(&self, table: &str) -> Result<StorageIter, StorageError> {
+        (**self).get_iter(table)
+    }
+    fn tables(&self) -> Result<Vec<String>, StorageError> {
+        (**self).tables()
+    }
+    fn flush(&self) -> Result<(), StorageError> {
+        (**self).flush()
+    }
+}
+
+#[cfg(test)]
+mod conformance {
+    //! One behaviour per function, each run against every backend.
+    use super::*;
+    use hookv_plugin::pb::value;
+
+    fn backends() -> Vec<(&'static str, Box<dyn Storage>, Option<tempfile::TempDir>)> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sled = SledDb::open(dir.path().join("db")).expect("open sled");
+        vec![
+            ("memory", Box::new(MemTable::new()), None),
+            ("sled", Box::new(sled), Some(dir)),
+        ]
+    }
+
+    fn each(check: impl Fn(&dyn Storage)) {
+        for (name, store, _dir) in backends() {
+            eprintln!("backend: {name}");
+            check(store.as_ref());
+        }
+    }
+
+    #[test]
+    fn set_returns_previous_and_get_reads_back() {
+        each(|s| {
+            assert_eq!(s.set("t", "k", "v1".into()).unwrap(), None);
+            assert_eq!(s.set("t", "k", "v2".into()).unwrap(), Some("v1".into()));
+            assert_eq!(s.get("t", "k").unwrap(), Some("v2".into()));
+            assert_eq!(s.get("t", "missing").unwrap(), None);
+            assert_eq!(s.get("missing", "k").unwrap(), None);
+        });
+    }
+
+    #[test]
+    fn contains_and_del() {
+        each(|s| {
+            s.set("t", "k", 1i64.into()).unwrap();
+            assert!(s.contains("t", "k").unwrap());
+            assert!(!s.contains("t", "x").unwrap());
+            assert!(!s.contains("nope", "k").unwrap());
+            assert_eq!(s.del("t", "k").unwrap(), Some(1i64.into()));
+            assert_eq!(s.del("t", "k").unwrap(), None);
+            assert_eq!(s.del("nope", "k").unwrap(), None);
+            assert!(!s.contains("t", "k").unwrap());
+        });
+    }
+
+    #[test]
+    fn all_value_types_round_trip() {
+        each(|s| {
+            let values: Vec<Value> = vec![
+                "text".into(),
+                bytes::Bytes::from_static(b"\x00\xffbin").into(),
+                i64::MIN.into(),
+                (-0.5f64).into(),
+                true.into(),
+                false.into(),
+                Value::from(value::Value::String(String::new())),
+            ];
+            for (i, v) in values.iter().enumerate() {
+                s.set("types", &i.to_string(), v.clone()).unwrap();
+            }
+            for (i, v) in values.iter().enumerate() {
+                assert_eq!(s.get("types", &i.to_string()).unwrap().as_ref(), Some(v));
+            }
+        });
+    }
+
+    #[test]
+    fn tables_are_isolated_whatever_their_names() {
+        each(|s| {
+            s.set("a", "b:c", "1".into()).unwrap();
+            s.set("a:b", "c", "2".into()).unwrap();
+            s.set("a\0", "x", "3".into()).unwrap();
+            s.set("", "", "empty".into()).unwrap();
+            s.set("ünï/cødé 表", "ключ", "4".into()).unwrap();
+            assert_eq!(s.get("a", "b:c").unwrap(), Some("1".into()));
+            assert_eq!(s.get("a:b", "c").unwrap(), Some("2".into()));
+            assert_eq!(s.get("a", "c").unwrap(), None);
+            assert_eq!(s.get("", "").unwrap(), Some("empty".into()));
+            assert_eq!(s.get("ünï/cødé 表", "ключ").unwrap(), Some("4".into()));
+            let keys = |t: &str| -> Vec<String> {
+                s.get_all(t).unwrap().into_iter().map(|p| p.key).collect()
+            };
+            assert_eq!(keys("a"), vec!["b:c"]);
+            assert_eq!(keys("a:b"), vec!["c"]);
+            assert_eq!(keys("a\0"), vec!["x"]);
+            assert_eq!(keys(""), vec![""]);
+        });
+    }
+
+    #[test]
+    fn get_all_is_sorted_by_key_and_reads_create_nothing() {
+        each(|s| {
+            for k in ["b", "a", "c", "aa"] {
+                s.set("t", k, k.into()).unwrap();
+            }
+            let pairs = s.get_all("t").unwrap();
+            let keys: Vec<_> = pairs.iter().map(|p| p.key.as_str()).collect();
+            assert_eq!(keys, ["a", "aa", "b", "c"]);
+            assert_eq!(pairs[0].value, Some("a".into()));
+            let via_iter: Vec<_> = s.get_iter("t").unwrap().collect::<Result<_, _>>().unwrap();
+            assert_eq!(via_iter, pairs);
+
+            assert!(s.get_all("ghost").unwrap().is_empty());
+            s.get("ghost", "k").unwrap();
+            s.contains("ghost", "k").unwrap();
+            s.del("ghost", "k").unwrap();
+            assert_eq!(s.tables().unwrap(), vec!["t".to_string()]);
+        });
+    }
+}
