@@ -101,6 +101,12 @@ impl Client {
         Ok(self.stream.write_all(bytes).await?)
     }
 
+    /// Closes the write half (for tests of truncated input); responses can
+    /// still be read.
+    pub async fn shutdown_write(&mut self) -> Result<(), ClientError> {
+        Ok(self.stream.shutdown().await?)
+    }
+
     /// `hget table key`
     pub async fn hget(&mut self, table: &str, key: &str) -> Result<CommandResponse, ClientError> {
         self.send(&CommandRequest::new_hget(table, key)).await

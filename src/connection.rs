@@ -57,11 +57,15 @@ pub async fn serve<S: Storage>(
     // Answered requests waiting for on_after_send, kept only if a hook needs them.
     let mut sent: Vec<(CommandRequest, CommandResponse)> = Vec::new();
 
+    // Set when the next pass must be the last: the read side has ended
+    // (shutdown, or a truncated frame at EOF to report).
+    let mut last_pass: Option<End> = None;
     let end = loop {
         let chain = service.hooks();
         let keep = chain.has_after_send();
-        // Answer every complete frame already buffered.
-        let refused = loop {
+        // Answer every complete frame already buffered, in order.
+        let mut end = None;
+        loop {
             match codec.decode(&mut rbuf) {
                 Ok(Some(frame)) => {
                     let (req, res) = answer(&service, &chain, &mut ctx, frame);
@@ -70,31 +74,32 @@ pub async fn serve<S: Storage>(
                         sent.push((req, res));
                     }
                 }
-                Ok(None) => break None,
-                Err(e) => break Some(e),
+                Ok(None) => break,
+                Err(e) => {
+                    // The stream cannot be resynchronised: answer, then close.
+                    end = Some(End::Refused(e));
+                    break;
+                }
             }
-        };
-        if let Some(e) = refused {
-            // The stream cannot be resynchronised: answer once, then close.
-            let (req, res) = refuse(
-                &chain,
-                &mut ctx,
-                CommandResponse::error(e.status(), e.to_string()),
-            );
+        }
+        let end = end.or(last_pass.take());
+        if let Some(End::Refused(e)) = &end {
+            let (req, res) = refuse(&chain, &mut ctx, e, e.status());
             encode(&codec, &res, &mut wbuf);
             if keep {
                 sent.push((req, res));
             }
-            // The connection closes either way; a failed write changes nothing.
-            let _ = flush(&mut stream, &mut wbuf).await;
-            after_send(&service, &chain, &mut ctx, &mut sent);
-            break End::Refused(e);
         }
         if !wbuf.is_empty() {
-            if let Err(e) = flush(&mut stream, &mut wbuf).await {
-                break End::Refused(FrameError::Io(e));
+            let written = stream.write_all(&wbuf).await;
+            wbuf.clear();
+            if let Err(e) = written {
+                break end.unwrap_or(End::Refused(FrameError::Io(e)));
             }
             after_send(&service, &chain, &mut ctx, &mut sent);
+        }
+        if let Some(end) = end {
+            break end;
         }
         drop(chain);
 
@@ -106,25 +111,19 @@ pub async fn serve<S: Storage>(
             }
         };
         tokio::select! {
-            _ = shutdown.cancelled() => break End::Shutdown,
+            () = shutdown.cancelled() => {
+                // Answer what the client already sent, then close.
+                read_ready(&mut stream, &mut rbuf).await;
+                last_pass = Some(End::Shutdown);
+            }
             read = read => match read {
                 Err(_elapsed) => break End::Idle,
                 Ok(Ok(0)) => match codec.check_eof(&rbuf) {
                     Ok(()) => break End::PeerClosed,
-                    Err(e) => {
-                        // Best effort: the peer may still read after closing its write half.
-                        let chain = service.hooks();
-                        let (req, res) = refuse(&chain, &mut ctx, CommandResponse::error(e.status(), e.to_string()));
-                        encode(&codec, &res, &mut wbuf);
-                        let _ = flush(&mut stream, &mut wbuf).await;
-                        if chain.has_after_send() {
-                            sent.push((req, res));
-                            after_send(&service, &chain, &mut ctx, &mut sent);
-                        }
-                        break End::Refused(e);
-                    }
+                    // Report it: the peer may still read after closing its write half.
+                    Err(e) => last_pass = Some(End::Refused(e)),
                 },
-                Ok(Ok(_)) => continue,
+                Ok(Ok(_)) => {}
                 Ok(Err(e)) => break End::Refused(FrameError::Io(e)),
             },
         }
@@ -154,7 +153,10 @@ fn answer<S: Storage>(
             let res = service.handle(chain, ctx, &req);
             (req, res)
         }
-        Err(e) => refuse(chain, ctx, Error::Decode(e).into()),
+        Err(e) => {
+            let e = Error::Decode(e);
+            refuse(chain, ctx, &e, e.status())
+        }
     }
 }
 
@@ -163,12 +165,30 @@ fn answer<S: Storage>(
 fn refuse(
     chain: &HookChain,
     ctx: &mut HookCtx,
-    mut res: CommandResponse,
+    e: &dyn std::fmt::Display,
+    status: u32,
 ) -> (CommandRequest, CommandResponse) {
     let req = CommandRequest::default();
+    let mut res = CommandResponse::error(status, e.to_string());
     ctx.started = std::time::Instant::now();
     let _ = chain.before_send.notify(ctx, &req, &mut res);
     (req, res)
+}
+
+/// How long shutdown keeps reading a connection for requests already on
+/// their way (at most).
+const SHUTDOWN_READ_QUIET: Duration = Duration::from_millis(100);
+
+/// Moves the bytes that have already arrived (or arrive within
+/// [`SHUTDOWN_READ_QUIET`]) into `rbuf`, stopping early at EOF. A plain `try_read` is not enough:
+/// the reactor may not have seen the socket's readiness yet.
+async fn read_ready(stream: &mut TcpStream, rbuf: &mut BytesMut) {
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_READ_QUIET;
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read_buf(rbuf)).await {
+        if n == 0 {
+            return;
+        }
+    }
 }
 
 /// Appends `res` to `wbuf`; a response too large for a frame becomes a 413.
@@ -182,12 +202,6 @@ fn encode(codec: &FrameCodec, res: &CommandResponse, wbuf: &mut BytesMut) {
         // is absurdly small, the peer gets nothing rather than a broken frame.
         let _ = codec.encode_message(&too_large, wbuf);
     }
-}
-
-async fn flush(stream: &mut TcpStream, wbuf: &mut BytesMut) -> std::io::Result<()> {
-    let r = stream.write_all(wbuf).await;
-    wbuf.clear();
-    r
 }
 
 fn after_send<S: Storage>(

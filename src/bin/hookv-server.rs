@@ -4,6 +4,7 @@
 //! SIGTERM; then finishes in-flight requests, flushes storage and exits 0.
 //! Any start-up problem is one line on stderr and exit status 1.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,6 +85,7 @@ fn init_logging(flag: Option<&str>, from_config: &str) -> Result<(), String> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     Ok(())
 }

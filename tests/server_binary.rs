@@ -1,0 +1,220 @@
+//! The real `hookv-server` binary: start-up errors, signals, persistence.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use support::bounded;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_hookv-server");
+
+/// Runs the server on `config` expecting it to refuse to start; returns stderr.
+fn start_fails(config: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    fails_with(Command::new(SERVER).arg("--config").arg(&path))
+}
+
+fn fails_with(cmd: &mut Command) -> String {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_bounded(&mut child);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        !status.success(),
+        "server started on a bad config; stderr: {stderr}"
+    );
+    let lines: Vec<_> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "want one clear line, got: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+fn wait_bounded(child: &mut Child) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > support::LIMIT {
+            let _ = child.kill();
+            panic!("server did not exit in time");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn unknown_key_names_the_key_and_line() {
+    let err = start_fails("[server]\nlisten = \"127.0.0.1:0\"\nmax_conections = 5\n");
+    assert!(err.contains("max_conections"), "{err}");
+    assert!(err.contains("config.toml:3:"), "{err}");
+}
+
+#[test]
+fn bad_value_names_the_key() {
+    let err = start_fails("[server]\nlisten = \"127.0.0.1:0\"\nmax_frame_bytes = -1\n");
+    assert!(err.contains("config.toml:3:"), "{err}");
+    let err = start_fails("[storage]\nbackend = \"postgres\"\n");
+    assert!(
+        err.contains("postgres") && err.contains("config.toml:2:"),
+        "{err}"
+    );
+    let err = start_fails("[server]\nmax_connections = 0\n");
+    assert!(err.contains("server.max_connections"), "{err}");
+}
+
+#[test]
+fn missing_config_file_names_the_path() {
+    let err = fails_with(Command::new(SERVER).args(["--config", "/nonexistent/hookv.toml"]));
+    assert!(err.contains("/nonexistent/hookv.toml"), "{err}");
+}
+
+#[test]
+fn unreachable_listen_address_names_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let err = start_fails(&format!("[server]\nlisten = \"{addr}\"\n"));
+    assert!(
+        err.contains("server.listen") && err.contains(&addr.to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn unopenable_sled_path_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let db = blocker.join("db");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nbackend = \"sled\"\npath = {:?}\n",
+            db.display().to_string()
+        ),
+    )
+    .unwrap();
+    let err = fails_with(Command::new(SERVER).arg("--config").arg(&config));
+    assert!(
+        err.contains("storage.path") && err.contains(&db.display().to_string()),
+        "{err}"
+    );
+}
+
+/// A running server binary and the address it reported.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Running {
+    fn start(config: &Path) -> Self {
+        let mut child = Command::new(SERVER)
+            .arg("--config")
+            .arg(config)
+            .args(["--log", "info"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("addr=").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(support::LIMIT) {
+            Ok(addr) => addr.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not report its address");
+            }
+        };
+        Self { child, addr }
+    }
+
+    /// SIGTERM, and the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(ok.success());
+        wait_bounded(&mut self.child)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[tokio::test]
+async fn sled_data_survives_sigterm_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nbackend = \"sled\"\npath = \"db\"\n",
+    )
+    .unwrap();
+
+    let server = Running::start(&config);
+    let mut c = bounded(hookv::client::Client::connect(server.addr))
+        .await
+        .unwrap();
+    for i in 0..100i64 {
+        let r = bounded(c.hset("persist", &format!("k{i}"), i))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    drop(c);
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM should exit 0, got {status}");
+    assert!(
+        dir.path().join("db").is_dir(),
+        "sled path is relative to the config file"
+    );
+
+    let server = Running::start(&config);
+    let mut c = bounded(hookv::client::Client::connect(server.addr))
+        .await
+        .unwrap();
+    let r = bounded(c.hgetall("persist")).await.unwrap();
+    assert_eq!(r.pairs.len(), 100);
+    let r = bounded(c.hget("persist", "k42")).await.unwrap();
+    assert_eq!(r.values, vec![hookv::pb::Value::from(42i64)]);
+    drop(c);
+    assert!(server.terminate().success());
+}
+
+#[tokio::test]
+async fn sigterm_closes_connections_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[server]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let server = Running::start(&config);
+    let mut c = bounded(hookv::client::Client::connect(server.addr))
+        .await
+        .unwrap();
+    assert_eq!(bounded(c.hset("t", "k", "v")).await.unwrap().status, 200);
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+    assert!(bounded(c.hget("t", "k")).await.is_err());
+}
