@@ -2,7 +2,7 @@
 //!
 //! Unknown keys and bad values are errors that name the key and the line;
 //! every key has a default except where noted, so an empty file is a valid
-//! config (memory backend on 127.0.0.1:6379... see [`ServerConfig`]).
+//! config: the memory backend on 127.0.0.1:9527 (see [`ServerConfig`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub idle_timeout_secs: u64,
     /// On shutdown, how long to wait for connections to finish. Default 10.
     pub shutdown_grace_secs: u64,
+    /// Threads serving connections; 0 = one per CPU core. Default 0.
+    pub worker_threads: usize,
 }
 
 /// Largest accepted `max_frame_bytes`: keeps bit 31 of the header free and
@@ -51,6 +53,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             idle_timeout_secs: 300,
             shutdown_grace_secs: 10,
+            worker_threads: 0,
         }
     }
 }

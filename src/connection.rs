@@ -8,7 +8,7 @@
 //! header, socket error), or on server shutdown (after answering what it
 //! already read).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use hookv_plugin::pb::{CommandRequest, CommandResponse};
@@ -57,6 +57,10 @@ pub async fn serve<S: Storage>(
     // Answered requests waiting for on_after_send, kept only if a hook needs them.
     let mut sent: Vec<(CommandRequest, CommandResponse)> = Vec::new();
 
+    // Fires when the connection may have been idle too long; see below.
+    // (Disabled by the select's guard when there is no idle timeout.)
+    let idle = tokio::time::sleep(limits.idle_timeout.unwrap_or(Duration::ZERO));
+    tokio::pin!(idle);
     // Set when the next pass must be the last: the read side has ended
     // (shutdown, or a truncated frame at EOF to report).
     let mut last_pass: Option<End> = None;
@@ -104,28 +108,36 @@ pub async fn serve<S: Storage>(
         drop(chain);
 
         // Wait for more bytes, shutdown, or the idle timeout.
-        let read = async {
-            match limits.idle_timeout {
-                Some(limit) => tokio::time::timeout(limit, stream.read_buf(&mut rbuf)).await,
-                None => Ok(stream.read_buf(&mut rbuf).await),
-            }
-        };
         tokio::select! {
             () = shutdown.cancelled() => {
                 // Answer what the client already sent, then close.
                 read_ready(&mut stream, &mut rbuf).await;
+                ctx.started = Instant::now();
                 last_pass = Some(End::Shutdown);
             }
-            read = read => match read {
-                Err(_elapsed) => break End::Idle,
-                Ok(Ok(0)) => match codec.check_eof(&rbuf) {
-                    Ok(()) => break End::PeerClosed,
-                    // Report it: the peer may still read after closing its write half.
-                    Err(e) => last_pass = Some(End::Refused(e)),
-                },
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => break End::Refused(FrameError::Io(e)),
-            },
+            () = &mut idle, if limits.idle_timeout.is_some() => {
+                // One timer per connection, pushed forward lazily: re-arming a
+                // timeout on every read costs a timer-wheel update per request.
+                let limit = limits.idle_timeout.unwrap_or(Duration::ZERO);
+                let quiet_since = ctx.started;
+                if quiet_since.elapsed() >= limit {
+                    break End::Idle;
+                }
+                idle.as_mut().reset((quiet_since + limit).into());
+            }
+            read = stream.read_buf(&mut rbuf) => {
+                // One clock read per batch: every request in it arrived now.
+                ctx.started = Instant::now();
+                match read {
+                    Ok(0) => match codec.check_eof(&rbuf) {
+                        Ok(()) => break End::PeerClosed,
+                        // Report it: the peer may still read after closing its write half.
+                        Err(e) => last_pass = Some(End::Refused(e)),
+                    },
+                    Ok(_) => {}
+                    Err(e) => break End::Refused(FrameError::Io(e)),
+                }
+            }
         }
     };
     match end {
@@ -170,7 +182,6 @@ fn refuse(
 ) -> (CommandRequest, CommandResponse) {
     let req = CommandRequest::default();
     let mut res = CommandResponse::error(status, e.to_string());
-    ctx.started = std::time::Instant::now();
     let _ = chain.before_send.notify(ctx, &req, &mut res);
     (req, res)
 }

@@ -164,17 +164,18 @@ impl<Store: Storage> Service<Store> {
     /// → on_before_send. For in-process use; a connection uses
     /// [`Service::handle`] with the chain it holds, then [`Service::after_send`].
     pub fn execute(&self, ctx: &mut HookCtx, req: &CommandRequest) -> CommandResponse {
+        ctx.started = Instant::now();
         self.handle(&self.inner.hooks.load(), ctx, req)
     }
 
     /// Runs `req` through `chain` and storage, up to the point of sending.
+    /// The caller sets `ctx.started` to when the request arrived.
     pub fn handle(
         &self,
         chain: &HookChain,
         ctx: &mut HookCtx,
         req: &CommandRequest,
     ) -> CommandResponse {
-        ctx.started = Instant::now();
         let mut res = match chain.received.notify(ctx, req, &()) {
             ControlFlow::Break(refusal) => refusal,
             ControlFlow::Continue(()) => {

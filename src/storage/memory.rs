@@ -1,5 +1,6 @@
 //! [`MemTable`]: the in-memory backend.
 
+use ahash::RandomState;
 use dashmap::DashMap;
 use hookv_plugin::pb::{Kvpair, Value};
 
@@ -9,11 +10,15 @@ use super::{Storage, StorageError, StorageIter};
 ///
 /// Two levels of sharded maps let writers to different keys (and tables) go in
 /// parallel without a global lock. Tables are separate maps, so no name can
-/// leak into another table.
+/// leak into another table. Hashing is aHash with a per-process random seed:
+/// several times faster than SipHash on short keys, and still keyed, so
+/// clients cannot precompute colliding keys.
 #[derive(Debug, Default)]
 pub struct MemTable {
-    tables: DashMap<String, DashMap<String, Value>>,
+    tables: DashMap<String, Table, RandomState>,
 }
+
+type Table = DashMap<String, Value, RandomState>;
 
 impl MemTable {
     /// An empty store.
