@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use hookv_plugin::pb::{CommandRequest, CommandResponse};
+use hookv_plugin::pb::{status, CommandRequest, CommandResponse};
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -57,6 +57,9 @@ pub async fn serve<S: Storage>(
     // Answered requests waiting for on_after_send, kept only if a hook needs them.
     let mut sent: Vec<(CommandRequest, CommandResponse)> = Vec::new();
 
+    // Created once: each `cancelled()` call registers a waiter under a lock.
+    let stopped = shutdown.cancelled_owned();
+    tokio::pin!(stopped);
     // Fires when the connection may have been idle too long; see below.
     // (Disabled by the select's guard when there is no idle timeout.)
     let idle = tokio::time::sleep(limits.idle_timeout.unwrap_or(Duration::ZERO));
@@ -87,8 +90,19 @@ pub async fn serve<S: Storage>(
             }
         }
         let end = end.or(last_pass.take());
-        if let Some(End::Refused(e)) = &end {
-            let (req, res) = refuse(&chain, &mut ctx, e, e.status());
+        let last_words = match &end {
+            Some(End::Refused(e)) => Some(refuse(&chain, &mut ctx, e, e.status())),
+            // A request cut off by shutdown was not executed: say so, so the
+            // client knows it is safe to retry elsewhere.
+            Some(End::Shutdown) if !codec.is_idle(&rbuf) => Some(refuse(
+                &chain,
+                &mut ctx,
+                &"server shutting down: the unfinished request at the end of the stream was not executed",
+                status::UNAVAILABLE,
+            )),
+            _ => None,
+        };
+        if let Some((req, res)) = last_words {
             encode(&codec, &res, &mut wbuf);
             if keep {
                 sent.push((req, res));
@@ -109,7 +123,7 @@ pub async fn serve<S: Storage>(
 
         // Wait for more bytes, shutdown, or the idle timeout.
         tokio::select! {
-            () = shutdown.cancelled() => {
+            () = &mut stopped => {
                 // Answer what the client already sent, then close.
                 read_ready(&mut stream, &mut rbuf).await;
                 ctx.started = Instant::now();

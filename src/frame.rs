@@ -111,9 +111,14 @@ impl FrameCodec {
         Ok(())
     }
 
+    /// True when no frame is partly received (nothing of one in `src`).
+    pub fn is_idle(&self, src: &BytesMut) -> bool {
+        src.is_empty() && !self.in_body
+    }
+
     /// At end of input: an error if a frame was left unfinished in `src`.
     pub fn check_eof(&self, src: &BytesMut) -> Result<(), FrameError> {
-        if src.is_empty() && !self.in_body {
+        if self.is_idle(src) {
             Ok(())
         } else {
             Err(FrameError::Truncated {

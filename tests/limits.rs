@@ -78,15 +78,18 @@ async fn an_idle_connection_is_closed_and_others_are_not() {
 }
 
 #[tokio::test]
-async fn shutdown_answers_what_was_already_sent_then_closes() {
+async fn shutdown_answers_what_was_already_sent_and_reports_the_unfinished_one() {
     let server = server_with(ServerConfig::default()).await;
     let mut c = server.client().await;
     // Make sure the connection has been accepted.
     assert_eq!(bounded(c.hget("t", "k")).await.unwrap().status, 404);
 
-    let batch: Vec<u8> = (0..500)
+    let mut batch: Vec<u8> = (0..500)
         .flat_map(|i| frame(&CommandRequest::new_hset("t", format!("k{i}"), i as i64)))
         .collect();
+    // ...and the first half of one more request.
+    let unfinished = frame(&CommandRequest::new_hset("t", "late", 1i64));
+    batch.extend_from_slice(&unfinished[..unfinished.len() / 2]);
     bounded(c.send_raw(&batch)).await.unwrap();
     let addr = server.addr;
     server.stop().await;
@@ -97,6 +100,10 @@ async fn shutdown_answers_what_was_already_sent_then_closes() {
             .unwrap_or_else(|e| panic!("request {i} was not answered: {e}"));
         assert_eq!(res.status, 200);
     }
+    // The cut-off request is reported as not executed.
+    let res = bounded(c.read_response()).await.unwrap();
+    assert_eq!(res.status, 503, "{res:?}");
+    assert!(res.message.contains("not executed"), "{}", res.message);
     assert!(matches!(
         bounded(c.read_response()).await,
         Err(ClientError::Closed) | Err(ClientError::Io(_))

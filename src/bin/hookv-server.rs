@@ -63,11 +63,18 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let service: Service<Box<dyn Storage>> = ServiceInner::new(store).into();
 
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if config.server.worker_threads > 0 {
-        runtime.worker_threads(config.server.worker_threads);
+    let runtime = match config.server.worker_threads {
+        // One thread: the current-thread scheduler skips work stealing.
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
     }
-    let runtime = runtime.enable_all().build()?;
+    .enable_all()
+    .build()?;
     runtime.block_on(async {
         let listener = TcpListener::bind(config.server.listen)
             .await
