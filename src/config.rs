@@ -21,6 +21,51 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[log]`
     pub log: LogConfig,
+    /// `[[hooks]]` as written, with their positions; see [`Config::hooks`].
+    #[serde(rename = "hooks")]
+    raw_hooks: Vec<toml::Spanned<toml::Table>>,
+    /// The hook list, in config order. Each entry is checked when the chain
+    /// is built (`hooks::build`), which knows every kind's options.
+    #[serde(skip)]
+    pub hooks: Vec<HookEntry>,
+    /// The file this config came from (names it in errors).
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// The directory relative paths in the config are resolved against.
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+/// One `[[hooks]]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookEntry {
+    /// 1-based position in the hook list.
+    pub index: usize,
+    /// 1-based line of the table's `[[hooks]]` header in the file.
+    pub line: usize,
+    /// Every key of the table, `kind` or `plugin` included.
+    pub table: toml::Table,
+}
+
+impl HookEntry {
+    /// `kind = "..."`, naming a built-in hook.
+    pub fn kind(&self) -> Option<&str> {
+        self.table.get("kind").and_then(toml::Value::as_str)
+    }
+
+    /// `plugin = "..."`, the path of a plugin library.
+    pub fn plugin(&self) -> Option<&str> {
+        self.table.get("plugin").and_then(toml::Value::as_str)
+    }
+
+    /// A short label for messages: `hooks[2] (kind = "wal")`.
+    pub fn label(&self) -> String {
+        match (self.kind(), self.plugin()) {
+            (Some(kind), _) => format!("hooks[{}] (kind = {kind:?})", self.index),
+            (None, Some(plugin)) => format!("hooks[{}] (plugin = {plugin:?})", self.index),
+            (None, None) => format!("hooks[{}]", self.index),
+        }
+    }
 }
 
 /// `[server]`: the listener and its limits.
@@ -152,17 +197,16 @@ impl Config {
             source,
         })?;
         let mut config = Self::parse(&text, path)?;
+        config.dir = path.parent().map(Path::to_owned).unwrap_or_default();
         if config.storage.path.is_relative() {
-            if let Some(dir) = path.parent() {
-                config.storage.path = dir.join(&config.storage.path);
-            }
+            config.storage.path = config.dir.join(&config.storage.path);
         }
         Ok(config)
     }
 
     /// Parses and checks `text`; `path` only names the source in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
             let (line, column) = e
                 .span()
                 .map(|span| line_column(text, span.start))
@@ -175,6 +219,17 @@ impl Config {
             }
         })?;
         config.check(path)?;
+        config.path = path.to_owned();
+        config.hooks = config
+            .raw_hooks
+            .iter()
+            .enumerate()
+            .map(|(i, spanned)| HookEntry {
+                index: i + 1,
+                line: line_column(text, spanned.span().start).0,
+                table: spanned.get_ref().clone(),
+            })
+            .collect();
         Ok(config)
     }
 
@@ -228,8 +283,22 @@ mod tests {
     }
 
     #[test]
+    fn hooks_keep_their_order_and_lines() {
+        let c = parse("[[hooks]]\nkind = \"auth\"\n\n[[hooks]]\nplugin = \"x.so\"\nlimit = 3\n")
+            .unwrap();
+        assert_eq!(c.hooks.len(), 2);
+        assert_eq!((c.hooks[0].index, c.hooks[0].kind()), (1, Some("auth")));
+        assert_eq!(c.hooks[1].plugin(), Some("x.so"));
+        assert_eq!(c.hooks[1].line, 4);
+        assert_eq!(c.hooks[1].label(), "hooks[2] (plugin = \"x.so\")");
+    }
+
+    #[test]
     fn empty_file_is_the_defaults() {
-        assert_eq!(parse("").unwrap(), Config::default());
+        let c = parse("").unwrap();
+        let d = Config::default();
+        assert_eq!((c.server, c.storage, c.log), (d.server, d.storage, d.log));
+        assert!(c.hooks.is_empty());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::error::Error;
 use crate::frame::{FrameCodec, FrameError};
@@ -41,6 +41,7 @@ enum End {
     Idle,
     Shutdown,
     Refused(FrameError),
+    NotDurable,
 }
 
 /// Serves one connection until it ends; never panics on client input.
@@ -72,10 +73,12 @@ pub async fn serve<S: Storage>(
         let keep = chain.has_after_send();
         // Answer every complete frame already buffered, in order.
         let mut end = None;
+        let mut wrote = false;
         loop {
             match codec.decode(&mut rbuf) {
                 Ok(Some(frame)) => {
                     let (req, res) = answer(&service, &chain, &mut ctx, frame);
+                    wrote |= req.is_write();
                     encode(&codec, &res, &mut wbuf);
                     if keep {
                         sent.push((req, res));
@@ -106,6 +109,13 @@ pub async fn serve<S: Storage>(
             encode(&codec, &res, &mut wbuf);
             if keep {
                 sent.push((req, res));
+            }
+        }
+        // No answer to a write leaves before the write is durable.
+        if let (true, Some(barrier)) = (wrote, service.barrier()) {
+            if let Err(e) = barrier.wait().await {
+                error!(conn = ctx.conn_id, error = %e, "writes not durable; closing without answering them");
+                break End::NotDurable;
             }
         }
         if !wbuf.is_empty() {
@@ -161,7 +171,7 @@ pub async fn serve<S: Storage>(
         End::Idle => {
             info!(conn = ctx.conn_id, peer = %ctx.peer, "connection idle too long, closed")
         }
-        End::Shutdown | End::PeerClosed => {
+        End::Shutdown | End::PeerClosed | End::NotDurable => {
             debug!(conn = ctx.conn_id, peer = %ctx.peer, reason = ?end, "connection closed")
         }
     }

@@ -43,7 +43,7 @@ use arc_swap::ArcSwap;
 use hookv_plugin::pb::{CommandRequest, CommandResponse};
 
 use crate::command::dispatch;
-use crate::hooks::{Events, Flow, Hook, HookChain, HookCtx, Notify, NotifyMut};
+use crate::hooks::{Events, Flow, Hook, HookChain, HookCtx, Notify, NotifyMut, WriteBarrier};
 use crate::storage::{MemTable, Storage};
 
 /// A cheaply clonable handle to the storage and hook chain shared by all
@@ -64,6 +64,8 @@ impl<Store> Clone for Service<Store> {
 pub struct ServiceInner<Store> {
     store: Store,
     hooks: ArcSwap<HookChain>,
+    /// Awaited before answers to writes are sent (the WAL's durability).
+    barrier: Option<Arc<dyn WriteBarrier>>,
 }
 
 impl<Store: Storage> ServiceInner<Store> {
@@ -72,7 +74,14 @@ impl<Store: Storage> ServiceInner<Store> {
         Self {
             store,
             hooks: ArcSwap::from_pointee(HookChain::new()),
+            barrier: None,
         }
+    }
+
+    /// Sets the barrier connections await before answering writes.
+    pub fn write_barrier(mut self, barrier: Arc<dyn WriteBarrier>) -> Self {
+        self.barrier = Some(barrier);
+        self
     }
 
     fn push(self, hook: Arc<dyn Hook>) -> Self {
@@ -146,6 +155,11 @@ impl<Store: Storage> Service<Store> {
     /// The storage backend.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The barrier to await before sending answers to writes, if any.
+    pub fn barrier(&self) -> Option<&dyn WriteBarrier> {
+        self.inner.barrier.as_deref()
     }
 
     /// The current hook chain. Hold it for a whole request (or batch) so the

@@ -11,6 +11,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use hookv::config::{Backend, Config};
+use std::sync::Arc;
+
+use hookv::hooks::build::{build_chain, BuildEnv};
 use hookv::{MemTable, Service, ServiceInner, SledDb, Storage};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -52,16 +55,17 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     init_logging(args.log.as_deref(), &config.log.filter)?;
 
-    let store: Box<dyn Storage> = match config.storage.backend {
-        Backend::Memory => Box::new(MemTable::new()),
-        Backend::Sled => Box::new(SledDb::open(&config.storage.path).map_err(|e| {
+    let store: Arc<dyn Storage> = match config.storage.backend {
+        Backend::Memory => Arc::new(MemTable::new()),
+        Backend::Sled => Arc::new(SledDb::open(&config.storage.path).map_err(|e| {
             format!(
                 "storage.path {}: cannot open sled database: {e}",
                 config.storage.path.display()
             )
         })?),
     };
-    let service: Service<Box<dyn Storage>> = ServiceInner::new(store).into();
+    let chain = build_chain(&BuildEnv { config: &config })?;
+    let service: Service<Arc<dyn Storage>> = ServiceInner::new(store).hooks(&chain).into();
 
     let runtime = match config.server.worker_threads {
         // One thread: the current-thread scheduler skips work stealing.
@@ -82,9 +86,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!(
             addr = %listener.local_addr()?,
             backend = ?config.storage.backend,
+            hooks = ?service.hooks(),
             "hookv listening"
         );
-        hookv::server::run(listener, service, &config.server, shutdown_signal()).await?;
+        let served =
+            hookv::server::run(listener, service.clone(), &config.server, shutdown_signal()).await;
+        // Flush what hooks hold (audit queue, logs) even if storage failed to flush.
+        service.hooks().shutdown();
+        served?;
         Ok(())
     })
 }

@@ -16,12 +16,16 @@
 //! connection and called concurrently, so state lives behind atomics or locks
 //! inside the hook.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use hookv_plugin::pb::{CommandRequest, CommandResponse};
+
+pub mod build;
 
 /// What an `on_received` or `on_executed` hook returns: continue, or answer
 /// with this response now.
@@ -124,7 +128,28 @@ pub trait Hook: Send + Sync + 'static {
     ) -> ControlFlow<()> {
         ControlFlow::Continue(())
     }
+
+    /// The server is stopping (or this hook left the chain on a reload):
+    /// flush and release what the hook holds. Called once; requests may no
+    /// longer reach the hook afterwards.
+    fn shutdown(&self) {}
 }
+
+/// Makes the connection wait before it sends answers to writes: a
+/// write-ahead log uses it so that no write is acknowledged before it is in
+/// the log (group commit: every connection waiting on one flush).
+pub trait WriteBarrier: Send + Sync + 'static {
+    /// Completes when every write executed so far is as durable as the
+    /// barrier promises; an error means it never will be, and the answers
+    /// must not be sent.
+    fn wait(&self) -> Pin<Box<dyn Future<Output = Result<(), BarrierError>> + Send + '_>>;
+}
+
+/// Writes could not be made durable; the connection closes without
+/// acknowledging them.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BarrierError(pub String);
 
 /// Runs an event's chain where hooks read the exchange and may answer early.
 pub trait Notify<Arg: ?Sized> {
@@ -225,6 +250,13 @@ impl HookChain {
     /// Every hook, in the order added.
     pub fn hooks(&self) -> &[Arc<dyn Hook>] {
         &self.all
+    }
+
+    /// Calls [`Hook::shutdown`] on every hook, in order.
+    pub fn shutdown(&self) {
+        for hook in &self.all {
+            hook.shutdown();
+        }
     }
 
     /// True when some hook runs after the response is sent (so the

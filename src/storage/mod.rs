@@ -17,6 +17,8 @@ mod sled_store;
 pub use memory::MemTable;
 pub use sled_store::SledDb;
 
+use std::sync::Arc;
+
 use hookv_plugin::pb::{Kvpair, Value};
 
 /// A failure inside a storage backend.
@@ -92,32 +94,45 @@ impl Iterator for StorageIter {
     }
 }
 
-impl<S: Storage + ?Sized> Storage for Box<S> {
-    fn get(&self, table: &str, key: &str) -> Result<Option<Value>, StorageError> {
-        (**self).get(table, key)
-    }
-    fn set(&self, table: &str, key: &str, value: Value) -> Result<Option<Value>, StorageError> {
-        (**self).set(table, key, value)
-    }
-    fn contains(&self, table: &str, key: &str) -> Result<bool, StorageError> {
-        (**self).contains(table, key)
-    }
-    fn del(&self, table: &str, key: &str) -> Result<Option<Value>, StorageError> {
-        (**self).del(table, key)
-    }
-    fn get_all(&self, table: &str) -> Result<Vec<Kvpair>, StorageError> {
-        (**self).get_all(table)
-    }
-    fn get_iter(&self, table: &str) -> Result<StorageIter, StorageError> {
-        (**self).get_iter(table)
-    }
-    fn tables(&self) -> Result<Vec<String>, StorageError> {
-        (**self).tables()
-    }
-    fn flush(&self) -> Result<(), StorageError> {
-        (**self).flush()
-    }
+/// Forwards every call to the boxed or shared backend, so `Box<dyn Storage>`
+/// and `Arc<dyn Storage>` are backends too.
+macro_rules! forward_storage {
+    ($ptr:ident) => {
+        impl<S: Storage + ?Sized> Storage for $ptr<S> {
+            fn get(&self, table: &str, key: &str) -> Result<Option<Value>, StorageError> {
+                (**self).get(table, key)
+            }
+            fn set(
+                &self,
+                table: &str,
+                key: &str,
+                value: Value,
+            ) -> Result<Option<Value>, StorageError> {
+                (**self).set(table, key, value)
+            }
+            fn contains(&self, table: &str, key: &str) -> Result<bool, StorageError> {
+                (**self).contains(table, key)
+            }
+            fn del(&self, table: &str, key: &str) -> Result<Option<Value>, StorageError> {
+                (**self).del(table, key)
+            }
+            fn get_all(&self, table: &str) -> Result<Vec<Kvpair>, StorageError> {
+                (**self).get_all(table)
+            }
+            fn get_iter(&self, table: &str) -> Result<StorageIter, StorageError> {
+                (**self).get_iter(table)
+            }
+            fn tables(&self) -> Result<Vec<String>, StorageError> {
+                (**self).tables()
+            }
+            fn flush(&self) -> Result<(), StorageError> {
+                (**self).flush()
+            }
+        }
+    };
 }
+forward_storage!(Box);
+forward_storage!(Arc);
 
 #[cfg(test)]
 mod conformance {
