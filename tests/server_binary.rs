@@ -2,16 +2,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use support::bounded;
+use support::wait_bounded;
 
-const SERVER: &str = env!("CARGO_BIN_EXE_hookv-server");
+use support::{bounded, Running};
+
+use support::SERVER;
 
 /// Runs the server on `config` expecting it to refuse to start; returns stderr.
 fn start_fails(config: &str) -> String {
@@ -38,20 +35,6 @@ fn fails_with(cmd: &mut Command) -> String {
     assert_eq!(lines.len(), 1, "want one clear line, got: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     stderr
-}
-
-fn wait_bounded(child: &mut Child) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > support::LIMIT {
-            let _ = child.kill();
-            panic!("server did not exit in time");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -111,57 +94,6 @@ fn unopenable_sled_path_names_the_path() {
         err.contains("storage.path") && err.contains(&db.display().to_string()),
         "{err}"
     );
-}
-
-/// A running server binary and the address it reported.
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Running {
-    fn start(config: &Path) -> Self {
-        let mut child = Command::new(SERVER)
-            .arg("--config")
-            .arg(config)
-            .args(["--log", "info"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("addr=").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(support::LIMIT) {
-            Ok(addr) => addr.parse().unwrap(),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("server did not report its address");
-            }
-        };
-        Self { child, addr }
-    }
-
-    /// SIGTERM, and the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(ok.success());
-        wait_bounded(&mut self.child)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
 }
 
 #[tokio::test]

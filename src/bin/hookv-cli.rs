@@ -85,10 +85,16 @@ enum Command {
         #[arg(required = true)]
         keys: Vec<String>,
     },
+    /// Print the SHA-256 of TOKEN for an auth hook's `token_sha256` (no server needed).
+    HashToken { token: String },
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Command::HashToken { token } = &args.command {
+        println!("{}", hookv::hooks::auth::hash_token(token));
+        return ExitCode::SUCCESS;
+    }
     let (request, keys) = match build(&args.command) {
         Ok(built) => built,
         Err(e) => {
@@ -179,6 +185,7 @@ fn build(command: &Command) -> Result<(CommandRequest, Option<Vec<String>>), Str
             CommandRequest::new_hmexist(table, keys.clone()),
             Some(keys.clone()),
         ),
+        Command::HashToken { .. } => return Err("hash-token needs no server".into()),
     })
 }
 

@@ -80,6 +80,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     .enable_all()
     .build()?;
     runtime.block_on(async {
+        let signals =
+            shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
         let listener = TcpListener::bind(config.server.listen)
             .await
             .map_err(|e| format!("server.listen {}: cannot listen: {e}", config.server.listen))?;
@@ -89,8 +91,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             hooks = ?service.hooks(),
             "hookv listening"
         );
-        let served =
-            hookv::server::run(listener, service.clone(), &config.server, shutdown_signal()).await;
+        let served = hookv::server::run(listener, service.clone(), &config.server, signals).await;
         // Flush what hooks hold (audit queue, logs) even if storage failed to flush.
         service.hooks().shutdown();
         served?;
@@ -115,30 +116,17 @@ fn init_logging(flag: Option<&str>, from_config: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
+/// Installs the SIGINT and SIGTERM handlers now (so a signal that arrives
+/// as soon as the server listens is not lost to the default action), and
+/// returns a future that completes on either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = term => tracing::info!("SIGTERM received"),
-    }
+    })
 }

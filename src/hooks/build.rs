@@ -80,8 +80,19 @@ fn build_one(env: &BuildEnv<'_>, entry: &HookEntry) -> Result<Arc<dyn Hook>, Hoo
             let kind = kind
                 .as_str()
                 .ok_or_else(|| error("`kind` must be a string".into()))?;
-            #[allow(clippy::match_single_binding)] // built-in kinds are added here
             match kind {
+                "auth" => {
+                    let options = options(entry, "kind").map_err(error)?;
+                    Ok(Arc::new(super::auth::AuthHook::new(options).map_err(error)?))
+                }
+                "audit" => {
+                    let options = options(entry, "kind").map_err(error)?;
+                    Ok(Arc::new(super::audit::AuditHook::new(options, env).map_err(error)?))
+                }
+                "rewrite" => {
+                    let options = options(entry, "kind").map_err(error)?;
+                    Ok(Arc::new(super::rewrite::RewriteHook::new(options).map_err(error)?))
+                }
                 other => Err(error(format!(
                     "unknown kind {other:?}; built-in hooks are auth, audit, wal, rewrite"
                 ))),

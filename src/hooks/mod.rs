@@ -25,7 +25,11 @@ use std::time::Instant;
 
 use hookv_plugin::pb::{CommandRequest, CommandResponse};
 
+pub mod audit;
+pub mod auth;
 pub mod build;
+pub mod pattern;
+pub mod rewrite;
 
 /// What an `on_received` or `on_executed` hook returns: continue, or answer
 /// with this response now.

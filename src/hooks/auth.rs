@@ -1,0 +1,285 @@
+//! `kind = "auth"`: who may do what.
+//!
+//! A client authenticates once per connection with an `auth` request (tag
+//! 13) carrying a token. The token's SHA-256 is compared, in constant time,
+//! with every user's `token_sha256`: a match makes the connection that user
+//! (200); no match answers 401 and leaves the connection unauthenticated
+//! (even if it was authenticated before). Tokens themselves are never stored.
+//!
+//! Every other request from an unauthenticated connection gets 401 and
+//! executes nothing. An authenticated user may read tables matching one of
+//! its `read` patterns (hget, hgetall, hmget, hexist, hmexist) and write
+//! tables matching one of its `write` patterns (hset, hmset, hdel, hmdel);
+//! anything else gets 403 naming the table. Patterns use `*` wildcards.
+//!
+//! Event: `on_received` only.
+//!
+//! ```toml
+//! [[hooks]]
+//! kind = "auth"
+//! users = [
+//!   { name = "admin",  token_sha256 = "<hex>", read = ["*"], write = ["*"] },
+//!   { name = "viewer", token_sha256 = "<hex>", read = ["public*"] },
+//! ]
+//! ```
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use hookv_plugin::pb::command_request::RequestData;
+use hookv_plugin::pb::{status, CommandRequest, CommandResponse};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::pattern;
+use super::{Events, Flow, Hook, HookCtx};
+
+/// The hook's options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthOptions {
+    /// Who may connect.
+    pub users: Vec<UserOptions>,
+}
+
+/// One user.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserOptions {
+    /// The principal's name (in audit records and messages).
+    pub name: String,
+    /// Lower- or upper-case hex SHA-256 of the user's token
+    /// (`hookv-cli hash-token TOKEN` prints it).
+    pub token_sha256: String,
+    /// Table patterns this user may read.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Table patterns this user may write.
+    #[serde(default)]
+    pub write: Vec<String>,
+}
+
+struct User {
+    name: Arc<str>,
+    token_sha256: [u8; 32],
+    read: Vec<String>,
+    write: Vec<String>,
+}
+
+/// The auth hook.
+pub struct AuthHook {
+    users: Vec<User>,
+    by_name: HashMap<Arc<str>, usize>,
+}
+
+/// The hex SHA-256 of `token`, as `token_sha256` expects it.
+pub fn hash_token(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let text = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl AuthHook {
+    /// Checks the options: at least one user, unique names and hashes,
+    /// well-formed hashes.
+    pub fn new(options: AuthOptions) -> Result<Self, String> {
+        if options.users.is_empty() {
+            return Err("users: at least one user is needed (nobody could connect)".into());
+        }
+        let mut users = Vec::with_capacity(options.users.len());
+        let mut by_name = HashMap::new();
+        for (i, u) in options.users.into_iter().enumerate() {
+            let token_sha256 = parse_hex32(&u.token_sha256).ok_or_else(|| {
+                format!(
+                    "users[{}] ({}): token_sha256 must be 64 hex digits (the SHA-256 of the token; \
+                     `hookv-cli hash-token TOKEN` prints it)",
+                    i + 1,
+                    u.name
+                )
+            })?;
+            if users
+                .iter()
+                .any(|other: &User| other.token_sha256 == token_sha256)
+            {
+                return Err(format!(
+                    "users[{}] ({}): token_sha256 is the same as another user's",
+                    i + 1,
+                    u.name
+                ));
+            }
+            let name: Arc<str> = u.name.into();
+            if by_name.insert(name.clone(), users.len()).is_some() {
+                return Err(format!("users[{}]: the name {name:?} is used twice", i + 1));
+            }
+            users.push(User {
+                name,
+                token_sha256,
+                read: u.read,
+                write: u.write,
+            });
+        }
+        Ok(Self { users, by_name })
+    }
+
+    /// The user whose hash matches `token`. Every user's hash is compared,
+    /// in constant time, so timing reveals neither the hash nor which user.
+    fn authenticate(&self, token: &str) -> Option<&User> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut found = None;
+        for user in &self.users {
+            if bool::from(user.token_sha256.ct_eq(&digest)) {
+                found = Some(user);
+            }
+        }
+        found
+    }
+}
+
+/// Reads and writes, by command; `None` for requests that name no table.
+enum Access {
+    Read,
+    Write,
+}
+
+fn access(req: &CommandRequest) -> Option<(Access, &str)> {
+    let table = req.table()?;
+    let kind = match req.request_data.as_ref()? {
+        RequestData::Hget(_)
+        | RequestData::Hgetall(_)
+        | RequestData::Hmget(_)
+        | RequestData::Hexist(_)
+        | RequestData::Hmexist(_) => Access::Read,
+        RequestData::Hset(_)
+        | RequestData::Hmset(_)
+        | RequestData::Hdel(_)
+        | RequestData::Hmdel(_) => Access::Write,
+        RequestData::Auth(_) => return None,
+    };
+    Some((kind, table))
+}
+
+impl Hook for AuthHook {
+    fn name(&self) -> &str {
+        "auth"
+    }
+
+    fn events(&self) -> Events {
+        Events {
+            received: true,
+            ..Events::NONE
+        }
+    }
+
+    fn on_received(&self, ctx: &mut HookCtx, req: &CommandRequest) -> Flow {
+        if let Some(RequestData::Auth(auth)) = &req.request_data {
+            return ControlFlow::Break(match self.authenticate(&auth.token) {
+                Some(user) => {
+                    ctx.principal = Some(user.name.clone());
+                    CommandResponse {
+                        message: format!("authenticated as {}", user.name),
+                        ..CommandResponse::ok()
+                    }
+                }
+                None => {
+                    ctx.principal = None;
+                    CommandResponse::error(status::UNAUTHENTICATED, "auth: invalid token")
+                }
+            });
+        }
+        // A principal set by an earlier chain whose user is gone counts as none.
+        let user = ctx
+            .principal
+            .as_ref()
+            .and_then(|p| self.by_name.get(p))
+            .map(|&i| &self.users[i]);
+        let Some(user) = user else {
+            return ControlFlow::Break(CommandResponse::error(
+                status::UNAUTHENTICATED,
+                format!(
+                    "{}: not authenticated; send `auth` with your token first (hookv-cli --token)",
+                    req.command_name()
+                ),
+            ));
+        };
+        match access(req) {
+            Some((Access::Read, table)) if !pattern::any(&user.read, table) => {
+                ControlFlow::Break(CommandResponse::error(
+                    status::FORBIDDEN,
+                    format!(
+                        "{}: user {} may not read table {table:?}",
+                        req.command_name(),
+                        user.name
+                    ),
+                ))
+            }
+            Some((Access::Write, table)) if !pattern::any(&user.write, table) => {
+                ControlFlow::Break(CommandResponse::error(
+                    status::FORBIDDEN,
+                    format!(
+                        "{}: user {} may not write table {table:?}",
+                        req.command_name(),
+                        user.name
+                    ),
+                ))
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_sha256_hex() {
+        assert_eq!(
+            hash_token("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(parse_hex32(&hash_token("abc").to_uppercase()).is_some());
+        assert!(parse_hex32("zz").is_none());
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        let user = |name: &str, hash: &str| UserOptions {
+            name: name.into(),
+            token_sha256: hash.into(),
+            read: vec![],
+            write: vec![],
+        };
+        assert!(AuthHook::new(AuthOptions { users: vec![] }).is_err());
+        let err = AuthHook::new(AuthOptions {
+            users: vec![user("a", "1234")],
+        })
+        .err()
+        .unwrap();
+        assert!(err.contains("token_sha256"), "{err}");
+        let h = hash_token("t");
+        assert!(AuthHook::new(AuthOptions {
+            users: vec![user("a", &h), user("b", &h)]
+        })
+        .is_err());
+        assert!(AuthHook::new(AuthOptions {
+            users: vec![user("a", &h), user("a", &hash_token("u"))]
+        })
+        .is_err());
+    }
+}

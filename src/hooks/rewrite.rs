@@ -1,0 +1,192 @@
+//! `kind = "rewrite"`: change responses by rules.
+//!
+//! Each rule matches on any of `command`, `table` (a pattern with `*`) and
+//! `status` (a number or a list); a rule with no match key matches every
+//! response. Every matching rule applies, in order, with any of these actions:
+//!
+//! - `set_message = "..."`: replace the message;
+//! - `prefix_message = "..."`: put text before the message;
+//! - `set_status = 404`: replace the status (e.g. hide 403 as 404);
+//! - `redact = "..."`: replace every returned value (in `values` and
+//!   `pairs`) with this string; empty values ("no value") stay empty, so
+//!   the client still sees which keys exist.
+//!
+//! ```toml
+//! [[hooks]]
+//! kind = "rewrite"
+//! rules = [
+//!   { status = 401, set_message = "log in first: hookv-cli --token ..." },
+//!   { table = "secret*", command = ["hget", "hgetall", "hmget"], redact = "***" },
+//!   { status = [403, 404], prefix_message = "hookv: " },
+//! ]
+//! ```
+//!
+//! Event: `on_before_send`, so it also rewrites refusals by earlier hooks.
+
+use std::ops::ControlFlow;
+
+use hookv_plugin::pb::{CommandRequest, CommandResponse, Value};
+use serde::Deserialize;
+
+use super::pattern;
+use super::{Events, Hook, HookCtx};
+
+/// One value or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    /// A single value.
+    One(T),
+    /// Any of these.
+    Many(Vec<T>),
+}
+
+impl<T: PartialEq> OneOrMany<T> {
+    fn contains(&self, x: &T) -> bool {
+        match self {
+            OneOrMany::One(v) => v == x,
+            OneOrMany::Many(vs) => vs.contains(x),
+        }
+    }
+}
+
+/// The hook's options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteOptions {
+    /// The rules, applied in order.
+    pub rules: Vec<Rule>,
+}
+
+/// One rule: what it matches and what it changes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Command name(s): hget, hset, ..., auth, or "unknown" for malformed requests.
+    pub command: Option<OneOrMany<String>>,
+    /// Table pattern (`*` wildcards). Requests without a table never match it.
+    pub table: Option<String>,
+    /// Status code(s).
+    pub status: Option<OneOrMany<u32>>,
+    /// Replace the message.
+    pub set_message: Option<String>,
+    /// Prefix the message.
+    pub prefix_message: Option<String>,
+    /// Replace the status.
+    pub set_status: Option<u32>,
+    /// Replace every non-empty returned value with this string.
+    pub redact: Option<String>,
+}
+
+const COMMANDS: &[&str] = &[
+    "hget", "hgetall", "hmget", "hset", "hmset", "hdel", "hmdel", "hexist", "hmexist", "auth",
+    "unknown",
+];
+
+/// The rewrite hook.
+pub struct RewriteHook {
+    rules: Vec<Rule>,
+}
+
+impl RewriteHook {
+    /// Checks the rules: known command names, at least one action each,
+    /// statuses in the HTTP range.
+    pub fn new(options: RewriteOptions) -> Result<Self, String> {
+        for (i, rule) in options.rules.iter().enumerate() {
+            let n = i + 1;
+            if rule.set_message.is_none()
+                && rule.prefix_message.is_none()
+                && rule.set_status.is_none()
+                && rule.redact.is_none()
+            {
+                return Err(format!(
+                    "rules[{n}]: no action; give set_message, prefix_message, set_status or redact"
+                ));
+            }
+            let commands: Vec<&String> = match &rule.command {
+                None => vec![],
+                Some(OneOrMany::One(c)) => vec![c],
+                Some(OneOrMany::Many(cs)) => cs.iter().collect(),
+            };
+            if let Some(bad) = commands.iter().find(|c| !COMMANDS.contains(&c.as_str())) {
+                return Err(format!(
+                    "rules[{n}]: command {bad:?} is not one of {}",
+                    COMMANDS.join(", ")
+                ));
+            }
+            if let Some(s) = rule.set_status {
+                if !(100..=599).contains(&s) {
+                    return Err(format!(
+                        "rules[{n}]: set_status = {s} is not an HTTP status"
+                    ));
+                }
+            }
+        }
+        Ok(Self {
+            rules: options.rules,
+        })
+    }
+}
+
+impl Rule {
+    fn matches(&self, req: &CommandRequest, res: &CommandResponse) -> bool {
+        let command = req.command_name().to_owned();
+        self.command.as_ref().is_none_or(|c| c.contains(&command))
+            && self
+                .table
+                .as_ref()
+                .is_none_or(|p| req.table().is_some_and(|t| pattern::matches(p, t)))
+            && self.status.as_ref().is_none_or(|s| s.contains(&res.status))
+    }
+
+    fn apply(&self, res: &mut CommandResponse) {
+        if let Some(message) = &self.set_message {
+            res.message.clone_from(message);
+        }
+        if let Some(prefix) = &self.prefix_message {
+            res.message.insert_str(0, prefix);
+        }
+        if let Some(status) = self.set_status {
+            res.status = status;
+        }
+        if let Some(mask) = &self.redact {
+            let redact = |v: &mut Value| {
+                if !v.is_empty() {
+                    *v = Value::from(mask.as_str());
+                }
+            };
+            res.values.iter_mut().for_each(redact);
+            res.pairs
+                .iter_mut()
+                .filter_map(|p| p.value.as_mut())
+                .for_each(redact);
+        }
+    }
+}
+
+impl Hook for RewriteHook {
+    fn name(&self) -> &str {
+        "rewrite"
+    }
+
+    fn events(&self) -> Events {
+        Events {
+            before_send: true,
+            ..Events::NONE
+        }
+    }
+
+    fn on_before_send(
+        &self,
+        _ctx: &HookCtx,
+        req: &CommandRequest,
+        res: &mut CommandResponse,
+    ) -> ControlFlow<()> {
+        for rule in &self.rules {
+            if rule.matches(req, res) {
+                rule.apply(res);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}

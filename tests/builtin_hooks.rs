@@ -1,0 +1,308 @@
+//! The built-in hooks configured from `config.toml`, through a real server:
+//! auth (401/403), audit (JSON lines, refusals included), rewrite, and their
+//! order.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use hookv::config::Config;
+use hookv::hooks::auth::hash_token;
+use hookv::hooks::build::{build_chain, BuildEnv};
+use hookv::pb::{CommandRequest, Kvpair, Value};
+use hookv::{MemTable, Service, ServiceInner, Storage};
+use support::{bounded, TestServer};
+
+const ADMIN: &str = "admin-token-0123456789";
+const VIEWER: &str = "viewer-token-9876543210";
+
+fn auth_hook() -> String {
+    format!(
+        r#"
+[[hooks]]
+kind = "auth"
+users = [
+  {{ name = "admin", token_sha256 = "{}", read = ["*"], write = ["*"] }},
+  {{ name = "viewer", token_sha256 = "{}", read = ["public*"], write = [] }},
+]
+"#,
+        hash_token(ADMIN),
+        hash_token(VIEWER).to_uppercase(),
+    )
+}
+
+/// Loads `hooks` as a config file in `dir` and builds the server from it.
+async fn server(dir: &Path, hooks: &str) -> (TestServer, Service<Arc<dyn Storage>>, Config) {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, hooks).unwrap();
+    let config = Config::load(&path).unwrap();
+    let chain = build_chain(&BuildEnv { config: &config }).unwrap();
+    let store: Arc<dyn Storage> = Arc::new(MemTable::new());
+    let service: Service<Arc<dyn Storage>> = ServiceInner::new(store).hooks(&chain).into();
+    let server = TestServer::start(service.clone(), config.server.clone()).await;
+    (server, service, config)
+}
+
+fn all_nine() -> Vec<CommandRequest> {
+    vec![
+        CommandRequest::new_hget("public", "k"),
+        CommandRequest::new_hgetall("public"),
+        CommandRequest::new_hmget("public", vec!["k".into()]),
+        CommandRequest::new_hset("public", "k", "v"),
+        CommandRequest::new_hmset("public", vec![Kvpair::new("k", "v")]),
+        CommandRequest::new_hdel("public", "k"),
+        CommandRequest::new_hmdel("public", vec!["k".into()]),
+        CommandRequest::new_hexist("public", "k"),
+        CommandRequest::new_hmexist("public", vec!["k".into()]),
+    ]
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_get_401_and_execute_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, service, _) = server(dir.path(), &auth_hook()).await;
+    let mut c = server.client().await;
+    for req in all_nine() {
+        let res = bounded(c.send(&req)).await.unwrap();
+        assert_eq!(res.status, 401, "{}: {res:?}", req.command_name());
+        assert!(res.message.contains("not authenticated"), "{}", res.message);
+    }
+    assert!(
+        service.store().tables().unwrap().is_empty(),
+        "a refused write executed"
+    );
+    // A wrong token is 401 too, and leaves the connection unauthenticated.
+    let res = bounded(c.auth("wrong")).await.unwrap();
+    assert_eq!(res.status, 401);
+    assert_eq!(bounded(c.hget("public", "k")).await.unwrap().status, 401);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn users_read_and_write_only_the_tables_their_patterns_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _, _) = server(dir.path(), &auth_hook()).await;
+
+    let mut admin = server.client().await;
+    let res = bounded(admin.auth(ADMIN)).await.unwrap();
+    assert_eq!(
+        (res.status, res.message.as_str()),
+        (200, "authenticated as admin")
+    );
+    for req in all_nine() {
+        let res = bounded(admin.send(&req)).await.unwrap();
+        assert!(
+            matches!(res.status, 200 | 404),
+            "{}: {res:?}",
+            req.command_name()
+        );
+    }
+    bounded(admin.hset("public_news", "k", "v")).await.unwrap();
+    bounded(admin.hset("private", "k", "v")).await.unwrap();
+
+    // The viewer's hash was configured in upper case: still matches.
+    let mut viewer = server.client().await;
+    assert_eq!(bounded(viewer.auth(VIEWER)).await.unwrap().status, 200);
+    let res = bounded(viewer.hget("public_news", "k")).await.unwrap();
+    assert_eq!(res.status, 200);
+    for req in [
+        CommandRequest::new_hget("private", "k"),
+        CommandRequest::new_hgetall("private"),
+        CommandRequest::new_hmexist("private", vec!["k".into()]),
+    ] {
+        let res = bounded(viewer.send(&req)).await.unwrap();
+        assert_eq!(res.status, 403, "{res:?}");
+        assert!(
+            res.message.contains("may not read table \"private\""),
+            "{}",
+            res.message
+        );
+    }
+    for req in [
+        CommandRequest::new_hset("public_news", "k", "x"),
+        CommandRequest::new_hmdel("public_news", vec!["k".into()]),
+    ] {
+        let res = bounded(viewer.send(&req)).await.unwrap();
+        assert_eq!(res.status, 403, "{res:?}");
+        assert!(
+            res.message.contains("may not write table \"public_news\""),
+            "{}",
+            res.message
+        );
+    }
+    // Nothing the viewer was refused changed anything.
+    let res = bounded(admin.hget("public_news", "k")).await.unwrap();
+    assert_eq!(res.values, vec![Value::from("v")]);
+    server.stop().await;
+}
+
+fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn audit_records_every_request_including_refusals_and_rewrite_applies_to_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"{}
+[[hooks]]
+kind = "rewrite"
+rules = [
+  {{ status = 401, set_message = "please log in" }},
+  {{ table = "secret*", redact = "***" }},
+  {{ status = 404, prefix_message = "hookv: " }},
+]
+
+[[hooks]]
+kind = "audit"
+path = "logs/audit.jsonl"
+"#,
+        auth_hook()
+    );
+    let (server, service, _) = server(dir.path(), &config).await;
+    let mut c = server.client().await;
+    let res = bounded(c.hset("public", "k", "v")).await.unwrap();
+    assert_eq!((res.status, res.message.as_str()), (401, "please log in"));
+    assert_eq!(bounded(c.auth(ADMIN)).await.unwrap().status, 200);
+    bounded(c.hmset(
+        "secret",
+        vec![Kvpair::new("a", 1i64), Kvpair::new("b", "x")],
+    ))
+    .await
+    .unwrap();
+    let res = bounded(c.hmget("secret", &["a", "zz", "b"])).await.unwrap();
+    assert_eq!(
+        res.values,
+        vec![Value::from("***"), Value::empty(), Value::from("***")]
+    );
+    let res = bounded(c.hget("public", "nope")).await.unwrap();
+    assert_eq!(res.status, 404);
+    assert!(res.message.starts_with("hookv: key"), "{}", res.message);
+    bounded(c.send_raw(&[0, 0, 0, 2, 0xff, 0xff]))
+        .await
+        .unwrap();
+    assert_eq!(bounded(c.read_response()).await.unwrap().status, 400);
+    drop(c);
+    server.stop().await;
+    service.hooks().shutdown();
+
+    let lines = audit_lines(&dir.path().join("logs/audit.jsonl"));
+    let summary: Vec<(String, u64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["command"].as_str().unwrap().to_owned(),
+                l["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("hset", 401),
+        ("auth", 200),
+        ("hmset", 200),
+        ("hmget", 200),
+        ("hget", 404),
+        ("unknown", 400),
+    ];
+    assert_eq!(
+        summary,
+        expected
+            .iter()
+            .map(|(c, s)| (c.to_string(), *s))
+            .collect::<Vec<_>>()
+    );
+    let refused = &lines[0];
+    assert!(refused["principal"].is_null());
+    assert_eq!(refused["table"], "public");
+    assert_eq!(refused["keys"], serde_json::json!(["k"]));
+    let hmget = &lines[3];
+    assert_eq!(hmget["principal"], "admin");
+    assert_eq!(hmget["keys"], serde_json::json!(["a", "zz", "b"]));
+    for l in &lines {
+        assert!(l["conn"].as_u64().unwrap() >= 1);
+        assert!(l["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+        assert!(l["latency_us"].is_u64());
+        let time = l["time"].as_str().unwrap();
+        assert!(humantime::parse_rfc3339(time).is_ok(), "{time}");
+    }
+}
+
+#[tokio::test]
+async fn a_full_audit_queue_drops_and_counts_never_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[[hooks]]\nkind = \"audit\"\npath = \"audit.jsonl\"\nqueue = 4\n";
+    let (server, service, _) = server(dir.path(), config).await;
+    let mut c = server.client().await;
+    let reqs: Vec<_> = (0..2000)
+        .map(|i| CommandRequest::new_hget("t", format!("k{i}")))
+        .collect();
+    let sent = reqs.len() as u64;
+    bounded(c.pipeline(&reqs)).await.unwrap();
+    drop(c);
+    server.stop().await;
+    service.hooks().shutdown();
+    let lines = audit_lines(&dir.path().join("audit.jsonl"));
+    let recorded = lines.iter().filter(|l| l.get("command").is_some()).count() as u64;
+    let dropped: u64 = lines
+        .iter()
+        .filter(|l| l["event"] == "dropped")
+        .map(|l| l["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        recorded + dropped,
+        sent,
+        "recorded {recorded} + dropped {dropped}"
+    );
+    assert!(
+        dropped > 0,
+        "2000 pipelined requests should overflow a queue of 4"
+    );
+}
+
+fn config_error(hooks: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, hooks).unwrap();
+    let config = Config::load(&path).unwrap();
+    match build_chain(&BuildEnv { config: &config }) {
+        Ok(_) => panic!("hooks built from a bad config: {hooks}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_hook_config_names_position_line_and_key() {
+    let err = config_error(
+        "[server]\n\n[[hooks]]\nkind = \"rewrite\"\nrules = []\n\n[[hooks]]\nkind = \"logger\"\n",
+    );
+    assert!(
+        err.contains("config.toml:7:") && err.contains("hooks[2]") && err.contains("logger"),
+        "{err}"
+    );
+    let err = config_error("[[hooks]]\nkind = \"audit\"\n");
+    assert!(
+        err.contains("hooks[1] (kind = \"audit\")") && err.contains("`path`"),
+        "{err}"
+    );
+    let err = config_error("[[hooks]]\nkind = \"audit\"\npath = \"a\"\nqueu = 3\n");
+    assert!(err.contains("queu"), "{err}");
+    let err = config_error(
+        "[[hooks]]\nkind = \"auth\"\nusers = [{ name = \"a\", token_sha256 = \"xyz\" }]\n",
+    );
+    assert!(err.contains("token_sha256"), "{err}");
+    let err = config_error(
+        "[[hooks]]\nkind = \"rewrite\"\nrules = [{ status = \"bad\", set_message = \"x\" }]\n",
+    );
+    assert!(err.contains("hooks[1]"), "{err}");
+    let err = config_error(
+        "[[hooks]]\nkind = \"rewrite\"\nrules = [{ command = \"hgett\", set_message = \"x\" }]\n",
+    );
+    assert!(err.contains("hgett"), "{err}");
+    let err = config_error("[[hooks]]\nlimit = 3\n");
+    assert!(err.contains("needs `kind"), "{err}");
+}

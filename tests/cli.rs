@@ -1,0 +1,111 @@
+//! The stock client against the real server binary: typed values, readable
+//! output, exit statuses, `--token` and `hash-token`.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use hookv::hooks::auth::hash_token;
+use support::Running;
+
+const CLI: &str = env!("CARGO_BIN_EXE_hookv-cli");
+
+fn cli(addr: &str, args: &[&str]) -> Output {
+    Command::new(CLI)
+        .args(["--addr", addr])
+        .args(args)
+        .env_remove("HOOKV_TOKEN")
+        .output()
+        .expect("run hookv-cli")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn commands_values_and_exit_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[server]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let server = Running::start(&config);
+    let addr = server.addr.to_string();
+
+    let o = cli(&addr, &["hset", "t", "n", "42", "-t", "integer"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "(nil)\n");
+    assert_eq!(stdout(&cli(&addr, &["hget", "t", "n"])), "42\n");
+    let o = cli(&addr, &["hmset", "t", "f", "1.5", "b", "2", "-t", "float"]);
+    assert_eq!(stdout(&o), "f = (nil)\nb = (nil)\n");
+    cli(&addr, &["hset", "t", "bin", "0xdeadbeef", "-t", "binary"]);
+    cli(&addr, &["hset", "t", "ok", "true", "-t", "bool"]);
+    assert_eq!(
+        stdout(&cli(&addr, &["hgetall", "t"])),
+        "b = 2.0\nbin = 0xdeadbeef\nf = 1.5\nn = 42\nok = true\n"
+    );
+    assert_eq!(
+        stdout(&cli(&addr, &["hmexist", "t", "n", "zz"])),
+        "n = true\nzz = false\n"
+    );
+    assert_eq!(
+        stdout(&cli(&addr, &["hmget", "t", "n", "zz"])),
+        "n = 42\nzz = (nil)\n"
+    );
+    assert_eq!(stdout(&cli(&addr, &["hdel", "t", "n"])), "42\n");
+    assert_eq!(stdout(&cli(&addr, &["hexist", "t", "n"])), "false\n");
+
+    // Non-200: exit 1, status and message on stderr.
+    let o = cli(&addr, &["hget", "t", "n"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).starts_with("error 404: "), "{}", stderr(&o));
+    // Bad usage: exit 2, nothing sent.
+    let o = cli(&addr, &["hset", "t", "k", "x", "-t", "integer"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not an integer"), "{}", stderr(&o));
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn unreachable_server_exits_3() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap().to_string();
+    drop(free);
+    let o = cli(&addr, &["hget", "t", "k"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+}
+
+#[test]
+fn token_authenticates_and_hash_token_prints_the_config_hash() {
+    let o = Command::new(CLI)
+        .args(["hash-token", "s3cret"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(stdout(&o).trim(), hash_token("s3cret"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[[hooks]]\nkind = \"auth\"\nusers = [{{ name = \"me\", token_sha256 = \"{}\", read = [\"*\"], write = [\"*\"] }}]\n",
+            stdout(&o).trim()
+        ),
+    )
+    .unwrap();
+    let server = Running::start(&config);
+    let addr = server.addr.to_string();
+    let o = cli(&addr, &["hset", "t", "k", "v"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).starts_with("error 401"), "{}", stderr(&o));
+    let o = cli(&addr, &["--token", "s3cret", "hset", "t", "k", "v"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = cli(&addr, &["--token", "wrong", "hget", "t", "k"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("invalid token"), "{}", stderr(&o));
+    assert!(server.terminate().success());
+}
