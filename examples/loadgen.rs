@@ -153,6 +153,9 @@ struct Args {
     /// Runtime worker threads for the generator (1 = current-thread runtime).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// hookv only: send `auth` with this token on each connection before the load.
+    #[arg(long)]
+    token: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -183,6 +186,8 @@ struct Workload {
     keys: u64,
     value: String,
     table: String,
+    /// Token to authenticate each hookv connection with.
+    token: Option<String>,
     /// Responses arriving at or after this instant are measured...
     measure_from: Instant,
     /// ...and those arriving before this one; no batch starts after it.
@@ -234,6 +239,7 @@ fn run(args: Args) -> Result<Summary, BoxError> {
         keys: args.keys,
         value: "v".repeat(args.value_size),
         table: args.table.clone(),
+        token: args.token.clone(),
         measure_from: start + warmup,
         end: start + warmup + duration,
     });
@@ -636,6 +642,36 @@ impl ConnResult {
     }
 }
 
+/// Sends `auth` and expects 200.
+async fn authenticate(stream: &mut TcpStream, token: &str) -> Result<(), BoxError> {
+    let req = CommandRequest::new_auth(token);
+    let mut buf = BytesMut::new();
+    FrameCodec::new(MAX_RESPONSE_BYTES)
+        .encode_message(&req, &mut buf)
+        .map_err(|len| format!("auth request of {len} bytes is too large"))?;
+    timeout(IO_TIMEOUT, stream.write_all(&buf))
+        .await
+        .map_err(|_| "auth: write timed out")??;
+    let mut frames = FrameCodec::new(MAX_RESPONSE_BYTES);
+    let mut rbuf = BytesMut::new();
+    let frame = loop {
+        if let Some(frame) = frames.decode(&mut rbuf)? {
+            break frame;
+        }
+        let n = timeout(IO_TIMEOUT, stream.read_buf(&mut rbuf))
+            .await
+            .map_err(|_| "auth: read timed out")??;
+        if n == 0 {
+            return Err("auth: server closed the connection".into());
+        }
+    };
+    let res = CommandResponse::decode(frame)?;
+    if res.status != status::OK {
+        return Err(format!("auth refused: {} {}", res.status, res.message).into());
+    }
+    Ok(())
+}
+
 async fn connection(id: usize, w: Arc<Workload>) -> ConnResult {
     let mut result = ConnResult::new();
     if let Err(e) = drive(id, &w, &mut result).await {
@@ -656,6 +692,9 @@ async fn drive(id: usize, w: &Workload, r: &mut ConnResult) -> Result<(), BoxErr
         .set_nodelay(true)
         .map_err(|e| format!("set TCP_NODELAY: {e}"))?;
     r.connected = true;
+    if let (Protocol::Hookv, Some(token)) = (w.protocol, &w.token) {
+        authenticate(&mut stream, token).await?;
+    }
 
     let mut codec = Codec::new(w);
     let mut rng = Rng::new(id as u64);

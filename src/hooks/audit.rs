@@ -20,9 +20,10 @@
 //! (command `"unknown"`). `latency_us` runs from the request's arrival to
 //! the moment its answer was written.
 //!
-//! Off the request path: the hook only appends the record to a bounded
-//! in-memory queue; a writer thread formats and appends batches to the file
-//! every few milliseconds. When the queue is full the record is dropped and
+//! Off the request path: the hook formats the line (a few hundred
+//! nanoseconds, no allocation) into a bounded in-memory queue; a writer
+//! thread appends the queued lines to the file every few milliseconds, one
+//! `write` per batch. When the queue is full the record is dropped and
 //! counted; the writer then logs a warning and writes a
 //! `{"time":..,"event":"dropped","count":N}` line, so a gap in the trail is
 //! never silent. Shutdown (and removal from the chain on reload) drains the
@@ -36,10 +37,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hookv_plugin::pb::{CommandRequest, CommandResponse};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::build::BuildEnv;
 use super::{Events, Hook, HookCtx};
@@ -63,36 +64,18 @@ fn default_queue() -> usize {
     65536
 }
 
-/// What the request path hands to the writer: plain data, formatted later.
-struct Record {
-    time: SystemTime,
-    conn: u64,
-    peer: SocketAddr,
-    principal: Option<Arc<str>>,
-    command: &'static str,
-    table: Option<String>,
-    keys: Vec<String>,
-    status: u32,
-    latency_us: u64,
-}
-
-#[derive(Serialize)]
-struct Line<'a> {
-    time: String,
-    conn: u64,
-    peer: String,
-    principal: Option<&'a str>,
-    command: &'a str,
-    table: Option<&'a str>,
-    keys: &'a [String],
-    status: u32,
-    latency_us: u64,
+struct Queue {
+    /// Complete JSON lines waiting for the writer.
+    lines: Vec<u8>,
+    /// How many lines `lines` holds.
+    count: usize,
 }
 
 struct Shared {
-    /// Records waiting for the writer. A plain mutex: pushes are short and
-    /// the writer swaps the whole vector out, so it is held only briefly.
-    queue: Mutex<Vec<Record>>,
+    /// Lines waiting for the writer. A plain mutex: a push is one short
+    /// copy, and the writer swaps the whole buffer out, so it is held only
+    /// briefly.
+    queue: Mutex<Queue>,
     capacity: usize,
     dropped: AtomicU64,
     stopping: AtomicBool,
@@ -124,7 +107,10 @@ impl AuditHook {
             .open(&path)
             .map_err(|e| format!("path {}: cannot open for appending: {e}", path.display()))?;
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Vec::with_capacity(options.queue.min(65536))),
+            queue: Mutex::new(Queue {
+                lines: Vec::with_capacity(64 * 1024),
+                count: 0,
+            }),
             capacity: options.queue,
             dropped: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
@@ -152,41 +138,36 @@ impl AuditHook {
 }
 
 fn write_loop(shared: &Shared, mut file: File, path: &std::path::Path) {
-    let mut batch = Vec::new();
-    let mut out = Vec::with_capacity(64 * 1024);
+    let mut batch = Vec::with_capacity(64 * 1024);
     let mut failing = false;
     loop {
         let stopping = {
             let mut queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
-            if queue.is_empty() && !shared.stopping.load(Ordering::Acquire) {
+            if queue.count == 0 && !shared.stopping.load(Ordering::Acquire) {
                 queue = shared
                     .wake
                     .wait_timeout(queue, WRITE_INTERVAL)
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
             }
-            std::mem::swap(&mut *queue, &mut batch);
+            batch.clear();
+            std::mem::swap(&mut queue.lines, &mut batch);
+            queue.count = 0;
             shared.stopping.load(Ordering::Acquire)
         };
-        out.clear();
-        for record in batch.drain(..) {
-            format_record(&record, &mut out);
-        }
         let dropped = shared.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
             tracing::warn!(dropped, path = %path.display(), "audit queue full: records dropped");
-            let line = serde_json::json!({
-                "time": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
-                "event": "dropped",
-                "count": dropped,
-            });
-            out.extend_from_slice(line.to_string().as_bytes());
-            out.push(b'\n');
+            batch.extend_from_slice(b"{\"time\":");
+            push_time(&mut batch, SystemTime::now());
+            batch.extend_from_slice(b",\"event\":\"dropped\",\"count\":");
+            push_u64(&mut batch, dropped);
+            batch.extend_from_slice(b"}\n");
         }
-        if !out.is_empty() {
-            // One write per batch: whole lines, so a concurrent writer to the
-            // same file (during a reload) never splits a line.
-            match file.write_all(&out) {
+        if !batch.is_empty() {
+            // One write per batch of whole lines, so a concurrent writer to
+            // the same file (during a reload) never splits a line.
+            match file.write_all(&batch) {
                 Ok(()) => failing = false,
                 Err(e) => {
                     if !failing {
@@ -205,22 +186,145 @@ fn write_loop(shared: &Shared, mut file: File, path: &std::path::Path) {
     }
 }
 
-fn format_record(r: &Record, out: &mut Vec<u8>) {
-    let line = Line {
-        time: humantime::format_rfc3339_micros(r.time).to_string(),
-        conn: r.conn,
-        peer: r.peer.to_string(),
-        principal: r.principal.as_deref(),
-        command: r.command,
-        table: r.table.as_deref(),
-        keys: &r.keys,
-        status: r.status,
-        latency_us: r.latency_us,
-    };
-    // Serialising plain strings and numbers into a Vec cannot fail.
-    if serde_json::to_writer(&mut *out, &line).is_ok() {
-        out.push(b'\n');
+/// Appends one audit line (JSON object and newline) to `out`.
+fn format_line(
+    out: &mut Vec<u8>,
+    time: SystemTime,
+    ctx: &HookCtx,
+    req: &CommandRequest,
+    status: u32,
+) {
+    out.extend_from_slice(b"{\"time\":");
+    push_time(out, time);
+    out.extend_from_slice(b",\"conn\":");
+    push_u64(out, ctx.conn_id);
+    out.extend_from_slice(b",\"peer\":\"");
+    push_addr(out, &ctx.peer);
+    out.extend_from_slice(b"\",\"principal\":");
+    match &ctx.principal {
+        Some(p) => push_str(out, p),
+        None => out.extend_from_slice(b"null"),
     }
+    out.extend_from_slice(b",\"command\":\"");
+    out.extend_from_slice(req.command_name().as_bytes());
+    out.extend_from_slice(b"\",\"table\":");
+    match req.table() {
+        Some(t) => push_str(out, t),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"keys\":[");
+    for (i, key) in req.keys().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_str(out, key);
+    }
+    out.extend_from_slice(b"],\"status\":");
+    push_u64(out, status.into());
+    out.extend_from_slice(b",\"latency_us\":");
+    push_u64(
+        out,
+        u64::try_from(ctx.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    );
+    out.extend_from_slice(b"}\n");
+}
+
+/// A JSON string literal: quotes, and escapes for `"`, `\\` and control characters.
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+fn push_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, u64::from(*octet));
+            }
+            out.push(b':');
+            push_u64(out, u64::from(v4.port()));
+        }
+        // Rare enough on the hot path to use the standard formatter.
+        SocketAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+thread_local! {
+    /// The last second formatted as `"YYYY-MM-DDTHH:MM:SS`, per thread:
+    /// calendar arithmetic once a second instead of once a record.
+    static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+}
+
+/// RFC 3339 UTC with microseconds, quoted: `"2026-11-24T17:03:17.759497Z"`.
+fn push_time(out: &mut Vec<u8>, time: SystemTime) {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            let text = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs))
+                .to_string();
+            // "YYYY-MM-DDTHH:MM:SSZ" without the Z.
+            cached.1 = text.trim_end_matches('Z').to_owned();
+            cached.0 = secs;
+        }
+        out.push(b'"');
+        out.extend_from_slice(cached.1.as_bytes());
+    });
+    let micros = since.subsec_micros();
+    out.push(b'.');
+    let mut digits = [b'0'; 6];
+    let mut n = micros;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&digits);
+    out.extend_from_slice(b"Z\"");
 }
 
 impl Hook for AuditHook {
@@ -241,24 +345,15 @@ impl Hook for AuditHook {
         req: &CommandRequest,
         res: &CommandResponse,
     ) -> ControlFlow<()> {
-        let record = Record {
-            time: SystemTime::now(),
-            conn: ctx.conn_id,
-            peer: ctx.peer,
-            principal: ctx.principal.clone(),
-            command: req.command_name(),
-            table: req.table().map(str::to_owned),
-            keys: req.keys().into_iter().map(str::to_owned).collect(),
-            status: res.status,
-            latency_us: u64::try_from(ctx.started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        };
+        let now = SystemTime::now();
         let mut queue = self
             .shared
             .queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if queue.len() < self.shared.capacity {
-            queue.push(record);
+        if queue.count < self.shared.capacity {
+            format_line(&mut queue.lines, now, ctx, req, res.status);
+            queue.count += 1;
         } else {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -284,5 +379,56 @@ impl Hook for AuditHook {
 impl Drop for AuditHook {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_valid_json_whatever_they_hold() {
+        for s in [
+            "plain",
+            "",
+            "quote\" back\\slash",
+            "nl\n cr\r tab\t nul\0 bell\x07",
+            "ünï 表 🎉",
+        ] {
+            let mut out = Vec::new();
+            push_str(&mut out, s);
+            let parsed: String = serde_json::from_slice(&out).unwrap();
+            assert_eq!(parsed, s);
+        }
+    }
+
+    #[test]
+    fn time_is_rfc3339_with_micros() {
+        let t = UNIX_EPOCH + Duration::from_micros(1_764_003_797_759_497);
+        let mut out = Vec::new();
+        push_time(&mut out, t);
+        assert_eq!(out, b"\"2025-11-24T17:03:17.759497Z\"");
+        let mut out = Vec::new();
+        push_time(
+            &mut out,
+            UNIX_EPOCH + Duration::from_micros(1_764_003_798_000_001),
+        );
+        assert_eq!(out, b"\"2025-11-24T17:03:18.000001Z\"");
+    }
+
+    #[test]
+    fn numbers_and_addresses() {
+        let mut out = Vec::new();
+        push_u64(&mut out, 0);
+        out.push(b' ');
+        push_u64(&mut out, u64::MAX);
+        out.push(b' ');
+        push_addr(&mut out, &"10.0.0.255:65535".parse().unwrap());
+        out.push(b' ');
+        push_addr(&mut out, &"[::1]:80".parse().unwrap());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "0 18446744073709551615 10.0.0.255:65535 [::1]:80"
+        );
     }
 }

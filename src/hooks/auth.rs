@@ -202,12 +202,15 @@ impl Hook for AuthHook {
                 }
             });
         }
-        // A principal set by an earlier chain whose user is gone counts as none.
-        let user = ctx
-            .principal
-            .as_ref()
-            .and_then(|p| self.by_name.get(p))
-            .map(|&i| &self.users[i]);
+        // The principal is normally one of our own names (pointer-equal);
+        // one set by an earlier chain is looked up by name, and a user that
+        // is gone counts as none.
+        let user = ctx.principal.as_ref().and_then(|p| {
+            self.users
+                .iter()
+                .find(|u| Arc::ptr_eq(&u.name, p))
+                .or_else(|| self.by_name.get(p).map(|&i| &self.users[i]))
+        });
         let Some(user) = user else {
             return ControlFlow::Break(CommandResponse::error(
                 status::UNAUTHENTICATED,

@@ -2,13 +2,19 @@
 //! characters (including none); every other character matches itself.
 
 /// Does `text` match `pattern`?
+///
+/// Works on bytes: since `*` is ASCII and every other pattern byte must match
+/// exactly, this agrees with matching by characters for any UTF-8 input.
 pub fn matches(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    // Classic greedy wildcard match with backtracking to the last `*`.
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    if p == b"*" {
+        return true;
+    }
+    // Greedy wildcard match, backtracking to the last `*`.
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && p[pi] == '*' {
+        if pi < p.len() && p[pi] == b'*' {
             star = Some((pi, ti));
             pi += 1;
         } else if pi < p.len() && p[pi] == t[ti] {
@@ -22,7 +28,7 @@ pub fn matches(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 /// Does `text` match any of `patterns`?

@@ -41,11 +41,11 @@ pub enum OneOrMany<T> {
     Many(Vec<T>),
 }
 
-impl<T: PartialEq> OneOrMany<T> {
-    fn contains(&self, x: &T) -> bool {
+impl<T> OneOrMany<T> {
+    fn any(&self, mut f: impl FnMut(&T) -> bool) -> bool {
         match self {
-            OneOrMany::One(v) => v == x,
-            OneOrMany::Many(vs) => vs.contains(x),
+            OneOrMany::One(v) => f(v),
+            OneOrMany::Many(vs) => vs.iter().any(f),
         }
     }
 }
@@ -130,13 +130,18 @@ impl RewriteHook {
 
 impl Rule {
     fn matches(&self, req: &CommandRequest, res: &CommandResponse) -> bool {
-        let command = req.command_name().to_owned();
-        self.command.as_ref().is_none_or(|c| c.contains(&command))
+        let command = req.command_name();
+        self.command
+            .as_ref()
+            .is_none_or(|c| c.any(|c| c == command))
             && self
                 .table
                 .as_ref()
                 .is_none_or(|p| req.table().is_some_and(|t| pattern::matches(p, t)))
-            && self.status.as_ref().is_none_or(|s| s.contains(&res.status))
+            && self
+                .status
+                .as_ref()
+                .is_none_or(|s| s.any(|&s| s == res.status))
     }
 
     fn apply(&self, res: &mut CommandResponse) {

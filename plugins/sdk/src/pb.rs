@@ -150,22 +150,22 @@ impl CommandRequest {
         }
     }
 
-    /// The keys the request addresses, in request order.
-    pub fn keys(&self) -> Vec<&str> {
-        let Some(data) = self.request_data.as_ref() else {
-            return Vec::new();
+    /// The keys the request addresses, in request order (no allocation).
+    pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
+        let (one, many, pairs): (Option<&str>, &[String], &[Kvpair]) = match &self.request_data {
+            Some(RequestData::Hget(r)) => (Some(&r.key), &[], &[]),
+            Some(RequestData::Hdel(r)) => (Some(&r.key), &[], &[]),
+            Some(RequestData::Hexist(r)) => (Some(&r.key), &[], &[]),
+            Some(RequestData::Hset(r)) => (r.pair.as_ref().map(|p| p.key.as_str()), &[], &[]),
+            Some(RequestData::Hmget(r)) => (None, &r.keys, &[]),
+            Some(RequestData::Hmdel(r)) => (None, &r.keys, &[]),
+            Some(RequestData::Hmexist(r)) => (None, &r.keys, &[]),
+            Some(RequestData::Hmset(r)) => (None, &[], &r.pairs),
+            Some(RequestData::Hgetall(_)) | Some(RequestData::Auth(_)) | None => (None, &[], &[]),
         };
-        match data {
-            RequestData::Hget(r) => vec![r.key.as_str()],
-            RequestData::Hdel(r) => vec![r.key.as_str()],
-            RequestData::Hexist(r) => vec![r.key.as_str()],
-            RequestData::Hmget(r) => r.keys.iter().map(String::as_str).collect(),
-            RequestData::Hmdel(r) => r.keys.iter().map(String::as_str).collect(),
-            RequestData::Hmexist(r) => r.keys.iter().map(String::as_str).collect(),
-            RequestData::Hset(r) => r.pair.iter().map(|p| p.key.as_str()).collect(),
-            RequestData::Hmset(r) => r.pairs.iter().map(|p| p.key.as_str()).collect(),
-            RequestData::Hgetall(_) | RequestData::Auth(_) => Vec::new(),
-        }
+        one.into_iter()
+            .chain(many.iter().map(String::as_str))
+            .chain(pairs.iter().map(|p| p.key.as_str()))
     }
 
     /// True for the commands that change stored data (hset, hmset, hdel, hmdel).
