@@ -17,6 +17,7 @@
 //! - [`command`]: one match from request to storage calls.
 //! - [`storage`]: the [`Storage`] trait, [`MemTable`] and [`SledDb`].
 //! - [`config`], [`error`]: `config.toml`, and the error → status mapping.
+//! - [`reload`]: swapping in a new hook chain from `config.toml` on SIGHUP.
 //! - [`client`]: a small async client used by `hookv-cli`, the examples and tests.
 //!
 //! The wire types live in the `hookv-plugin` crate (re-exported as [`pb`]) so
@@ -31,6 +32,7 @@ pub mod connection;
 pub mod error;
 pub mod frame;
 pub mod hooks;
+pub mod reload;
 pub mod server;
 pub mod service;
 pub mod storage;

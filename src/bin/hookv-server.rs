@@ -13,7 +13,8 @@ use clap::Parser;
 use hookv::config::{Backend, Config};
 use std::sync::Arc;
 
-use hookv::hooks::build::{build_chain, BuildEnv};
+use hookv::hooks::build::{rebuild, BuildEnv};
+use hookv::reload::Reloader;
 use hookv::{MemTable, Service, ServiceInner, SledDb, Storage};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -64,8 +65,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             )
         })?),
     };
-    let chain = build_chain(&BuildEnv { config: &config })?;
-    let service: Service<Arc<dyn Storage>> = ServiceInner::new(store).hooks(&chain).into();
+    let built = rebuild(&BuildEnv { config: &config }, &[])?.built;
+    let service: Service<Arc<dyn Storage>> = ServiceInner::new(store).hooks(&built.chain).into();
+    let reloader = Reloader::new(config.clone(), built);
 
     let runtime = match config.server.worker_threads {
         // One thread: the current-thread scheduler skips work stealing.
@@ -80,6 +82,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     .enable_all()
     .build()?;
     runtime.block_on(async {
+        // Installed before listening, so no signal meets its default action.
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
         let signals =
             shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
         let listener = TcpListener::bind(config.server.listen)
@@ -91,7 +96,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             hooks = ?service.hooks(),
             "hookv listening"
         );
+        let reloads = tokio::spawn(reload_on_sighup(hangups, reloader, service.clone()));
         let served = hookv::server::run(listener, service.clone(), &config.server, signals).await;
+        reloads.abort();
         // Flush what hooks hold (audit queue, logs) even if storage failed to flush.
         service.hooks().shutdown();
         served?;
@@ -114,6 +121,50 @@ fn init_logging(flag: Option<&str>, from_config: &str) -> Result<(), String> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     Ok(())
+}
+
+/// Reloads the hook chain from the config file on every SIGHUP.
+async fn reload_on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
+    mut reloader: Reloader,
+    service: Service<Arc<dyn Storage>>,
+) {
+    while hangups.recv().await.is_some() {
+        // Building hooks may open files and load libraries: keep it off the
+        // threads that serve connections.
+        let svc = service.clone();
+        let (back, outcome) = match tokio::task::spawn_blocking(move || {
+            let outcome = reloader.reload(&svc);
+            (reloader, outcome)
+        })
+        .await
+        {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(error = %e, "reload task failed; hook reload is off");
+                return;
+            }
+        };
+        reloader = back;
+        match outcome {
+            Ok(done) => {
+                tracing::info!(
+                    added = ?done.changes.added,
+                    removed = ?done.changes.removed,
+                    kept = ?done.changes.kept,
+                    hooks = ?service.hooks(),
+                    "hook chain reloaded"
+                );
+                if !done.needs_restart.is_empty() {
+                    tracing::warn!(
+                        sections = ?done.needs_restart,
+                        "these config sections changed but take effect only on restart"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reload failed; the running hook chain stays"),
+        }
+    }
 }
 
 /// Installs the SIGINT and SIGTERM handlers now (so a signal that arrives

@@ -59,11 +59,95 @@ impl BuildEnv<'_> {
 
 /// Builds every hook of `env.config.hooks`, in order.
 pub fn build_chain(env: &BuildEnv<'_>) -> Result<HookChain, HookError> {
-    let mut chain = HookChain::new();
+    Ok(rebuild(env, &[])?.built.chain)
+}
+
+/// A built chain and the entry each hook came from, so that a reload can
+/// keep the hooks whose entry did not change.
+#[derive(Clone, Default)]
+pub struct BuiltChain {
+    /// The chain, in config order.
+    pub chain: HookChain,
+    /// Each hook with the table it was built from, in config order.
+    pub parts: Vec<Part>,
+}
+
+/// One hook and the `[[hooks]]` table it was built from.
+#[derive(Clone)]
+pub struct Part {
+    /// The table, every key included.
+    pub table: toml::Table,
+    /// A label for logs, e.g. `hooks[2] (kind = "audit")`.
+    pub label: String,
+    /// The hook.
+    pub hook: Arc<dyn Hook>,
+}
+
+/// What a rebuild changed, by label.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// Entries built anew.
+    pub added: Vec<String>,
+    /// Previous hooks no longer in the list.
+    pub removed: Vec<String>,
+    /// Entries identical to a previous one: the running hook (and its state)
+    /// is reused.
+    pub kept: Vec<String>,
+}
+
+/// Builds the chain of `env.config.hooks`, reusing a hook of `previous`
+/// wherever an entry's table is identical to the one it was built from (so
+/// its state — an audit queue, rate-limit buckets — carries over). Nothing
+/// of `previous` is changed; on error nothing new is kept either.
+///
+pub fn rebuild(env: &BuildEnv<'_>, previous: &[Part]) -> Result<Rebuilt, HookError> {
+    let mut unused: Vec<Option<&Part>> = previous.iter().map(Some).collect();
+    let mut built = BuiltChain::default();
+    let mut changes = Changes::default();
     for entry in &env.config.hooks {
-        chain.push(build_one(env, entry)?);
+        let label = entry.label();
+        let reuse = unused
+            .iter_mut()
+            .find(|p| p.is_some_and(|p| p.table == entry.table))
+            .and_then(Option::take);
+        let hook = match reuse {
+            Some(part) => {
+                changes.kept.push(label.clone());
+                Arc::clone(&part.hook)
+            }
+            None => {
+                changes.added.push(label.clone());
+                build_one(env, entry)?
+            }
+        };
+        built.chain.push(Arc::clone(&hook));
+        built.parts.push(Part {
+            table: entry.table.clone(),
+            label,
+            hook,
+        });
     }
-    Ok(chain)
+    let mut retired = Vec::new();
+    for part in unused.into_iter().flatten() {
+        changes.removed.push(part.label.clone());
+        retired.push(Arc::clone(&part.hook));
+    }
+    Ok(Rebuilt {
+        built,
+        changes,
+        retired,
+    })
+}
+
+/// The result of [`rebuild`].
+pub struct Rebuilt {
+    /// The new chain and its parts.
+    pub built: BuiltChain,
+    /// What changed.
+    pub changes: Changes,
+    /// Previous hooks no longer in the chain: shut them down once requests
+    /// still running on the old chain end.
+    pub retired: Vec<Arc<dyn Hook>>,
 }
 
 fn build_one(env: &BuildEnv<'_>, entry: &HookEntry) -> Result<Arc<dyn Hook>, HookError> {

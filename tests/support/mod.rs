@@ -107,6 +107,8 @@ pub fn wait_bounded(child: &mut Child) -> std::process::ExitStatus {
 pub struct Running {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Every line the server has written to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Running {
@@ -121,12 +123,15 @@ impl Running {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("addr=").nth(1) {
                     let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
                     let _ = tx.send(addr);
                 }
+                lines.lock().unwrap().push(line);
             }
         });
         let addr = match rx.recv_timeout(LIMIT) {
@@ -136,7 +141,29 @@ impl Running {
                 panic!("server did not report its address");
             }
         };
-        Self { child, addr }
+        Self { child, addr, log }
+    }
+
+    /// Sends `signal` (e.g. "HUP") to the server.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits until a log line contains `needle`, failing after [`LIMIT`].
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            assert!(start.elapsed() < LIMIT, "no log line containing {needle:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// SIGTERM, and the exit status.
