@@ -124,6 +124,7 @@ pub async fn serve<S: Storage>(
             if let Err(e) = written {
                 break end.unwrap_or(End::Refused(FrameError::Io(e)));
             }
+            ctx.answered = Instant::now();
             after_send(&service, &chain, &mut ctx, &mut sent);
         }
         if let Some(end) = end {
@@ -136,7 +137,7 @@ pub async fn serve<S: Storage>(
             () = &mut stopped => {
                 // Answer what the client already sent, then close.
                 read_ready(&mut stream, &mut rbuf).await;
-                ctx.started = Instant::now();
+                ctx.arrive();
                 last_pass = Some(End::Shutdown);
             }
             () = &mut idle, if limits.idle_timeout.is_some() => {
@@ -151,7 +152,7 @@ pub async fn serve<S: Storage>(
             }
             read = stream.read_buf(&mut rbuf) => {
                 // One clock read per batch: every request in it arrived now.
-                ctx.started = Instant::now();
+                ctx.arrive();
                 match read {
                     Ok(0) => match codec.check_eof(&rbuf) {
                         Ok(()) => break End::PeerClosed,

@@ -37,7 +37,6 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use hookv_plugin::pb::{CommandRequest, CommandResponse};
@@ -178,7 +177,7 @@ impl<Store: Storage> Service<Store> {
     /// → on_before_send. For in-process use; a connection uses
     /// [`Service::handle`] with the chain it holds, then [`Service::after_send`].
     pub fn execute(&self, ctx: &mut HookCtx, req: &CommandRequest) -> CommandResponse {
-        ctx.started = Instant::now();
+        ctx.arrive();
         self.handle(&self.inner.hooks.load(), ctx, req)
     }
 

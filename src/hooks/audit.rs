@@ -17,8 +17,9 @@
 //!
 //! Event: `on_after_send`, so it sees every answer as sent: refusals by
 //! earlier hooks, rewrites by `on_before_send` hooks, malformed frames
-//! (command `"unknown"`). `latency_us` runs from the request's arrival to
-//! the moment its answer was written.
+//! (command `"unknown"`). `time` is when the request arrived; `latency_us`
+//! runs from then to the moment its answer was written. Pipelined requests
+//! read together share one arrival time.
 //!
 //! Off the request path: the hook formats the line (a few hundred
 //! nanoseconds, no allocation) into a bounded in-memory queue; a writer
@@ -345,14 +346,13 @@ impl Hook for AuditHook {
         req: &CommandRequest,
         res: &CommandResponse,
     ) -> ControlFlow<()> {
-        let now = SystemTime::now();
         let mut queue = self
             .shared
             .queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if queue.count < self.shared.capacity {
-            format_line(&mut queue.lines, now, ctx, req, res.status);
+            format_line(&mut queue.lines, ctx.arrived, ctx, req, res.status);
             queue.count += 1;
         } else {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use hookv_plugin::pb::{CommandRequest, CommandResponse};
 
@@ -44,18 +44,39 @@ pub struct HookCtx {
     pub peer: SocketAddr,
     /// Who the connection authenticated as, if anyone (set by the auth hook).
     pub principal: Option<Arc<str>>,
-    /// When the current request was decoded; for latency.
+    /// When the current request arrived (read from the socket); for latency.
     pub started: Instant,
+    /// The same moment on the wall clock; for logs and audit records.
+    pub arrived: SystemTime,
+    /// When the current request's answer was written (set before
+    /// `on_after_send`; equal to `started` until then).
+    pub answered: Instant,
 }
 
 impl HookCtx {
+    /// Marks the arrival of a request (or of a batch of pipelined requests:
+    /// one clock read serves them all).
+    pub fn arrive(&mut self) {
+        self.started = Instant::now();
+        self.arrived = SystemTime::now();
+        self.answered = self.started;
+    }
+
+    /// Time from arrival to the answer being written, once it has been.
+    pub fn latency(&self) -> std::time::Duration {
+        self.answered.saturating_duration_since(self.started)
+    }
+
     /// A fresh context for a new connection.
     pub fn new(conn_id: u64, peer: SocketAddr) -> Self {
+        let now = Instant::now();
         Self {
             conn_id,
             peer,
             principal: None,
-            started: Instant::now(),
+            started: now,
+            arrived: SystemTime::now(),
+            answered: now,
         }
     }
 }
