@@ -85,12 +85,16 @@ typedef struct HookvBuf {
 } HookvBuf;
 
 /* The connection and request an event runs for. */
-typedef struct HookvContext {
-    uint64_t conn_id;     /* unique per server process, in accept order */
-    uint64_t elapsed_ns;  /* since the server read the request */
-    HookvBytes peer;      /* "127.0.0.1:5555", "[::1]:5555" */
+typedef struct HookvContext HookvContext;
+struct HookvContext {
+    uint64_t conn_id;    /* unique per server process, in accept order */
+    /* ns since the server read the request: call as ctx->elapsed_ns(ctx),
+       during the event call only (a function, so only those who ask read a clock) */
+    uint64_t (*elapsed_ns)(const HookvContext *ctx);
+    const void *server;  /* the server's data for elapsed_ns; opaque */
+    HookvBytes peer;     /* "127.0.0.1:5555", "[::1]:5555" */
     HookvBytes principal; /* authenticated user; ptr == NULL when nobody */
-} HookvContext;
+};
 
 typedef int32_t (*HookvInitFn)(HookvBytes options_json, void **state, HookvBuf *error);
 typedef int32_t (*HookvEventFn)(void *state, const HookvContext *ctx, HookvBytes request,

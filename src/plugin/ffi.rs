@@ -22,6 +22,7 @@ use std::ffi::c_void;
 use std::mem::ManuallyDrop;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use hookv_plugin::abi::{
     DescriptorFn, EventFn, FreeBufFn, HookvBuf, HookvBytes, HookvContext, HookvPlugin, TeardownFn,
@@ -177,7 +178,7 @@ impl Drop for PluginBuf {
 /// What every event receives, borrowed for the call.
 pub(crate) struct Args<'a> {
     pub(crate) conn_id: u64,
-    pub(crate) elapsed_ns: u64,
+    pub(crate) started: Instant,
     pub(crate) peer: &'a str,
     pub(crate) principal: Option<&'a str>,
     pub(crate) request: &'a [u8],
@@ -265,7 +266,8 @@ impl Instance {
         let entry = self.entry(event)?;
         let ctx = HookvContext {
             conn_id: args.conn_id,
-            elapsed_ns: args.elapsed_ns,
+            elapsed_ns: Some(elapsed_ns),
+            server: std::ptr::from_ref(&args.started).cast::<c_void>(),
             peer: HookvBytes::from_slice(args.peer.as_bytes()),
             principal: args
                 .principal
@@ -299,6 +301,23 @@ impl Drop for Instance {
         // library is still mapped (`_library` drops after this).
         unsafe { (self.entries.teardown)(self.state) }
     }
+}
+
+/// [`HookvContext::elapsed_ns`]: the age of the request whose context
+/// this is. A function rather than a number, so that only plugins that ask
+/// read the clock.
+unsafe extern "C" fn elapsed_ns(ctx: *const HookvContext) -> u64 {
+    // SAFETY: per the contract the plugin calls this during the event call,
+    // with the context we passed it, whose `server` points to the request's
+    // start `Instant` in `Args`, alive until the call returns. NULLs are
+    // tolerated.
+    let started = unsafe {
+        ctx.as_ref()
+            .and_then(|c| c.server.cast::<Instant>().as_ref())
+    };
+    started.map_or(0, |s| {
+        u64::try_from(s.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    })
 }
 
 /// The checked descriptor of `library`.

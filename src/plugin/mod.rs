@@ -237,7 +237,7 @@ impl PluginHook {
             Ok(with_peer(ctx.peer, |peer| {
                 let args = Args {
                     conn_id: ctx.conn_id,
-                    elapsed_ns: u64::try_from(ctx.started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+                    started: ctx.started,
                     peer,
                     principal: ctx.principal.as_deref(),
                     request,

@@ -10,8 +10,8 @@
 
 use std::ops::ControlFlow;
 
-use hookv_plugin::pb::{status, CommandRequest, CommandResponse};
-use hookv_plugin::{Context, Events, Flow, Options, Plugin};
+use hookv_plugin::pb::{status, CommandResponse};
+use hookv_plugin::{Context, Events, Flow, Options, Plugin, Request};
 
 /// The plugin's state: just its limit.
 pub struct KeyGuard {
@@ -29,7 +29,7 @@ impl Plugin for KeyGuard {
         })
     }
 
-    fn on_received(&self, _ctx: &Context<'_>, req: &CommandRequest) -> Flow {
+    fn on_received(&self, _ctx: &Context<'_>, req: &Request<'_>) -> Flow {
         if !req.is_write() {
             return ControlFlow::Continue(());
         }

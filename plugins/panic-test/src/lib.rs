@@ -15,7 +15,7 @@ use std::ops::ControlFlow;
 use hookv_plugin::abi::{HookvBuf, HookvBytes, HookvContext, HookvPlugin, BREAK, CONTINUE};
 use hookv_plugin::pb::CommandRequest;
 use hookv_plugin::prost::Message;
-use hookv_plugin::{Context, Events, Flow, Options, Plugin};
+use hookv_plugin::{Context, Events, Flow, Options, Plugin, Request};
 
 /// Stateless.
 pub struct PanicTest;
@@ -34,7 +34,7 @@ impl Plugin for PanicTest {
         Ok(PanicTest)
     }
 
-    fn on_received(&self, _ctx: &Context<'_>, req: &CommandRequest) -> Flow {
+    fn on_received(&self, _ctx: &Context<'_>, req: &Request<'_>) -> Flow {
         if req.table() == Some("boom") {
             panic!("asked to panic on table boom");
         }

@@ -18,8 +18,8 @@ use std::ops::ControlFlow;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use hookv_plugin::pb::{status, CommandRequest, CommandResponse};
-use hookv_plugin::{Context, Events, Flow, Options, Plugin};
+use hookv_plugin::pb::{status, CommandResponse};
+use hookv_plugin::{Context, Events, Flow, Options, Plugin, Request};
 
 /// Buckets past this many are pruned of the full ones (a full bucket is
 /// the same as no bucket), so the map does not grow with every client seen.
@@ -43,22 +43,22 @@ impl RateLimit {
     fn take(&self, who: &str) -> Result<(), f64> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if !buckets.contains_key(who) {
+        let Some(bucket) = buckets.get_mut(who) else {
+            // First request from `who`: a full bucket, less this request.
             if buckets.len() >= PRUNE_AT {
                 let (rate, burst) = (self.per_second, self.burst);
                 buckets.retain(|_, b| {
                     b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
                 });
             }
+            let tokens = self.burst - 1.0;
             buckets.insert(
                 who.to_owned(),
                 Bucket {
-                    tokens: self.burst,
+                    tokens,
                     updated: now,
                 },
             );
-        }
-        let Some(bucket) = buckets.get_mut(who) else {
             return Ok(());
         };
         let refill = now.duration_since(bucket.updated).as_secs_f64() * self.per_second;
@@ -93,7 +93,7 @@ impl Plugin for RateLimit {
         })
     }
 
-    fn on_received(&self, ctx: &Context<'_>, _req: &CommandRequest) -> Flow {
+    fn on_received(&self, ctx: &Context<'_>, _req: &Request<'_>) -> Flow {
         let who = ctx.principal.unwrap_or_else(|| ctx.peer_ip());
         match self.take(who) {
             Ok(()) => ControlFlow::Continue(()),

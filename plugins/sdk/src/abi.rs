@@ -125,13 +125,20 @@ impl HookvBuf {
 pub struct HookvContext {
     /// Unique per server process, in accept order.
     pub conn_id: u64,
-    /// Nanoseconds since the request was read.
-    pub elapsed_ns: u64,
+    /// `elapsed_ns(ctx)`: nanoseconds since the server read the request.
+    /// A function, so that only plugins that want the time read a clock.
+    pub elapsed_ns: Option<ElapsedFn>,
+    /// The server's own data for `elapsed_ns`; opaque to plugins.
+    pub server: *const c_void,
     /// The client's address as text: `127.0.0.1:5555`, `[::1]:5555`.
     pub peer: HookvBytes,
     /// Who the connection authenticated as (UTF-8); `ptr` NULL when nobody.
     pub principal: HookvBytes,
 }
+
+/// `elapsed_ns(ctx) -> nanoseconds`, called with the context the server
+/// passed, during the call it was passed to.
+pub type ElapsedFn = unsafe extern "C" fn(ctx: *const HookvContext) -> u64;
 
 /// `init(options_json, &state, &error) -> STATUS_OK | STATUS_ERROR`.
 pub type InitFn = unsafe extern "C" fn(

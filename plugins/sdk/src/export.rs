@@ -5,8 +5,8 @@
 //! [`HookvPlugin`] built by [`descriptor`]. Its function pointers are the
 //! generic `extern "C"` functions below, each of which:
 //!
-//! 1. turns the borrowed C arguments into Rust values (decoding the
-//!    protobuf request and response),
+//! 1. turns the borrowed C arguments into Rust values (the protobuf request
+//!    and response are decoded lazily, on the plugin's first use),
 //! 2. calls the plugin's safe method inside [`std::panic::catch_unwind`]
 //!    (a panic must never unwind into the server: that would abort it),
 //! 3. hands back the verdict and, if any, a buffer it allocated as a
@@ -24,7 +24,6 @@ use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Duration;
 
 use prost::Message;
 
@@ -32,8 +31,8 @@ use crate::abi::{
     HookvBuf, HookvBytes, HookvContext, HookvPlugin, ABI_VERSION, BREAK, CONTINUE, ERROR,
     STATUS_ERROR, STATUS_OK,
 };
-use crate::pb::{CommandRequest, CommandResponse};
-use crate::plugin::{Context, Options, Plugin};
+use crate::pb::CommandResponse;
+use crate::plugin::{Context, Options, Plugin, Request, Response};
 
 /// Exports `$type` (which implements [`Plugin`](crate::Plugin)) as this
 /// library's hookv plugin, named after the crate's package
@@ -238,7 +237,22 @@ unsafe extern "C" fn teardown<P: Plugin>(state: *mut c_void) {
     });
 }
 
-/// Decodes the arguments every event gets.
+/// `ctx.elapsed_ns(ctx)`, or 0 without a server context.
+pub(crate) fn elapsed_ns(ctx: *const HookvContext) -> u64 {
+    // SAFETY: a non-null `ctx` comes from `arguments`, i.e. from the server
+    // for the call in progress: a `Context` borrows it for no longer (its
+    // lifetime is the call's), which is when `elapsed_ns` may be called.
+    let Some(raw) = (unsafe { ctx.as_ref() }) else {
+        return 0;
+    };
+    match raw.elapsed_ns {
+        // SAFETY: as above; the server's function takes its own context.
+        Some(elapsed) => unsafe { elapsed(ctx) },
+        None => 0,
+    }
+}
+
+/// The arguments every event gets.
 ///
 /// # Safety
 ///
@@ -248,7 +262,7 @@ unsafe fn arguments<'a, P: Plugin>(
     state: *mut c_void,
     ctx: *const HookvContext,
     request: HookvBytes,
-) -> Result<(&'a P, Context<'a>, CommandRequest), String> {
+) -> Result<(&'a P, Context<'a>, Request<'a>), String> {
     if state.is_null() || ctx.is_null() {
         return Err("called without state or context".to_owned());
     }
@@ -269,21 +283,19 @@ unsafe fn arguments<'a, P: Plugin>(
                     .map_err(|e| format!("principal is not UTF-8: {e}"))?,
             )
         },
-        elapsed: Duration::from_nanos(ctx.elapsed_ns),
+        raw: ctx,
     };
     // SAFETY: the server's request bytes live for the call.
-    let request = CommandRequest::decode(unsafe { as_slice(request) })
-        .map_err(|e| format!("cannot decode the request: {e}"))?;
+    let request = Request::from_bytes(unsafe { as_slice(request) });
     Ok((plugin, context, request))
 }
 
 /// # Safety
 ///
 /// `response` readable for the call.
-unsafe fn response(response: HookvBytes) -> Result<CommandResponse, String> {
+unsafe fn response<'a>(response: HookvBytes) -> Response<'a> {
     // SAFETY: the server's response bytes live for the call.
-    CommandResponse::decode(unsafe { as_slice(response) })
-        .map_err(|e| format!("cannot decode the response: {e}"))
+    Response::from_bytes(unsafe { as_slice(response) })
 }
 
 /// Reports an event's outcome to the server.
@@ -337,7 +349,7 @@ unsafe extern "C" fn on_executed<P: Plugin>(
         // SAFETY: the server keeps the EventFn contract.
         let (plugin, ctx, req) = unsafe { arguments::<P>(state, ctx, request)? };
         // SAFETY: as above.
-        let res = unsafe { response(response_bytes)? };
+        let res = unsafe { response(response_bytes) };
         Ok(flow(plugin.on_executed(&ctx, &req, &res)))
     });
     // SAFETY: `out` is the server's slot.
@@ -355,16 +367,13 @@ unsafe extern "C" fn on_before_send<P: Plugin>(
         // SAFETY: the server keeps the EventFn contract.
         let (plugin, ctx, req) = unsafe { arguments::<P>(state, ctx, request)? };
         // SAFETY: as above.
-        let mut res = unsafe { response(response_bytes)? };
+        let mut res = unsafe { response(response_bytes) };
         let verdict = match plugin.on_before_send(&ctx, &req, &mut res) {
             ControlFlow::Continue(()) => CONTINUE,
             ControlFlow::Break(()) => BREAK,
         };
-        // Send the response back only if the plugin changed it.
-        let encoded = res.encode_to_vec();
-        // SAFETY: as above.
-        let changed = encoded != unsafe { as_slice(response_bytes) };
-        Ok((verdict, changed.then_some(encoded)))
+        // Send the response back only if the plugin may have changed it.
+        Ok((verdict, res.into_changed().map(|res| res.encode_to_vec())))
     });
     // SAFETY: `out` is the server's slot.
     unsafe { finish(out, outcome) }
@@ -381,7 +390,7 @@ unsafe extern "C" fn on_after_send<P: Plugin>(
         // SAFETY: the server keeps the EventFn contract.
         let (plugin, ctx, req) = unsafe { arguments::<P>(state, ctx, request)? };
         // SAFETY: as above.
-        let res = unsafe { response(response_bytes)? };
+        let res = unsafe { response(response_bytes) };
         Ok(match plugin.on_after_send(&ctx, &req, &res) {
             ControlFlow::Continue(()) => (CONTINUE, None),
             ControlFlow::Break(()) => (BREAK, None),

@@ -14,8 +14,8 @@
 //!
 //! ```
 //! use std::ops::ControlFlow;
-//! use hookv_plugin::pb::{status, CommandRequest, CommandResponse};
-//! use hookv_plugin::{Context, Events, Flow, Options, Plugin};
+//! use hookv_plugin::pb::{status, CommandResponse};
+//! use hookv_plugin::{Context, Events, Flow, Options, Plugin, Request};
 //!
 //! /// Refuses every request to one table.
 //! struct Deny {
@@ -30,7 +30,7 @@
 //!         Ok(Deny { table: options.require("table")? })
 //!     }
 //!
-//!     fn on_received(&self, _ctx: &Context<'_>, req: &CommandRequest) -> Flow {
+//!     fn on_received(&self, _ctx: &Context<'_>, req: &Request<'_>) -> Flow {
 //!         if req.table() == Some(self.table.as_str()) {
 //!             return ControlFlow::Break(CommandResponse::error(
 //!                 status::FORBIDDEN,
@@ -63,7 +63,7 @@ pub mod export;
 pub mod pb;
 mod plugin;
 
-pub use plugin::{Context, Events, Flow, Options, Plugin};
+pub use plugin::{Context, Events, Flow, Lazy, Options, Plugin, Request, Response};
 /// The protobuf runtime the messages in [`pb`] are built on (for
 /// `Message::encode` / `decode` in hand-written ABI code).
 pub use prost;
