@@ -296,3 +296,37 @@ fn loading_a_path_again_after_it_was_replaced_runs_the_new_build() {
     });
     assert_eq!(left, 0);
 }
+
+#[test]
+fn a_plugin_written_in_c_against_the_header_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("libc_deny.so");
+    let root = support::plugins::workspace();
+    let out = Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()))
+        .args([
+            "-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+        ])
+        .arg("-I")
+        .arg(root.join("plugins"))
+        .arg(root.join("tests/c_plugin/deny.c"))
+        .arg("-o")
+        .arg(&lib)
+        .output()
+        .expect("a C compiler (cc), as Rust itself uses for linking");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hook = PluginHook::load(&lib, "{}").unwrap();
+    assert_eq!(hook.name(), "c-deny");
+    let mut ctx = HookCtx::new(1, "127.0.0.1:1".parse().unwrap());
+    let refusal = hook
+        .on_received(&mut ctx, &CommandRequest::new_hget("t", "k"))
+        .break_value()
+        .unwrap();
+    assert_eq!(
+        (refusal.status, refusal.message.as_str()),
+        (403, "c says no")
+    );
+}
