@@ -453,3 +453,34 @@ fn open_copy(path: &Path) -> Result<Arc<Library>, PluginError> {
             .replace(&copy.display().to_string(), &path.display().to_string()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_cross_as_one_json_object() {
+        let table: toml::Table = toml::from_str(
+            "n = 3\nf = 0.5\ns = \"x\"\nb = true\nd = 1979-05-27\na = [1, \"two\"]\n[t]\nk = \"v\"\n",
+        )
+        .unwrap();
+        let json: serde_json::Value = serde_json::from_str(&options_json(table).unwrap()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "n": 3, "f": 0.5, "s": "x", "b": true, "d": "1979-05-27",
+                "a": [1, "two"], "t": {"k": "v"}
+            })
+        );
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = PluginHook::load(Path::new("/nonexistent/libx.so"), "{}").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("/nonexistent/libx.so: cannot read"),
+            "{msg}"
+        );
+    }
+}
