@@ -14,6 +14,8 @@
 //! - [`service`]: [`Service`] and its builder [`ServiceInner`]: runs the hook chains
 //!   around execution.
 //! - [`hooks`]: the [`Hook`](hooks::Hook) trait, [`HookCtx`](hooks::HookCtx), chains.
+//! - [`plugin`]: hooks loaded from shared libraries (the only `unsafe` code,
+//!   in `plugin/ffi.rs`).
 //! - [`command`]: one match from request to storage calls.
 //! - [`storage`]: the [`Storage`] trait, [`MemTable`] and [`SledDb`].
 //! - [`config`], [`error`]: `config.toml`, and the error → status mapping.
@@ -32,6 +34,7 @@ pub mod connection;
 pub mod error;
 pub mod frame;
 pub mod hooks;
+pub mod plugin;
 pub mod reload;
 pub mod server;
 pub mod service;

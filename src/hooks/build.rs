@@ -182,7 +182,7 @@ fn build_one(env: &BuildEnv<'_>, entry: &HookEntry) -> Result<Arc<dyn Hook>, Hoo
                 ))),
             }
         }
-        (None, Some(_)) => Err(error("plugins are not supported yet".into())),
+        (None, Some(_)) => crate::plugin::build(env, entry).map_err(|e| error(e.to_string())),
     }
 }
 

@@ -1,10 +1,69 @@
 //! `hookv-plugin`: the contract between hookv and the code that talks to it.
 //!
-//! Today this crate holds the wire messages ([`pb`]), generated from
-//! `proto/abi.proto` at build time (pure Rust, no system `protoc`). The server,
-//! its stock client and plugins all use these types, so the schema has a single
-//! source.
+//! - [`pb`]: the wire messages, generated from `proto/abi.proto` at build
+//!   time (pure Rust, no system `protoc`). The server, its stock client and
+//!   plugins all use these types, so the schema has a single source.
+//! - [`Plugin`], [`export_plugin!`]: write a hookv plugin in safe Rust.
+//! - [`abi`]: the C ABI underneath (also written down as the C header
+//!   `plugins/hookv_plugin.h`), for the server's loader and for plugins in
+//!   other languages.
+//!
+//! # Writing a plugin
+//!
+//! A plugin is a `cdylib` crate that implements [`Plugin`] and exports it:
+//!
+//! ```
+//! use std::ops::ControlFlow;
+//! use hookv_plugin::pb::{status, CommandResponse};
+//! use hookv_plugin::{Context, Events, Flow, Options, Plugin, Request};
+//!
+//! /// Refuses every request to one table.
+//! struct Deny {
+//!     table: String,
+//! }
+//!
+//! impl Plugin for Deny {
+//!     const EVENTS: Events = Events::RECEIVED; // the server skips the others
+//!
+//!     fn init(options: &Options) -> Result<Self, String> {
+//!         options.only(&["table"])?;
+//!         Ok(Deny { table: options.require("table")? })
+//!     }
+//!
+//!     fn on_received(&self, _ctx: &Context<'_>, req: &Request<'_>) -> Flow {
+//!         if req.table() == Some(self.table.as_str()) {
+//!             return ControlFlow::Break(CommandResponse::error(
+//!                 status::FORBIDDEN,
+//!                 format!("table {} is closed", self.table),
+//!             ));
+//!         }
+//!         ControlFlow::Continue(())
+//!     }
+//! }
+//!
+//! hookv_plugin::export_plugin!(Deny);
+//! ```
+//!
+//! and `config.toml` loads it, passing the other keys as options:
+//!
+//! ```toml
+//! [[hooks]]
+//! plugin = "target/release/libdeny.so"   # relative to config.toml
+//! table = "secrets"
+//! ```
+//!
+//! The step-by-step guide is `docs/write-a-plugin.md` in the hookv
+//! repository; `plugins/key-guard` and `plugins/rate-limit` are complete
+//! examples.
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 
+pub mod abi;
+pub mod export;
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod pb;
+mod plugin;
+
+pub use plugin::{Context, Events, Flow, Lazy, Options, Plugin, Request, Response};
+/// The protobuf runtime the messages in [`pb`] are built on (for
+/// `Message::encode` / `decode` in hand-written ABI code).
+pub use prost;

@@ -1,0 +1,486 @@
+//! Plugins: hooks loaded from shared libraries.
+//!
+//! A `[[hooks]]` table with `plugin = "path/to/libname.so"` (relative to the
+//! config file's directory) loads that library; every other key of the table
+//! is the plugin's options, passed to its `init` as one UTF-8 JSON object
+//! (TOML dates become strings):
+//!
+//! ```toml
+//! [[hooks]]
+//! plugin = "target/release/librate_limit.so"
+//! per_second = 100.0
+//! burst = 20
+//! ```
+//!
+//! Writing one: `docs/write-a-plugin.md` and the `hookv-plugin` crate. The
+//! ABI is a small C ABI (`plugins/hookv_plugin.h`, `hookv_plugin::abi`):
+//! one exported `hookv_plugin_descriptor` with the ABI version, the plugin's
+//! name and its entry points; requests and responses cross as protobuf bytes.
+//!
+//! # Loading
+//!
+//! [`PluginHook::load`] checks before any request can reach the plugin:
+//! the file exists and loads, it exports the descriptor, the ABI version is
+//! [`ABI_VERSION`], the required entry points are there and `init` accepts
+//! the options. Any failure is a [`PluginError`] naming the file, which
+//! stops the server's start.
+//!
+//! Each load opens a fresh copy of the file (under
+//! `$TMPDIR/hookv-plugins-<pid>/`, removed right after loading: the mapping
+//! stays valid). The dynamic loader hands back the already-open library for
+//! a path it has seen, so without the copy a plugin rebuilt at the same path
+//! would keep running its old code when loaded again (e.g. on a reload).
+//!
+//! # Lifetime
+//!
+//! A [`PluginHook`] owns its plugin instance; the instance holds an `Arc`
+//! to its library, so the code stays loaded while any hook from it can run.
+//! Dropping the last `Arc<PluginHook>` (after the chain holding it is gone)
+//! calls the plugin's teardown. Libraries themselves are never unloaded:
+//! see [`ffi`]'s module docs for why.
+//!
+//! # Calls
+//!
+//! Events the plugin does not export are not in its [`Events`], so chains
+//! never call them. An event that is called encodes the request (and the
+//! response) into a reused per-thread buffer, passes the connection's
+//! context, and decodes what comes back. A plugin that fails (a caught
+//! panic, an error verdict, bytes that do not decode) turns that request
+//! into a 500 and is logged with its name; the server carries on.
+
+mod ffi;
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use hookv_plugin::abi::ABI_VERSION;
+use hookv_plugin::abi::{BREAK, CONTINUE, ERROR};
+use hookv_plugin::pb::{status, CommandRequest, CommandResponse};
+use prost::Message;
+
+use crate::config::HookEntry;
+use crate::hooks::build::BuildEnv;
+use crate::hooks::{Events, Flow, Hook, HookCtx};
+use ffi::{Args, Event, Instance, Library, LoadError};
+
+/// A plugin that cannot be used; the server refuses to start.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// `plugin = ` is not a string.
+    #[error("`plugin` must be a string: the path of a shared library")]
+    PathNotString,
+    /// The file cannot be read (missing, unreadable).
+    #[error("{}: cannot read the plugin: {source}", path.display())]
+    Read {
+        /// The library.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The private copy cannot be made.
+    #[error("{}: cannot copy the plugin to {}: {source}", path.display(), copy.display())]
+    Copy {
+        /// The library.
+        path: PathBuf,
+        /// Where the copy was to go.
+        copy: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a loadable library.
+    #[error("{}: cannot load the library: {reason}", path.display())]
+    Open {
+        /// The library.
+        path: PathBuf,
+        /// The dynamic loader's words.
+        reason: String,
+    },
+    /// The library does not export `hookv_plugin_descriptor`.
+    #[error("{}: not a hookv plugin: it exports no `hookv_plugin_descriptor` (a Rust plugin gets it from hookv_plugin::export_plugin!)", path.display())]
+    NoDescriptor {
+        /// The library.
+        path: PathBuf,
+    },
+    /// Built for another ABI version.
+    #[error("{}: plugin ABI version {found}, but this server speaks version {ABI_VERSION}; rebuild the plugin against this hookv's hookv-plugin crate", path.display())]
+    AbiVersion {
+        /// The library.
+        path: PathBuf,
+        /// The version the plugin reports.
+        found: u32,
+    },
+    /// The descriptor is unusable.
+    #[error("{}: bad plugin descriptor: {reason}", path.display())]
+    Descriptor {
+        /// The library.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The options cannot be put into JSON.
+    #[error("options: {0}")]
+    Options(String),
+    /// The plugin's `init` refused (bad options, or it panicked).
+    #[error("plugin {name:?} ({}) failed to start: {message}", path.display())]
+    Init {
+        /// The plugin's name.
+        name: String,
+        /// The library.
+        path: PathBuf,
+        /// The plugin's own message.
+        message: String,
+    },
+}
+
+/// Builds the plugin hook of a `[[hooks]]` entry with a `plugin` key.
+pub fn build(env: &BuildEnv<'_>, entry: &HookEntry) -> Result<Arc<dyn Hook>, PluginError> {
+    let path = entry.plugin().ok_or(PluginError::PathNotString)?;
+    let mut options = entry.table.clone();
+    options.remove("plugin");
+    let json = options_json(options)?;
+    Ok(Arc::new(PluginHook::load(
+        &env.resolve(Path::new(path)),
+        &json,
+    )?))
+}
+
+/// The options table as the JSON object a plugin's `init` receives.
+pub fn options_json(options: toml::Table) -> Result<String, PluginError> {
+    fn convert(value: toml::Value) -> Result<serde_json::Value, PluginError> {
+        Ok(match value {
+            toml::Value::String(s) => serde_json::Value::String(s),
+            toml::Value::Integer(i) => i.into(),
+            toml::Value::Float(f) => serde_json::Number::from_f64(f)
+                .map(serde_json::Value::Number)
+                .ok_or_else(|| PluginError::Options(format!("{f} has no JSON form")))?,
+            toml::Value::Boolean(b) => b.into(),
+            toml::Value::Datetime(d) => d.to_string().into(),
+            toml::Value::Array(a) => a.into_iter().map(convert).collect::<Result<_, _>>()?,
+            toml::Value::Table(t) => table(t)?,
+        })
+    }
+    fn table(t: toml::Table) -> Result<serde_json::Value, PluginError> {
+        t.into_iter()
+            .map(|(k, v)| Ok((k, convert(v)?)))
+            .collect::<Result<serde_json::Map<_, _>, _>>()
+            .map(serde_json::Value::Object)
+    }
+    Ok(table(options)?.to_string())
+}
+
+/// A loaded, initialised plugin, used as a [`Hook`].
+pub struct PluginHook {
+    instance: Instance,
+    events: Events,
+}
+
+impl std::fmt::Debug for PluginHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginHook")
+            .field("name", &self.instance.name())
+            .field("events", &self.events)
+            .finish()
+    }
+}
+
+impl PluginHook {
+    /// Loads the library at `path` from a private copy, checks it, and
+    /// initialises the plugin with `options_json` (a JSON object).
+    pub fn load(path: &Path, options_json: &str) -> Result<Self, PluginError> {
+        let library = open_copy(path)?;
+        let instance = Instance::init(library, options_json).map_err(|e| match e {
+            Ok(LoadError::NoSymbol) => PluginError::NoDescriptor {
+                path: path.to_owned(),
+            },
+            Ok(LoadError::Version(found)) => PluginError::AbiVersion {
+                path: path.to_owned(),
+                found,
+            },
+            Ok(other) => PluginError::Descriptor {
+                path: path.to_owned(),
+                reason: other.to_string(),
+            },
+            Err((name, message)) => PluginError::Init {
+                name,
+                path: path.to_owned(),
+                message,
+            },
+        })?;
+        let events = Events {
+            received: instance.handles(Event::Received),
+            executed: instance.handles(Event::Executed),
+            before_send: instance.handles(Event::BeforeSend),
+            after_send: instance.handles(Event::AfterSend),
+        };
+        Ok(Self { instance, events })
+    }
+
+    /// Calls `event` with the request, `res` (if any) and the context, and
+    /// reads the answer. `decode` says whether a response in `out` matters.
+    fn call(
+        &self,
+        event: Event,
+        ctx: &HookCtx,
+        req: &CommandRequest,
+        res: Option<&CommandResponse>,
+        decode: bool,
+    ) -> Verdict {
+        let answer = with_buffers(|request, response| -> Result<_, String> {
+            req.encode(request).map_err(|e| e.to_string())?;
+            if let Some(res) = res {
+                res.encode(response).map_err(|e| e.to_string())?;
+            }
+            Ok(with_peer(ctx.peer, |peer| {
+                let args = Args {
+                    conn_id: ctx.conn_id,
+                    started: ctx.started,
+                    peer,
+                    principal: ctx.principal.as_deref(),
+                    request,
+                    response,
+                };
+                self.instance.call(event, &args)
+            }))
+        });
+        let answer = match answer {
+            Ok(Some(answer)) => answer,
+            Ok(None) => return Verdict::Continue(None),
+            Err(e) => {
+                let problem = format!("cannot encode the message: {e}");
+                return Verdict::Failed(self.failed(ctx, event, &problem));
+            }
+        };
+        let out = match (&answer.out, decode, answer.verdict) {
+            (Some(buf), true, CONTINUE | BREAK) => match CommandResponse::decode(buf.bytes()) {
+                Ok(res) => Some(res),
+                Err(e) => {
+                    let problem = format!("returned a response that does not decode: {e}");
+                    return Verdict::Failed(self.failed(ctx, event, &problem));
+                }
+            },
+            _ => None,
+        };
+        match answer.verdict {
+            CONTINUE => Verdict::Continue(out),
+            BREAK => Verdict::Break(out),
+            ERROR => {
+                let message = answer.out.as_ref().map_or_else(
+                    || "reported an error".into(),
+                    |buf| String::from_utf8_lossy(buf.bytes()),
+                );
+                Verdict::Failed(self.failed(ctx, event, &message))
+            }
+            other => {
+                let problem = format!("returned an unknown verdict {other}");
+                Verdict::Failed(self.failed(ctx, event, &problem))
+            }
+        }
+    }
+
+    /// Logs a failure of this plugin; the 500 the client gets instead.
+    fn failed(&self, ctx: &HookCtx, event: Event, problem: &str) -> CommandResponse {
+        let name = self.instance.name();
+        tracing::error!(
+            plugin = name,
+            event = event.name(),
+            conn = ctx.conn_id,
+            problem,
+            "plugin failed"
+        );
+        CommandResponse::error(
+            status::INTERNAL,
+            format!("plugin {name:?} failed on this request (see the server log)"),
+        )
+    }
+
+    /// `on_received` and `on_executed`: go on, or answer now.
+    fn flow(&self, ctx: &HookCtx, event: Event, verdict: Verdict) -> Flow {
+        match verdict {
+            Verdict::Continue(_) => ControlFlow::Continue(()),
+            Verdict::Break(Some(res)) | Verdict::Failed(res) => ControlFlow::Break(res),
+            Verdict::Break(None) => {
+                ControlFlow::Break(self.failed(ctx, event, "broke without a response"))
+            }
+        }
+    }
+}
+
+/// A plugin's answer, read.
+enum Verdict {
+    /// Go on (with a replacement response, for `on_before_send`).
+    Continue(Option<CommandResponse>),
+    /// Answer now / stop the chain (with the response, if it sent one).
+    Break(Option<CommandResponse>),
+    /// The plugin failed; this 500 replaces the response.
+    Failed(CommandResponse),
+}
+
+impl Hook for PluginHook {
+    fn name(&self) -> &str {
+        self.instance.name()
+    }
+
+    fn events(&self) -> Events {
+        self.events
+    }
+
+    fn on_received(&self, ctx: &mut HookCtx, req: &CommandRequest) -> Flow {
+        let verdict = self.call(Event::Received, ctx, req, None, true);
+        self.flow(ctx, Event::Received, verdict)
+    }
+
+    fn on_executed(&self, ctx: &HookCtx, req: &CommandRequest, res: &CommandResponse) -> Flow {
+        let verdict = self.call(Event::Executed, ctx, req, Some(res), true);
+        self.flow(ctx, Event::Executed, verdict)
+    }
+
+    fn on_before_send(
+        &self,
+        ctx: &HookCtx,
+        req: &CommandRequest,
+        res: &mut CommandResponse,
+    ) -> ControlFlow<()> {
+        match self.call(Event::BeforeSend, ctx, req, Some(res), true) {
+            Verdict::Continue(new) => {
+                if let Some(new) = new {
+                    *res = new;
+                }
+                ControlFlow::Continue(())
+            }
+            Verdict::Break(new) => {
+                if let Some(new) = new {
+                    *res = new;
+                }
+                ControlFlow::Break(())
+            }
+            Verdict::Failed(error) => {
+                *res = error;
+                ControlFlow::Continue(())
+            }
+        }
+    }
+
+    fn on_after_send(
+        &self,
+        ctx: &HookCtx,
+        req: &CommandRequest,
+        res: &CommandResponse,
+    ) -> ControlFlow<()> {
+        match self.call(Event::AfterSend, ctx, req, Some(res), false) {
+            Verdict::Break(_) => ControlFlow::Break(()),
+            // A failure is logged; the response is already sent.
+            Verdict::Continue(_) | Verdict::Failed(_) => ControlFlow::Continue(()),
+        }
+    }
+}
+
+thread_local! {
+    /// Encoding buffers reused by every plugin call on this thread.
+    static BUFFERS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// The last peer address formatted on this thread: a connection's
+    /// requests come in batches, so this saves formatting it per call.
+    static PEER: RefCell<Option<(SocketAddr, String)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with two empty buffers, reusing this thread's if free.
+fn with_buffers<T>(f: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> T) -> T {
+    BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let (request, response) = &mut *bufs;
+            request.clear();
+            response.clear();
+            f(request, response)
+        }
+        // Only if a plugin call re-entered this thread's plugin code.
+        Err(_) => f(&mut Vec::new(), &mut Vec::new()),
+    })
+}
+
+/// Runs `f` with `peer` as text.
+fn with_peer<T>(peer: SocketAddr, f: impl FnOnce(&str) -> T) -> T {
+    PEER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut cached) => {
+            if !matches!(&*cached, Some((addr, _)) if *addr == peer) {
+                *cached = Some((peer, peer.to_string()));
+            }
+            let text = cached.as_ref().map_or("", |(_, text)| text.as_str());
+            f(text)
+        }
+        Err(_) => f(&peer.to_string()),
+    })
+}
+
+/// Loads a private copy of `path` (see the module docs), removing the copy
+/// once it is mapped.
+fn open_copy(path: &Path) -> Result<Arc<Library>, PluginError> {
+    static LOADS: AtomicU64 = AtomicU64::new(0);
+    std::fs::metadata(path).map_err(|source| PluginError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let dir = std::env::temp_dir().join(format!("hookv-plugins-{}", std::process::id()));
+    let file_name = path
+        .file_name()
+        .map_or_else(|| "plugin".into(), |n| n.to_string_lossy().into_owned());
+    let n = LOADS.fetch_add(1, Ordering::Relaxed);
+    let copy = dir.join(format!("{n}-{file_name}"));
+    let copy_error = |source| PluginError::Copy {
+        path: path.to_owned(),
+        copy: copy.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(copy_error)?;
+    std::fs::copy(path, &copy).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound if !path.exists() => PluginError::Read {
+            path: path.to_owned(),
+            source,
+        },
+        _ => copy_error(source),
+    })?;
+    let opened = Library::open(&copy);
+    let _ = std::fs::remove_file(&copy);
+    // Fails while another load is using the directory; the last one removes it.
+    let _ = std::fs::remove_dir(&dir);
+    opened.map_err(|e| PluginError::Open {
+        path: path.to_owned(),
+        // The loader names the copy; name the file the user configured.
+        reason: e
+            .to_string()
+            .replace(&copy.display().to_string(), &path.display().to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_cross_as_one_json_object() {
+        let table: toml::Table = toml::from_str(
+            "n = 3\nf = 0.5\ns = \"x\"\nb = true\nd = 1979-05-27\na = [1, \"two\"]\n[t]\nk = \"v\"\n",
+        )
+        .unwrap();
+        let json: serde_json::Value = serde_json::from_str(&options_json(table).unwrap()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "n": 3, "f": 0.5, "s": "x", "b": true, "d": "1979-05-27",
+                "a": [1, "two"], "t": {"k": "v"}
+            })
+        );
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = PluginHook::load(Path::new("/nonexistent/libx.so"), "{}").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("/nonexistent/libx.so: cannot read"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,332 @@
+//! Plugins through the real server: the example plugins' behaviour, a
+//! misbehaving plugin, and libraries the loader must refuse.
+//!
+//! The plugins are built on first use (see `support::plugins`).
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hookv::config::Config;
+use hookv::hooks::build::{build_chain, BuildEnv};
+use hookv::hooks::{Hook, HookCtx};
+use hookv::pb::{CommandRequest, Kvpair, Value};
+use hookv::plugin::PluginHook;
+use hookv::{MemTable, Service, ServiceInner};
+use support::plugins::{example, plugin};
+use support::{bounded, TestServer};
+
+/// A memory server whose hooks are the `[[hooks]]` of `hooks_toml`.
+async fn server_with(hooks_toml: &str) -> TestServer {
+    let config = Config::parse(hooks_toml, Path::new("test.toml")).expect("config");
+    let chain = build_chain(&BuildEnv { config: &config }).expect("hooks");
+    let service: Service = ServiceInner::new(MemTable::new()).hooks(&chain).into();
+    TestServer::start(service, config.server).await
+}
+
+fn hooks_entry(library: &Path, options: &str) -> String {
+    format!(
+        "[[hooks]]\nplugin = {:?}\n{options}\n",
+        library.display().to_string()
+    )
+}
+
+#[tokio::test]
+async fn key_guard_refuses_long_writes_with_400_and_storage_is_untouched() {
+    let server = server_with(&hooks_entry(&plugin("key-guard"), "max_key_len = 8")).await;
+    let mut c = server.client().await;
+    let long = "k".repeat(9);
+
+    assert_eq!(
+        bounded(c.hset("t", "short", "v")).await.unwrap().status,
+        200
+    );
+    let r = bounded(c.hset("t", &long, "v")).await.unwrap();
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.message.contains("max_key_len"), "{r:?}");
+    // Nothing reached storage: the key is absent, and a batch with one long
+    // key stores none of its pairs.
+    assert_eq!(bounded(c.hget("t", &long)).await.unwrap().status, 404);
+    let batch = vec![Kvpair::new("ok", "v"), Kvpair::new(long.as_str(), "v")];
+    let r = bounded(c.send(&CommandRequest::new_hmset("t", batch)))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(bounded(c.hget("t", "ok")).await.unwrap().status, 404);
+    assert_eq!(bounded(c.hdel("t", &long)).await.unwrap().status, 400);
+    let r = bounded(c.send(&CommandRequest::new_hmdel(
+        "t",
+        vec!["short".into(), long.clone()],
+    )))
+    .await
+    .unwrap();
+    assert_eq!(r.status, 400, "{r:?}");
+    let r = bounded(c.hget("t", "short")).await.unwrap();
+    assert_eq!(r.values, vec![Value::from("v")], "hmdel must not have run");
+    // Reads are not writes: a long key is just missing.
+    assert_eq!(bounded(c.hexist("t", &long)).await.unwrap().status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_past_the_burst_per_ip() {
+    let options = "per_second = 0.001\nburst = 3";
+    let server = server_with(&hooks_entry(&plugin("rate-limit"), options)).await;
+    let mut c = server.client().await;
+    for i in 0..3 {
+        let r = bounded(c.hset("t", &format!("k{i}"), "v")).await.unwrap();
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
+    }
+    let r = bounded(c.hset("t", "k3", "v")).await.unwrap();
+    assert_eq!(r.status, 429, "{r:?}");
+    assert!(r.message.contains("127.0.0.1"), "{r:?}");
+    // The refused write was not executed.
+    assert_eq!(bounded(c.hget("t", "k3")).await.unwrap().status, 429);
+    // Another connection from the same address shares the bucket.
+    let mut other = server.client().await;
+    assert_eq!(bounded(other.hget("t", "k0")).await.unwrap().status, 429);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limit_recovers_as_the_bucket_refills() {
+    let options = "per_second = 20.0\nburst = 2";
+    let server = server_with(&hooks_entry(&plugin("rate-limit"), options)).await;
+    let mut c = server.client().await;
+    // Far more requests than the bucket holds: some must be refused.
+    let mut refused = false;
+    for _ in 0..200 {
+        if bounded(c.hget("t", "k")).await.unwrap().status == 429 {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "200 requests in a row passed a limit of 20/s");
+    // One token comes back every 50 ms.
+    let start = Instant::now();
+    loop {
+        let status = bounded(c.hget("t", "k")).await.unwrap().status;
+        if status == 404 {
+            break;
+        }
+        assert_eq!(status, 429);
+        assert!(start.elapsed() < support::LIMIT, "never recovered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_panicking_plugin_costs_one_500_and_the_server_lives_on() {
+    let server = server_with(&hooks_entry(&plugin("panic-test"), "")).await;
+    let mut c = server.client().await;
+    for _ in 0..3 {
+        let r = bounded(c.hset("boom", "k", "v")).await.unwrap();
+        assert_eq!(r.status, 500, "{r:?}");
+        assert!(r.message.contains("panic-test"), "{r:?}");
+        // The same connection goes on working.
+        assert_eq!(bounded(c.hset("t", "k", "v")).await.unwrap().status, 200);
+    }
+    // The refused request was never executed.
+    assert_eq!(bounded(c.hgetall("boom")).await.unwrap().pairs, vec![]);
+    let mut fresh = server.client().await;
+    assert_eq!(bounded(fresh.hget("t", "k")).await.unwrap().status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_bytes_or_an_unknown_verdict_from_a_plugin_give_500() {
+    let server = server_with(&hooks_entry(&plugin("panic-test"), "")).await;
+    let mut c = server.client().await;
+    for table in ["garbage", "unknown"] {
+        let r = bounded(c.hget(table, "k")).await.unwrap();
+        assert_eq!(r.status, 500, "{table}: {r:?}");
+        assert!(r.message.contains("panic-test"), "{r:?}");
+    }
+    assert_eq!(bounded(c.hset("t", "k", "v")).await.unwrap().status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn plugins_run_in_config_order_next_to_each_other() {
+    let hooks = hooks_entry(&plugin("key-guard"), "max_key_len = 4")
+        + &hooks_entry(&plugin("rate-limit"), "per_second = 0.001\nburst = 2");
+    let server = server_with(&hooks).await;
+    let mut c = server.client().await;
+    // key-guard refuses first, so these do not spend rate-limit tokens.
+    for _ in 0..3 {
+        assert_eq!(
+            bounded(c.hset("t", "toolong", "v")).await.unwrap().status,
+            400
+        );
+    }
+    assert_eq!(bounded(c.hset("t", "k", "v")).await.unwrap().status, 200);
+    assert_eq!(bounded(c.hset("t", "k", "v")).await.unwrap().status, 200);
+    assert_eq!(bounded(c.hset("t", "k", "v")).await.unwrap().status, 429);
+    server.stop().await;
+}
+
+/// Runs the real server on a config made of `hooks`; it must refuse to
+/// start with one line on stderr, which is returned.
+fn start_refused(hooks: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n{hooks}"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookv-server"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > support::LIMIT {
+            let _ = child.kill();
+            panic!("the server did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "started anyway; stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "want one line: {stderr}");
+    assert!(!stderr.contains("panicked at src/"), "{stderr}");
+    assert!(stderr.contains("config.toml:3: hooks[1]"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn a_plugin_refusing_its_options_stops_the_start_with_its_message() {
+    let lib = plugin("key-guard");
+    let err = start_refused(&hooks_entry(&lib, "max_key_len = \"ten\""));
+    assert!(err.contains("\"key-guard\""), "{err}");
+    assert!(err.contains("max_key_len") && err.contains("ten"), "{err}");
+
+    let lib = plugin("panic-test");
+    let err = start_refused(&hooks_entry(&lib, "fail_init = \"no thanks\""));
+    assert!(err.contains("no thanks"), "{err}");
+    let err = start_refused(&hooks_entry(&lib, "panic_init = true"));
+    assert!(err.contains("asked to panic in init"), "{err}");
+}
+
+#[test]
+fn a_missing_library_stops_the_start_naming_the_file() {
+    let err = start_refused("[[hooks]]\nplugin = \"plugins/libnothing.so\"\n");
+    assert!(err.contains("plugins/libnothing.so"), "{err}");
+    assert!(err.contains("cannot read"), "{err}");
+}
+
+#[test]
+fn a_file_that_is_no_library_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("libfake.so");
+    std::fs::write(&fake, "not a library").unwrap();
+    let err = start_refused(&hooks_entry(&fake, ""));
+    assert!(err.contains(&fake.display().to_string()), "{err}");
+    assert!(err.contains("cannot load"), "{err}");
+}
+
+#[test]
+fn a_library_without_the_descriptor_stops_the_start() {
+    let lib = example("no-symbol");
+    let err = start_refused(&hooks_entry(&lib, ""));
+    assert!(err.contains(&lib.display().to_string()), "{err}");
+    assert!(err.contains("hookv_plugin_descriptor"), "{err}");
+}
+
+#[test]
+fn a_library_of_another_abi_version_stops_the_start() {
+    let lib = example("other-abi");
+    let err = start_refused(&hooks_entry(&lib, ""));
+    assert!(err.contains(&lib.display().to_string()), "{err}");
+    assert!(err.contains("ABI version 999"), "{err}");
+}
+
+#[test]
+fn loading_a_path_again_after_it_was_replaced_runs_the_new_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("libmine.so");
+    let mut ctx = HookCtx::new(1, "127.0.0.1:1".parse().unwrap());
+    let write = CommandRequest::new_hset("t", "a-long-key", "v");
+
+    std::fs::copy(plugin("key-guard"), &path).unwrap();
+    let first = PluginHook::load(&path, r#"{"max_key_len": 4}"#).unwrap();
+    assert_eq!(first.name(), "key-guard");
+
+    // "Rebuild": another library at the same path.
+    std::fs::copy(plugin("rate-limit"), &path).unwrap();
+    let second = PluginHook::load(&path, r#"{"per_second": 0.001, "burst": 1}"#).unwrap();
+    assert_eq!(second.name(), "rate-limit");
+
+    // Both run, each its own code.
+    assert_eq!(
+        first
+            .on_received(&mut ctx, &write)
+            .break_value()
+            .unwrap()
+            .status,
+        400
+    );
+    assert!(second.on_received(&mut ctx, &write).is_continue());
+    assert_eq!(
+        second
+            .on_received(&mut ctx, &write)
+            .break_value()
+            .unwrap()
+            .status,
+        429
+    );
+    drop(first);
+    // The private copies are gone once loaded.
+    let copies = std::env::temp_dir().join(format!("hookv-plugins-{}", std::process::id()));
+    let left = std::fs::read_dir(&copies).map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with("libmine.so"))
+            .count()
+    });
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn a_plugin_written_in_c_against_the_header_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("libc_deny.so");
+    let root = support::plugins::workspace();
+    let out = Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()))
+        .args([
+            "-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+        ])
+        .arg("-I")
+        .arg(root.join("plugins"))
+        .arg(root.join("tests/c_plugin/deny.c"))
+        .arg("-o")
+        .arg(&lib)
+        .output()
+        .expect("a C compiler (cc), as Rust itself uses for linking");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hook = PluginHook::load(&lib, "{}").unwrap();
+    assert_eq!(hook.name(), "c-deny");
+    let mut ctx = HookCtx::new(1, "127.0.0.1:1".parse().unwrap());
+    let refusal = hook
+        .on_received(&mut ctx, &CommandRequest::new_hget("t", "k"))
+        .break_value()
+        .unwrap();
+    assert_eq!(
+        (refusal.status, refusal.message.as_str()),
+        (403, "c says no")
+    );
+}
