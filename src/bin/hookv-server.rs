@@ -13,7 +13,8 @@ use clap::Parser;
 use hookv::config::{Backend, Config};
 use std::sync::Arc;
 
-use hookv::hooks::build::{build_chain, BuildEnv};
+use hookv::hooks::build::{build_chain, BuildEnv, HookError};
+use hookv::hooks::wal::{self, Wal};
 use hookv::{MemTable, Service, ServiceInner, SledDb, Storage};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -64,8 +65,25 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             )
         })?),
     };
-    let chain = build_chain(&BuildEnv { config: &config })?;
-    let service: Service<Arc<dyn Storage>> = ServiceInner::new(store).hooks(&chain).into();
+    // The WAL wraps the storage, so it opens (and replays) before the
+    // service and the hook chain are built.
+    let (wal, store) = match wal::find_in_config(&config)? {
+        Some((entry, options)) => {
+            let (wal, store) = Wal::open(options, &config.dir, store)
+                .map_err(|e| HookError::new(&config.path, entry, e.to_string()))?;
+            (Some(wal), store)
+        }
+        None => (None, store),
+    };
+    let chain = build_chain(&BuildEnv {
+        config: &config,
+        wal: wal.as_ref(),
+    })?;
+    let mut inner = ServiceInner::new(store).hooks(&chain);
+    if let Some(wal) = &wal {
+        inner = inner.write_barrier(wal.barrier());
+    }
+    let service: Service<Arc<dyn Storage>> = inner.into();
 
     let runtime = match config.server.worker_threads {
         // One thread: the current-thread scheduler skips work stealing.

@@ -26,6 +26,7 @@ use std::time::Instant;
 use hookv_plugin::pb::{CommandRequest, CommandResponse};
 
 pub mod build;
+pub mod wal;
 
 /// What an `on_received` or `on_executed` hook returns: continue, or answer
 /// with this response now.
