@@ -753,6 +753,10 @@ struct State {
     sync_waiters: usize,
     /// Set once; appends are refused from then on.
     stopped: Option<Stopped>,
+    /// Posted by the compactor when it ends: the snapshot's size, or None
+    /// if it failed. Wakes the writer, so the next compaction may start
+    /// even if no more records come.
+    compaction_done: Option<Option<u64>>,
 }
 
 /// Everything the writer, the fsync thread, the compactor, the store, the
@@ -900,7 +904,20 @@ struct Writer {
     snapshot_bytes: u64,
     /// Segment size at which the next compaction starts.
     compact_at: u64,
-    compactor: Option<JoinHandle<Result<u64, WalError>>>,
+    /// The running compaction, if any.
+    compactor: Option<JoinHandle<()>>,
+}
+
+/// What the writer took from the shared state in one go.
+struct Work {
+    /// The LSN the batch ends at.
+    upto: u64,
+    /// The log is closing: this is the last batch.
+    closing: bool,
+    /// Someone asked for an fsync.
+    sync: bool,
+    /// A compaction ended (with the snapshot's size if it succeeded).
+    compacted: Option<Option<u64>>,
 }
 
 impl Writer {
@@ -911,8 +928,8 @@ impl Writer {
     fn run(mut self) {
         let mut batch = Vec::new();
         // `take` returns None when the fsync thread failed the log.
-        while let Some((upto, closing, sync)) = self.take(&mut batch) {
-            if let Err(reason) = self.write(&batch, upto, closing || sync) {
+        while let Some(work) = self.take(&mut batch) {
+            if let Err(reason) = self.write(&batch, work.upto, work.closing || work.sync) {
                 self.shared.fail(reason);
                 break;
             }
@@ -921,13 +938,13 @@ impl Writer {
             if batch.capacity() > (4 << 20) {
                 batch.shrink_to(1 << 20);
             }
-            if closing {
+            if work.closing {
                 self.shared.progress.send_modify(|p| {
                     p.stopped.get_or_insert(Stopped::Closed);
                 });
                 break;
             }
-            self.maybe_compact();
+            self.maybe_compact(work.compacted);
         }
         {
             // Under the lock, so a thread about to wait in `sync_all` cannot
@@ -940,10 +957,9 @@ impl Writer {
         }
     }
 
-    /// Waits for work, then swaps the buffer into `batch`. Returns the LSN
-    /// the batch ends at, whether the log is closing (this is the last
-    /// batch), and whether an fsync was requested.
-    fn take(&self, batch: &mut Vec<u8>) -> Option<(u64, bool, bool)> {
+    /// Waits for work, then swaps the buffer into `batch`. None when the
+    /// log has failed.
+    fn take(&self, batch: &mut Vec<u8>) -> Option<Work> {
         let mut st = lock(&self.shared.state);
         loop {
             if st.sync_waiters > 0 {
@@ -953,15 +969,19 @@ impl Writer {
                 return None;
             }
             let closing = self.shared.closing.load(Ordering::Acquire);
-            if !st.buf.is_empty() || st.sync_requested || closing {
+            if !st.buf.is_empty() || st.sync_requested || closing || st.compaction_done.is_some() {
                 std::mem::swap(&mut st.buf, batch);
-                let sync = std::mem::take(&mut st.sync_requested);
                 if closing {
                     // Nothing appended after this batch will be written.
                     st.stopped = Some(Stopped::Closed);
                     self.shared.stopped.store(true, Ordering::Release);
                 }
-                return Some((st.appended, closing, sync));
+                return Some(Work {
+                    upto: st.appended,
+                    closing,
+                    sync: std::mem::take(&mut st.sync_requested),
+                    compacted: st.compaction_done.take(),
+                });
             }
             st.writer_idle = true;
             st = self
@@ -983,6 +1003,9 @@ impl Writer {
         }
         let synced = self.shared.progress.borrow().synced;
         let sync = (force_sync || self.shared.policy == Fsync::Always) && synced < upto;
+        if batch.is_empty() && !sync {
+            return Ok(());
+        }
         if sync {
             self.shared
                 .count_fsync(&seg.file)
@@ -997,26 +1020,24 @@ impl Writer {
         Ok(())
     }
 
-    fn maybe_compact(&mut self) {
-        if let Some(compactor) = &self.compactor {
-            if !compactor.is_finished() {
-                return;
+    /// Starts a compaction if none runs and the segment is large enough.
+    /// `compacted` reports one that just ended.
+    fn maybe_compact(&mut self, compacted: Option<Option<u64>>) {
+        if let Some(result) = compacted {
+            if let Some(thread) = self.compactor.take() {
+                // It posted its result as its last act: this returns at once.
+                if thread.join().is_err() {
+                    error!("the write-ahead log compaction thread panicked");
+                }
             }
-            match self.compactor.take().map(JoinHandle::join) {
-                Some(Ok(Ok(bytes))) => {
-                    self.snapshot_bytes = bytes;
-                    self.compact_at = self.threshold();
-                }
-                Some(Ok(Err(e))) => {
-                    warn!(error = %e, "write-ahead log compaction failed; will retry once the log grows by compact_bytes again");
-                }
-                Some(Err(_)) => {
-                    warn!("write-ahead log compaction panicked; will retry once the log grows by compact_bytes again");
-                }
-                None => {}
+            if let Some(bytes) = result {
+                self.snapshot_bytes = bytes;
+                self.compact_at = self.threshold();
             }
+            // After a failure, `compact_at` (set when it started) waits for
+            // another `compact_bytes` of log before trying again.
         }
-        if self.segment.bytes < self.compact_at {
+        if self.compactor.is_some() || self.segment.bytes < self.compact_at {
             return;
         }
         // Whatever happens next, do not try again on every batch.
@@ -1055,17 +1076,28 @@ impl Writer {
             .spawn(move || {
                 let started = Instant::now();
                 let result = compact(&shared, store.as_ref(), index);
-                match &result {
-                    Ok(bytes) => info!(
-                        snapshot = snapshot_name(index),
-                        bytes,
-                        took = ?started.elapsed(),
-                        "write-ahead log compacted"
-                    ),
-                    Err(WalError::Cancelled) => {}
-                    Err(e) => warn!(error = %e, "write-ahead log compaction failed"),
+                let snapshot_bytes = match result {
+                    Ok(bytes) => {
+                        info!(
+                            snapshot = snapshot_name(index),
+                            bytes,
+                            took = ?started.elapsed(),
+                            "write-ahead log compacted"
+                        );
+                        Some(bytes)
+                    }
+                    Err(WalError::Cancelled) => None,
+                    Err(e) => {
+                        warn!(error = %e, "write-ahead log compaction failed; will retry once the log has grown by compact_bytes again");
+                        None
+                    }
+                };
+                let mut st = lock(&shared.state);
+                st.compaction_done = Some(snapshot_bytes);
+                if st.writer_idle {
+                    st.writer_idle = false;
+                    shared.work.notify_one();
                 }
-                result
             });
         match spawned {
             Ok(handle) => self.compactor = Some(handle),
@@ -1517,9 +1549,12 @@ impl Storage for WalStore {
     /// Flushes the inner store, then writes and fsyncs the log.
     fn flush(&self) -> Result<(), StorageError> {
         self.inner.flush()?;
-        self.shared
-            .sync_all()
-            .map_err(|e| StorageError::WriteAheadLog(e.to_string()))
+        self.shared.sync_all().map_err(|e| {
+            StorageError::WriteAheadLog(match e {
+                WalError::Stopped(why) => why,
+                other => other.to_string(),
+            })
+        })
     }
 }
 
