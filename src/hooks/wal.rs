@@ -44,6 +44,14 @@
 //!   commit: while one fsync runs, every connection's new records pile up in
 //!   the buffer and the next fsync covers all of them, so 50 writing
 //!   connections share fsyncs instead of queueing for 50 in a row.
+//! - When the writer wakes is tuned per policy. With `always` the fsync is
+//!   the bottleneck, so the first append wakes the writer and it starts the
+//!   next fsync as soon as the last one ends. With `everysec` and `no` a
+//!   `write` is cheap and the wake-up is the cost, so appends do not wake
+//!   the writer: the barrier first yields to the scheduler (letting every
+//!   other connection with a request ready append too), then kicks the
+//!   writer once for all of them. A store used without the barrier is
+//!   written within 20 ms (`FLUSH_AFTER`).
 //! - With `everysec`, a second thread fsyncs the current segment once a
 //!   second, so a slow fsync never holds up writes.
 //! - The [`Hook`] (named `wal`) refuses writes with 500 once the log has
@@ -738,6 +746,26 @@ struct Progress {
     stopped: Option<Stopped>,
 }
 
+/// How the writer thread is waiting for work.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Sleep {
+    /// It is not waiting.
+    #[default]
+    Awake,
+    /// Waiting for a kick, at most [`FLUSH_AFTER`]: appends need not wake it.
+    Timed,
+    /// Waiting with nothing buffered after a quiet spell: the next append
+    /// wakes it.
+    Deep,
+}
+
+/// How long records may sit in the buffer when no barrier asks for them
+/// (a `WalStore` used without the barrier).
+const FLUSH_AFTER: Duration = Duration::from_millis(20);
+
+/// A buffer this large is written without waiting for a kick.
+const KICK_BYTES: usize = 1 << 20;
+
 /// Guarded by `Shared::state`.
 #[derive(Debug, Default)]
 struct State {
@@ -745,8 +773,10 @@ struct State {
     buf: Vec<u8>,
     /// LSN of the last record appended (records are numbered from 1).
     appended: u64,
-    /// The writer is waiting on `Shared::work` (so an append must wake it).
-    writer_idle: bool,
+    /// How the writer is waiting on `Shared::work`, if it is.
+    sleep: Sleep,
+    /// A barrier asked for the buffer to be written now (see `Shared::kick`).
+    kicked: bool,
     /// Someone blocked in `sync_all` wants an fsync now.
     sync_requested: bool,
     /// Threads blocked in `sync_all` (woken through `Shared::synced`).
@@ -811,11 +841,32 @@ impl Shared {
             return false;
         }
         st.buf.extend_from_slice(record);
-        if st.writer_idle {
-            st.writer_idle = false;
+        // Not a wake per append: the barrier kicks the writer once the other
+        // connections ready in this scheduler tick have appended too.
+        let big = st.buf.len() >= KICK_BYTES;
+        st.kicked |= big;
+        if st.sleep == Sleep::Deep || (big && st.sleep == Sleep::Timed) {
+            st.sleep = Sleep::Awake;
             self.work.notify_one();
         }
         true
+    }
+
+    /// Asks the writer to write what is buffered now.
+    fn kick(&self) {
+        let mut st = lock(&self.state);
+        if st.buf.is_empty() {
+            return; // already taken
+        }
+        st.kicked = true;
+        self.wake_writer(&mut st);
+    }
+
+    fn wake_writer(&self, st: &mut State) {
+        if st.sleep != Sleep::Awake {
+            st.sleep = Sleep::Awake;
+            self.work.notify_one();
+        }
     }
 
     /// Stops the log for good because of `reason`; logs it once.
@@ -841,10 +892,7 @@ impl Shared {
         let target = st.appended;
         st.sync_requested = true;
         st.sync_waiters += 1;
-        if st.writer_idle {
-            st.writer_idle = false;
-            self.work.notify_one();
-        }
+        self.wake_writer(&mut st);
         let result = loop {
             let p = self.progress.borrow().clone();
             if p.synced >= target {
@@ -960,7 +1008,13 @@ impl Writer {
     /// Waits for work, then swaps the buffer into `batch`. None when the
     /// log has failed.
     fn take(&self, batch: &mut Vec<u8>) -> Option<Work> {
+        // With `always` the fsync is the bottleneck: keep it busy, starting
+        // the next one as soon as the last ends and there is anything to
+        // write (what piles up meanwhile is the next group). Otherwise wait
+        // for a barrier's kick, so one `write` covers a whole scheduler tick.
+        let eager = self.shared.policy == Fsync::Always;
         let mut st = lock(&self.shared.state);
+        let mut timed_out = false;
         loop {
             if st.sync_waiters > 0 {
                 self.shared.synced.notify_all();
@@ -969,8 +1023,10 @@ impl Writer {
                 return None;
             }
             let closing = self.shared.closing.load(Ordering::Acquire);
-            if !st.buf.is_empty() || st.sync_requested || closing || st.compaction_done.is_some() {
+            let due = !st.buf.is_empty() && (eager || st.kicked || timed_out);
+            if due || st.sync_requested || closing || st.compaction_done.is_some() {
                 std::mem::swap(&mut st.buf, batch);
+                st.kicked = false;
                 if closing {
                     // Nothing appended after this batch will be written.
                     st.stopped = Some(Stopped::Closed);
@@ -983,13 +1039,27 @@ impl Writer {
                     compacted: st.compaction_done.take(),
                 });
             }
-            st.writer_idle = true;
-            st = self
-                .shared
-                .work
-                .wait(st)
-                .unwrap_or_else(PoisonError::into_inner);
-            st.writer_idle = false;
+            if eager || (timed_out && st.buf.is_empty()) {
+                // Quiet: sleep until an append comes.
+                st.sleep = Sleep::Deep;
+                st = self
+                    .shared
+                    .work
+                    .wait(st)
+                    .unwrap_or_else(PoisonError::into_inner);
+                timed_out = false;
+            } else {
+                // Busy: a barrier's kick (or FLUSH_AFTER) says when to write.
+                st.sleep = Sleep::Timed;
+                let (guard, waited) = self
+                    .shared
+                    .work
+                    .wait_timeout(st, FLUSH_AFTER)
+                    .unwrap_or_else(PoisonError::into_inner);
+                st = guard;
+                timed_out = waited.timed_out();
+            }
+            st.sleep = Sleep::Awake;
         }
     }
 
@@ -1094,10 +1164,7 @@ impl Writer {
                 };
                 let mut st = lock(&shared.state);
                 st.compaction_done = Some(snapshot_bytes);
-                if st.writer_idle {
-                    st.writer_idle = false;
-                    shared.work.notify_one();
-                }
+                shared.wake_writer(&mut st);
             });
         match spawned {
             Ok(handle) => self.compactor = Some(handle),
@@ -1372,6 +1439,13 @@ impl Wal {
                 error!("a write-ahead log thread panicked");
             }
         }
+        let p = self.shared.progress.borrow().clone();
+        info!(
+            dir = %self.shared.dir.display(),
+            records = p.written,
+            fsyncs = self.fsync_count(),
+            "write-ahead log closed"
+        );
     }
 }
 
@@ -1447,6 +1521,18 @@ impl WriteBarrier for WalBarrier {
         };
         Box::pin(async move {
             let mut rx = self.shared.progress.subscribe();
+            if done(&rx.borrow_and_update()) {
+                return Ok(());
+            }
+            if !always {
+                // Let every other connection with a request ready in this
+                // scheduler tick append first (the yield lets the scheduler
+                // poll the sockets and run them), then kick the writer: one
+                // `write` covers them all. (With `always` the writer is
+                // already on its way: it woke at the first append.)
+                tokio::task::yield_now().await;
+                self.shared.kick();
+            }
             let p = rx
                 .wait_for(|p| done(p) || p.stopped.is_some())
                 .await
@@ -1900,6 +1986,23 @@ mod tests {
         drop((wal, store));
         let (_wal, store, _) = open(d, Fsync::No);
         assert_eq!(dump(store.as_ref()), before);
+    }
+
+    #[test]
+    fn without_a_barrier_records_still_reach_the_file_soon() {
+        let dir = tempfile::tempdir().unwrap();
+        for policy in [Fsync::Everysec, Fsync::No, Fsync::Always] {
+            let (wal, store, _) = open(dir.path(), policy);
+            let path = dir.path().join(segment_name(1));
+            let before = fs::metadata(&path).unwrap().len();
+            store.set("t", "k", "v".into()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while fs::metadata(&path).unwrap().len() == before {
+                assert!(Instant::now() < deadline, "{policy:?}: never written");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            drop((wal, store));
+        }
     }
 
     #[test]
