@@ -290,8 +290,8 @@ pub enum WalError {
         /// The storage's error.
         source: StorageError,
     },
-    /// Reading storage for a snapshot failed.
-    #[error("cannot read storage for a snapshot: {0}")]
+    /// Reading (or flushing) storage for a snapshot failed.
+    #[error("storage failed during compaction: {0}")]
     Storage(#[from] StorageError),
     /// Compaction stopped because the log is closing.
     #[error("compaction cancelled: the log is closing")]
