@@ -1301,7 +1301,6 @@ impl Wal {
     /// Returns the log and the store the service must use: it logs every
     /// write it applies. Add [`Wal::hook`] to the hook chain and
     /// [`Wal::barrier`] to the service.
-    #[allow(clippy::type_complexity)] // the signature the binary is wired to
     pub fn open(
         options: WalOptions,
         dir_base: &Path,
@@ -1940,6 +1939,29 @@ mod tests {
             "{msg}"
         );
         assert_eq!(fs::read(&path).unwrap(), bad, "a refused log is left alone");
+    }
+
+    #[test]
+    fn only_the_last_segment_may_be_torn_and_never_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut torn = set("t", "a", "1");
+        torn.extend_from_slice(&set("t", "b", "2")[..9]);
+        fs::write(d.join(segment_name(1)), &torn).unwrap();
+        fs::write(d.join(segment_name(2)), set("t", "c", "3")).unwrap();
+        let msg = open_err(d).to_string();
+        assert!(
+            msg.contains("wal-000001.log: corrupt record at byte offset"),
+            "{msg}"
+        );
+        // A snapshot is complete before it gets its name: a bad tail is corruption.
+        fs::remove_file(d.join(segment_name(1))).unwrap();
+        fs::write(d.join(snapshot_name(2)), &torn).unwrap();
+        let msg = open_err(d).to_string();
+        assert!(
+            msg.contains("snapshot-000002.log: corrupt record at byte offset"),
+            "{msg}"
+        );
     }
 
     #[test]
