@@ -567,7 +567,9 @@ async fn write_load(addr: SocketAddr, conns: usize, rounds: usize, depth: usize)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_share_fsyncs() {
-    let dir = tempfile::tempdir().unwrap();
+    // Under the target dir rather than /tmp, which may be a tmpfs, where an
+    // fsync costs nothing and nobody needs to share one.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let (wal, server) = wal_server(WalOptions {
         path: dir.path().to_owned(),
         fsync: Fsync::Always,
