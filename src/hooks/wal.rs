@@ -39,7 +39,7 @@
 //!   segment, `fdatasync`s it (`always`), and publishes the written and
 //!   synced LSNs on a `tokio::sync::watch` channel.
 //! - The connection awaits the [`WriteBarrier`] ([`Wal::barrier`]) before it
-//!   sends answers to a batch that wrote: it waits until the LSN appended so
+//!   sends answers to a batch with a successful write: it waits until the LSN appended so
 //!   far is written (`everysec`, `no`) or synced (`always`). This is group
 //!   commit: while one fsync runs, every connection's new records pile up in
 //!   the buffer and the next fsync covers all of them, so 50 writing
@@ -55,12 +55,15 @@
 //! - With `everysec`, a second thread fsyncs the current segment once a
 //!   second, so a slow fsync never holds up writes.
 //! - The [`Hook`] (named `wal`) refuses writes with 500 once the log has
-//!   failed; its `shutdown` flushes and fsyncs everything.
+//!   failed (503 once it is closed); its `shutdown` flushes and fsyncs
+//!   everything. The log itself closes when the last `Arc<Wal>` goes.
 //!
 //! Each `hset`/`hdel` is one record; `hmset`/`hmdel` write one record per
 //! key, so a crash in the middle of a multi-key write may keep some of its
 //! keys and not others (it was not answered, so no client was told it
 //! succeeded). A `del` of a missing key changes nothing and is not logged.
+//! Over sled, replay re-applies records sled may already hold: harmless,
+//! since every record is a blind set or delete.
 //!
 //! # Files
 //!
