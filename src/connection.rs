@@ -78,7 +78,10 @@ pub async fn serve<S: Storage>(
             match codec.decode(&mut rbuf) {
                 Ok(Some(frame)) => {
                     let (req, res) = answer(&service, &chain, &mut ctx, frame);
-                    wrote |= req.is_write();
+                    // Only a successful write is acknowledged, so only it
+                    // waits for the barrier (a write refused because the WAL
+                    // failed must still get its answer).
+                    wrote |= req.is_write() && res.is_ok();
                     encode(&codec, &res, &mut wbuf);
                     if keep {
                         sent.push((req, res));

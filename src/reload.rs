@@ -17,6 +17,11 @@
 //!   reason) is logged and returned.
 //! - `[server]`, `[storage]` and `[log]` take effect only on restart; a reload
 //!   that changes them says so in the log.
+//! - The `wal` hook wraps the storage, so it is fixed at start: a reload that
+//!   changes its options or removes it keeps the running log exactly as it is
+//!   (every write is still logged, with the old options) and says that a
+//!   restart is needed; one that adds a wal hook to a server started without
+//!   one is refused. A wal entry in the new chain is the running log's hook.
 //! - Plugin libraries that leave the chain stay loaded (unloading a Rust
 //!   `cdylib` is unsound in practice); a plugin file rebuilt at the same path
 //!   is loaded anew from a private copy, so the new build runs.
@@ -27,6 +32,7 @@ use std::time::Duration;
 
 use crate::config::{Config, ConfigError};
 use crate::hooks::build::{rebuild, BuildEnv, BuiltChain, Changes, HookError, Rebuilt};
+use crate::hooks::wal::Wal;
 use crate::hooks::Hook;
 use crate::hooks::HookChain;
 use crate::service::Service;
@@ -41,6 +47,12 @@ pub enum ReloadError {
     /// A hook cannot be built.
     #[error(transparent)]
     Hook(#[from] HookError),
+    /// The new config adds a wal hook to a server started without one.
+    #[error(
+        "a wal hook cannot be added by a reload: the log must replay into storage before \
+         serving; restart the server to turn it on"
+    )]
+    WalAdded,
 }
 
 /// What a successful reload did.
@@ -57,16 +69,19 @@ pub struct Reloader {
     path: PathBuf,
     running: Config,
     built: BuiltChain,
+    /// The log opened at start; it wraps the storage, so it stays as it is.
+    wal: Option<Arc<Wal>>,
 }
 
 impl Reloader {
     /// `config` is the running config (loaded from its `path`), `built` the
     /// chain the service runs.
-    pub fn new(config: Config, built: BuiltChain) -> Self {
+    pub fn new(config: Config, built: BuiltChain, wal: Option<Arc<Wal>>) -> Self {
         Self {
             path: config.path.clone(),
             running: config,
             built,
+            wal,
         }
     }
 
@@ -84,6 +99,21 @@ impl Reloader {
         if config.log != self.running.log {
             needs_restart.push("log");
         }
+        // The write-ahead log wraps the storage: it cannot be added, removed
+        // or re-optioned while serving. The running log goes on as it is.
+        let wal_entry = |c: &Config| {
+            c.hooks
+                .iter()
+                .find(|e| e.kind() == Some("wal"))
+                .map(|e| e.table.clone())
+        };
+        let (old_wal, new_wal) = (wal_entry(&self.running), wal_entry(&config));
+        if old_wal.is_none() && new_wal.is_some() {
+            return Err(ReloadError::WalAdded);
+        }
+        if old_wal != new_wal {
+            needs_restart.push("wal hook");
+        }
         config.server = self.running.server.clone();
         config.storage = self.running.storage.clone();
         config.log = self.running.log.clone();
@@ -92,7 +122,13 @@ impl Reloader {
             built,
             changes,
             retired,
-        } = rebuild(&BuildEnv { config: &config }, &self.built.parts)?;
+        } = rebuild(
+            &BuildEnv {
+                config: &config,
+                wal: self.wal.as_ref(),
+            },
+            &self.built.parts,
+        )?;
         let old = service.replace_hooks(built.chain.clone());
         retire(old, retired);
         self.built = built;

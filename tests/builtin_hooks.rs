@@ -37,7 +37,11 @@ async fn server(dir: &Path, hooks: &str) -> (TestServer, Service<Arc<dyn Storage
     let path = dir.join("config.toml");
     std::fs::write(&path, hooks).unwrap();
     let config = Config::load(&path).unwrap();
-    let chain = build_chain(&BuildEnv { config: &config }).unwrap();
+    let chain = build_chain(&BuildEnv {
+        config: &config,
+        wal: None,
+    })
+    .unwrap();
     let store: Arc<dyn Storage> = Arc::new(MemTable::new());
     let service: Service<Arc<dyn Storage>> = ServiceInner::new(store).hooks(&chain).into();
     let server = TestServer::start(service.clone(), config.server.clone()).await;
@@ -269,7 +273,10 @@ fn config_error(hooks: &str) -> String {
     let path = dir.path().join("config.toml");
     std::fs::write(&path, hooks).unwrap();
     let config = Config::load(&path).unwrap();
-    match build_chain(&BuildEnv { config: &config }) {
+    match build_chain(&BuildEnv {
+        config: &config,
+        wal: None,
+    }) {
         Ok(_) => panic!("hooks built from a bad config: {hooks}"),
         Err(e) => e.to_string(),
     }

@@ -21,7 +21,11 @@ use support::{bounded, TestServer};
 /// A memory server whose hooks are the `[[hooks]]` of `hooks_toml`.
 async fn server_with(hooks_toml: &str) -> TestServer {
     let config = Config::parse(hooks_toml, Path::new("test.toml")).expect("config");
-    let chain = build_chain(&BuildEnv { config: &config }).expect("hooks");
+    let chain = build_chain(&BuildEnv {
+        config: &config,
+        wal: None,
+    })
+    .expect("hooks");
     let service: Service = ServiceInner::new(MemTable::new()).hooks(&chain).into();
     TestServer::start(service, config.server).await
 }

@@ -9,11 +9,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-use hookv::config::{Backend, Config};
 use std::sync::Arc;
 
-use hookv::hooks::build::{rebuild, BuildEnv};
+use clap::Parser;
+use hookv::config::{Backend, Config};
+
+use hookv::hooks::build::{rebuild, BuildEnv, HookError};
+use hookv::hooks::wal::{self, Wal};
 use hookv::reload::Reloader;
 use hookv::{MemTable, Service, ServiceInner, SledDb, Storage};
 use tokio::net::TcpListener;
@@ -65,9 +67,27 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             )
         })?),
     };
-    let built = rebuild(&BuildEnv { config: &config }, &[])?.built;
-    let service: Service<Arc<dyn Storage>> = ServiceInner::new(store).hooks(&built.chain).into();
-    let reloader = Reloader::new(config.clone(), built);
+    // The WAL wraps the storage, so it opens (and replays) before the
+    // service and the hook chain are built.
+    let (wal, store) = match wal::find_in_config(&config)? {
+        Some((entry, options)) => {
+            let (wal, store) = Wal::open(options, &config.dir, store)
+                .map_err(|e| HookError::new(&config.path, entry, e.to_string()))?;
+            (Some(wal), store)
+        }
+        None => (None, store),
+    };
+    let env = BuildEnv {
+        config: &config,
+        wal: wal.as_ref(),
+    };
+    let built = rebuild(&env, &[])?.built;
+    let mut inner = ServiceInner::new(store).hooks(&built.chain);
+    if let Some(wal) = &wal {
+        inner = inner.write_barrier(wal.barrier());
+    }
+    let service: Service<Arc<dyn Storage>> = inner.into();
+    let reloader = Reloader::new(config.clone(), built, wal.clone());
 
     let runtime = match config.server.worker_threads {
         // One thread: the current-thread scheduler skips work stealing.

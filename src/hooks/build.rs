@@ -12,6 +12,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use crate::config::{Config, HookEntry};
+use crate::hooks::wal::Wal;
 use crate::hooks::{Hook, HookChain};
 
 /// A hook that cannot be built.
@@ -44,6 +45,9 @@ impl HookError {
 pub struct BuildEnv<'a> {
     /// The whole config (its file and directory name errors and resolve paths).
     pub config: &'a Config,
+    /// The write-ahead log, opened (and replayed) before the service was
+    /// built, since it wraps the storage; see `hooks::wal::find_in_config`.
+    pub wal: Option<&'a Arc<Wal>>,
 }
 
 impl BuildEnv<'_> {
@@ -177,6 +181,9 @@ fn build_one(env: &BuildEnv<'_>, entry: &HookEntry) -> Result<Arc<dyn Hook>, Hoo
                     let options = options(entry, "kind").map_err(error)?;
                     Ok(Arc::new(super::rewrite::RewriteHook::new(options).map_err(error)?))
                 }
+                "wal" => env.wal.map(|wal| wal.hook()).ok_or_else(|| {
+                    error("the write-ahead log was not opened before the hook chain was built (Wal::open)".into())
+                }),
                 other => Err(error(format!(
                     "unknown kind {other:?}; built-in hooks are auth, audit, wal, rewrite"
                 ))),

@@ -30,6 +30,7 @@ pub mod auth;
 pub mod build;
 pub mod pattern;
 pub mod rewrite;
+pub mod wal;
 
 /// What an `on_received` or `on_executed` hook returns: continue, or answer
 /// with this response now.

@@ -37,6 +37,10 @@ pub enum StorageError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The write-ahead log wrapping this store has stopped (failed or
+    /// closed), so writes are refused rather than applied unlogged.
+    #[error("write-ahead log {0}")]
+    WriteAheadLog(String),
 }
 
 /// A key-value store of named tables.

@@ -1,0 +1,2168 @@
+//! The `wal` built-in hook: a write-ahead log that makes the memory backend
+//! durable (and gives sled a log with a chosen fsync policy).
+//!
+//! ```toml
+//! [[hooks]]
+//! kind = "wal"
+//! path = "data/wal"          # directory of segments and snapshots (relative to config.toml)
+//! fsync = "everysec"         # always | everysec | no
+//! compact_bytes = 67108864   # compact once the log since the last snapshot is this large
+//! ```
+//!
+//! # What each fsync policy promises
+//!
+//! Under every policy a write's record is handed to the operating system
+//! (`write(2)`) before the write is answered, so a crash of the server
+//! process (even `SIGKILL`) loses no acknowledged write. The policies differ
+//! in what survives a crash of the machine (power loss, kernel panic):
+//!
+//! | `fsync`    | an answered write is on disk…                    | cost |
+//! |------------|--------------------------------------------------|------|
+//! | `always`   | before it is answered (`fdatasync`)              | one fsync per group of writes |
+//! | `everysec` | within about a second (a background `fdatasync`) | none on the request path |
+//! | `no`       | when the OS decides (usually within ~30 s)       | none |
+//!
+//! # Pieces
+//!
+//! - [`Wal::open`] replays the log into the configured storage, then returns
+//!   the [`Wal`] and a [`WalStore`] wrapping that storage, which the service
+//!   must use: every `set` or `del` goes through it.
+//! - [`WalStore`] applies a write to the inner store and appends its record
+//!   while holding one of [`STRIPES`] locks chosen by hashing (table, key).
+//!   Two connections writing the same key are therefore logged in the order
+//!   they were applied, and replay ends on the value the store ended on.
+//!   (Without the lock, A applies v1, B applies v2, B logs v2, A logs v1:
+//!   the store says v2, replay says v1.) Reads pass straight through.
+//! - Appending copies the encoded record into a shared buffer and gives it
+//!   the next log sequence number (LSN); no I/O happens on the request path.
+//! - One writer thread takes the whole buffer, `write`s it to the current
+//!   segment, `fdatasync`s it (`always`), and publishes the written and
+//!   synced LSNs on a `tokio::sync::watch` channel.
+//! - The connection awaits the [`WriteBarrier`] ([`Wal::barrier`]) before it
+//!   sends answers to a batch with a successful write: it waits until the LSN appended so
+//!   far is written (`everysec`, `no`) or synced (`always`). This is group
+//!   commit: while one fsync runs, every connection's new records pile up in
+//!   the buffer and the next fsync covers all of them, so 50 writing
+//!   connections share fsyncs instead of queueing for 50 in a row.
+//! - When the writer wakes is tuned per policy. With `always` the fsync is
+//!   the bottleneck, so the first append wakes the writer and it starts the
+//!   next fsync as soon as the last one ends. With `everysec` and `no` a
+//!   `write` is cheap and the wake-up is the cost, so appends do not wake
+//!   the writer: the barrier first yields to the scheduler (letting every
+//!   other connection with a request ready append too), then kicks the
+//!   writer once for all of them. A store used without the barrier is
+//!   written within 20 ms (`FLUSH_AFTER`).
+//! - With `everysec`, a second thread fsyncs the current segment once a
+//!   second, so a slow fsync never holds up writes.
+//! - The [`Hook`] (named `wal`) refuses writes with 500 once the log has
+//!   failed (503 once it is closed); its `shutdown` flushes and fsyncs
+//!   everything. The log itself closes when the last `Arc<Wal>` goes.
+//!
+//! Each `hset`/`hdel` is one record; `hmset`/`hmdel` write one record per
+//! key, so a crash in the middle of a multi-key write may keep some of its
+//! keys and not others (it was not answered, so no client was told it
+//! succeeded). A `del` of a missing key changes nothing and is not logged.
+//! Over sled, replay re-applies records sled may already hold: harmless,
+//! since every record is a blind set or delete.
+//!
+//! # Files
+//!
+//! The log directory holds segments `wal-000001.log`, `wal-000002.log`, …
+//! (appended in order, the highest is the one being written) and at most one
+//! complete snapshot `snapshot-00000K.log` (a `set` record for every key that
+//! existed when it was taken). A `snapshot-*.tmp` is a snapshot that was
+//! still being written; other files are ignored.
+//!
+//! Every file is a sequence of records:
+//!
+//! ```text
+//! record = len: u32 LE | crc: u32 LE | body (len bytes)
+//!          crc = CRC-32C over the 4 len bytes followed by the body
+//! body   = op: u8 (1 = set, 2 = del)
+//!        | table_len: u32 LE | table (UTF-8) | key_len: u32 LE | key (UTF-8)
+//!        | value: protobuf `Value` (set only; the rest of the body)
+//! ```
+//!
+//! # Recovery
+//!
+//! On start, before the server accepts a connection: leftover `.tmp` files
+//! are deleted; the newest snapshot `K` (if any) is replayed, then every
+//! segment numbered `K` or more, in order (with no snapshot: every segment,
+//! from 1). Segments must be numbered without gaps; a missing one is an
+//! error. Only the last segment may end badly, and only in the way a crash
+//! during a write leaves it:
+//!
+//! - a record whose header or body runs past the end of the file,
+//! - a record whose checksum fails and that ends exactly at the end of the
+//!   file, or
+//! - zero bytes from the record to the end of the file (some file systems
+//!   extend a file before its data lands)
+//!
+//! is a *torn* last write: it was never acknowledged (with `always`), so it
+//! is cut off (the file is truncated) with a warning. Anything else — a bad
+//! record with records after it, a bad record in an older segment or a
+//! snapshot, a record whose checksum is right but whose content is not — is
+//! corruption: the server refuses to start with an error naming the file and
+//! the byte offset of the bad record. A flipped bit in the *length* of the
+//! last records can make them look torn; the warning says how many bytes
+//! were cut.
+//!
+//! New records are appended to the last segment (a new one is created if
+//! there is none).
+//!
+//! # Compaction
+//!
+//! Once the current segment exceeds both `compact_bytes` and the size of the
+//! last snapshot (so rewriting a large data set costs no more than the log
+//! it replaces), the writer thread *rotates*: it fsyncs segment `N` and
+//! starts `N+1`. Every record in segments up to `N` was applied to storage
+//! before it was appended, so storage already holds its effect. A
+//! background thread then writes every key of the current storage
+//! (`Storage::tables` + `get_iter`) to `snapshot-(N+1).tmp`, fsyncs it,
+//! flushes the inner storage (so a persistent backend cannot still hold a
+//! key the snapshot says is gone), renames it to `snapshot-(N+1).log`,
+//! fsyncs the directory, and only then deletes segments below `N+1` and
+//! older snapshots. The server keeps serving throughout.
+//!
+//! Why a snapshot read while writes continue is still right: take any key,
+//! and its operations `o1 … om` in log order (= apply order, by the stripe
+//! lock). Let `oj` be the first of them in a segment `≥ N+1`. Every earlier
+//! one was appended before the rotation, so applied before it, so the
+//! snapshot (read after the rotation) holds the key as of some `oi` with
+//! `i ≥ j-1`. Replay loads the snapshot, then applies `oj … om` in order;
+//! each is a blind set or delete, so the key ends as `om` left it. If no
+//! operation is in a segment `≥ N+1`, the snapshot holds `om` itself.
+//!
+//! A crash at any point of compaction loses nothing: before the rename the
+//! old snapshot and all segments are intact (the `.tmp` is deleted at the
+//! next start); after it, the new snapshot is complete and durable and the
+//! segments `≥ N+1` are all that replay needs (older ones left behind are
+//! deleted at the next start).
+//!
+//! # Failure
+//!
+//! If a write or fsync of the log fails, the log stops for good (an fsync is
+//! never retried: after a failed fsync, the kernel may have dropped the
+//! data). Writes waiting on the barrier get an error, so their connections
+//! close without answering; from then on the hook refuses writes with 500,
+//! naming the cause; reads keep working. The failure is logged once.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::future::Future;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hookv_plugin::pb::{status, CommandRequest, CommandResponse, Kvpair, Value};
+use prost::Message;
+use serde::Deserialize;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, HookEntry};
+use crate::hooks::build::{options, HookError};
+use crate::hooks::{BarrierError, Events, Flow, Hook, HookCtx, WriteBarrier};
+use crate::storage::{Storage, StorageError, StorageIter};
+
+/// `[[hooks]] kind = "wal"`: the options of the write-ahead log.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalOptions {
+    /// Directory of the log's segments and snapshot. A relative path is
+    /// relative to the config file's directory. Default `data/wal`.
+    pub path: PathBuf,
+    /// When the log is fsync'd. Default `everysec`.
+    pub fsync: Fsync,
+    /// Compact (rewrite the log as a snapshot of the current data) once the
+    /// log written since the last snapshot is larger than this and than that
+    /// snapshot. At least 1. Default 64 MiB.
+    pub compact_bytes: u64,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("data/wal"),
+            fsync: Fsync::default(),
+            compact_bytes: 64 << 20,
+        }
+    }
+}
+
+impl WalOptions {
+    /// Checks values serde cannot: the message names the key.
+    pub fn check(&self) -> Result<(), String> {
+        if self.compact_bytes == 0 {
+            return Err(
+                "compact_bytes = 0: must be at least 1 (a large value compacts rarely)".into(),
+            );
+        }
+        if self.path.as_os_str().is_empty() {
+            return Err("path = \"\": the log needs a directory".into());
+        }
+        Ok(())
+    }
+}
+
+/// `fsync = "always" | "everysec" | "no"`: see the module docs.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// fsync before answering (group commit shares it between writers).
+    Always,
+    /// fsync in the background once a second.
+    #[default]
+    Everysec,
+    /// Never fsync explicitly (only on rotation and shutdown).
+    No,
+}
+
+/// The one `kind = "wal"` entry of `config` with its options parsed and
+/// checked, or `None` when the config has no wal hook. Two wal entries are
+/// an error (they would be one log).
+pub fn find_in_config(config: &Config) -> Result<Option<(&HookEntry, WalOptions)>, HookError> {
+    let mut found: Option<(&HookEntry, WalOptions)> = None;
+    for entry in config.hooks.iter().filter(|e| e.kind() == Some("wal")) {
+        let error = |message: String| HookError::new(&config.path, entry, message);
+        if let Some((first, _)) = found {
+            return Err(error(format!(
+                "a second wal hook; there is one log per server (the first is {})",
+                first.label()
+            )));
+        }
+        let opts: WalOptions = options(entry, "kind").map_err(&error)?;
+        opts.check().map_err(error)?;
+        found = Some((entry, opts));
+    }
+    Ok(found)
+}
+
+/// The log could not be opened, replayed or written.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// The options are unusable.
+    #[error("{0}")]
+    Options(String),
+    /// A file operation failed.
+    #[error("{}: cannot {action}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done, e.g. `read the log`.
+        action: &'static str,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// A record that is not a torn last write is bad.
+    #[error(
+        "{}: corrupt record at byte offset {offset}: {reason}; refusing to start \
+         (restore the file from a backup, or truncate it to {offset} bytes to drop this \
+         record and everything after it)",
+        path.display()
+    )]
+    Corrupt {
+        /// The segment or snapshot.
+        path: PathBuf,
+        /// Where the bad record starts.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Log files are missing, so replay would silently lose writes.
+    #[error("{}: {problem}; refusing to start", dir.display())]
+    Missing {
+        /// The log directory.
+        dir: PathBuf,
+        /// Which file is missing.
+        problem: String,
+    },
+    /// Storage refused a record during replay.
+    #[error("{}: record at byte offset {offset} cannot be replayed into storage: {source}", path.display())]
+    Replay {
+        /// The segment or snapshot.
+        path: PathBuf,
+        /// Where the record starts.
+        offset: u64,
+        /// The storage's error.
+        source: StorageError,
+    },
+    /// Reading (or flushing) storage for a snapshot failed.
+    #[error("storage failed during compaction: {0}")]
+    Storage(#[from] StorageError),
+    /// Compaction stopped because the log is closing.
+    #[error("compaction cancelled: the log is closing")]
+    Cancelled,
+    /// The log has stopped (failed or closed).
+    #[error("write-ahead log {0}")]
+    Stopped(String),
+}
+
+fn io_error<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> WalError + 'a {
+    move |source| WalError::Io {
+        path: path.to_owned(),
+        action,
+        source,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Records
+
+/// Bytes before a record's body: length and checksum.
+const HEADER: usize = 8;
+const OP_SET: u8 = 1;
+const OP_DEL: u8 = 2;
+/// No record we write is larger (a frame is at most 1 GiB); a larger length
+/// inside the file is corruption, and is never allocated.
+const MAX_BODY: u64 = (1 << 30) + (1 << 20);
+
+/// One logged operation, as replay applies it.
+#[derive(Debug, Clone, PartialEq)]
+enum Record {
+    Set {
+        table: String,
+        key: String,
+        value: Value,
+    },
+    Del {
+        table: String,
+        key: String,
+    },
+}
+
+/// Appends the framed record for `op` on (`table`, `key`) to `buf`; `value`
+/// is `Some` for a set.
+fn encode_record(buf: &mut Vec<u8>, table: &str, key: &str, value: Option<&Value>) {
+    let body_len = 1 + 4 + table.len() + 4 + key.len() + value.map_or(0, Message::encoded_len);
+    buf.reserve(HEADER + body_len);
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER]);
+    buf.push(if value.is_some() { OP_SET } else { OP_DEL });
+    for s in [table, key] {
+        // Frames are at most 1 GiB, so a name always fits.
+        buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        buf.extend_from_slice(s.as_bytes());
+    }
+    if let Some(v) = value {
+        v.encode_raw(buf);
+    }
+    let len = ((buf.len() - start - HEADER) as u32).to_le_bytes();
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&len), &buf[start + HEADER..]);
+    buf[start..start + 4].copy_from_slice(&len);
+    buf[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn decode_body(body: &[u8]) -> Result<Record, String> {
+    fn take_str<'a>(bytes: &'a [u8], what: &str) -> Result<(String, &'a [u8]), String> {
+        let (len, rest) = bytes
+            .split_first_chunk::<4>()
+            .ok_or_else(|| format!("{what} length cut short"))?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err(format!("{what} of {len} bytes overruns the record"));
+        }
+        let (s, rest) = rest.split_at(len);
+        let s = std::str::from_utf8(s).map_err(|_| format!("{what} is not UTF-8"))?;
+        Ok((s.to_owned(), rest))
+    }
+    let (&op, rest) = body.split_first().ok_or("empty record")?;
+    let (table, rest) = take_str(rest, "table name")?;
+    let (key, rest) = take_str(rest, "key")?;
+    match op {
+        OP_SET => {
+            let value = Value::decode(rest).map_err(|e| format!("bad value: {e}"))?;
+            Ok(Record::Set { table, key, value })
+        }
+        OP_DEL if rest.is_empty() => Ok(Record::Del { table, key }),
+        OP_DEL => Err(format!("{} stray bytes after a delete", rest.len())),
+        other => Err(format!("unknown operation {other}")),
+    }
+}
+
+/// What reading the next record found.
+#[derive(Debug, PartialEq)]
+enum Next {
+    Record {
+        offset: u64,
+        record: Record,
+    },
+    End,
+    /// A bad record at `offset`. `tail` when it may be a torn last write:
+    /// it runs past the end of the file, or fails its checksum and ends
+    /// exactly there.
+    Bad {
+        offset: u64,
+        reason: String,
+        tail: bool,
+    },
+}
+
+/// Reads records from a file of known length, never allocating more than
+/// the file holds.
+struct Reader<R> {
+    src: R,
+    pos: u64,
+    len: u64,
+    body: Vec<u8>,
+}
+
+impl<R: Read> Reader<R> {
+    fn new(src: R, len: u64) -> Self {
+        Self {
+            src,
+            pos: 0,
+            len,
+            body: Vec::new(),
+        }
+    }
+
+    fn next(&mut self) -> io::Result<Next> {
+        let offset = self.pos;
+        let left = self.len - self.pos;
+        if left == 0 {
+            return Ok(Next::End);
+        }
+        let bad = |reason: String, tail: bool| {
+            Ok(Next::Bad {
+                offset,
+                reason,
+                tail,
+            })
+        };
+        if left < HEADER as u64 {
+            return bad(format!("a {left}-byte fragment of a record header"), true);
+        }
+        let mut header = [0u8; HEADER];
+        self.src.read_exact(&mut header)?;
+        let len = u64::from(u32::from_le_bytes([
+            header[0], header[1], header[2], header[3],
+        ]));
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if len > left - HEADER as u64 {
+            return bad(
+                format!(
+                    "a record of {len} bytes, but only {} bytes follow its header",
+                    left - HEADER as u64
+                ),
+                true,
+            );
+        }
+        if len > MAX_BODY {
+            return bad(format!("impossible record length {len}"), false);
+        }
+        self.body.resize(len as usize, 0);
+        self.src.read_exact(&mut self.body)?;
+        self.pos += HEADER as u64 + len;
+        let actual = crc32c::crc32c_append(crc32c::crc32c(&header[..4]), &self.body);
+        if actual != crc {
+            return bad(
+                format!("checksum mismatch (stored {crc:#010x}, computed {actual:#010x})"),
+                self.pos == self.len,
+            );
+        }
+        match decode_body(&self.body) {
+            Ok(record) => Ok(Next::Record { offset, record }),
+            Err(reason) => bad(format!("checksum is right but {reason}"), false),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Files
+
+fn segment_name(index: u64) -> String {
+    format!("wal-{index:06}.log")
+}
+
+fn snapshot_name(index: u64) -> String {
+    format!("snapshot-{index:06}.log")
+}
+
+fn snapshot_tmp_name(index: u64) -> String {
+    format!("snapshot-{index:06}.tmp")
+}
+
+/// The log files of a directory, by kind and index.
+#[derive(Debug, Default)]
+struct Listing {
+    segments: BTreeMap<u64, PathBuf>,
+    snapshots: BTreeMap<u64, PathBuf>,
+    temps: Vec<PathBuf>,
+}
+
+fn list(dir: &Path) -> Result<Listing, WalError> {
+    let mut listing = Listing::default();
+    let entries = fs::read_dir(dir).map_err(io_error(dir, "list the log directory"))?;
+    for entry in entries {
+        let entry = entry.map_err(io_error(dir, "list the log directory"))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let index = |prefix: &str, suffix: &str| {
+            name.strip_prefix(prefix)
+                .and_then(|s| s.strip_suffix(suffix))
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+        };
+        if let Some(i) = index("wal-", ".log") {
+            listing.segments.insert(i, entry.path());
+        } else if let Some(i) = index("snapshot-", ".log") {
+            listing.snapshots.insert(i, entry.path());
+        } else if index("snapshot-", ".tmp").is_some() {
+            listing.temps.push(entry.path());
+        }
+    }
+    Ok(listing)
+}
+
+/// fsyncs a directory, so that files created, renamed or removed in it stay so.
+fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir, "fsync the log directory"))
+}
+
+/// How a replayed file ended.
+struct Replayed {
+    records: u64,
+    /// Bytes of good records.
+    good_len: u64,
+    /// A torn last write: (offset, reason).
+    torn: Option<(u64, String)>,
+}
+
+/// Applies every record of `path` to `store`. A torn tail is accepted only
+/// when `last` (the last segment); any other bad record is an error.
+fn replay_file(path: &Path, store: &dyn Storage, last: bool) -> Result<Replayed, WalError> {
+    let file = File::open(path).map_err(io_error(path, "open the log file"))?;
+    let len = file
+        .metadata()
+        .map_err(io_error(path, "read the log file's size"))?
+        .len();
+    let mut reader = Reader::new(BufReader::with_capacity(1 << 20, file), len);
+    let mut records = 0;
+    loop {
+        match reader.next().map_err(io_error(path, "read the log file"))? {
+            Next::End => {
+                return Ok(Replayed {
+                    records,
+                    good_len: len,
+                    torn: None,
+                })
+            }
+            Next::Record { offset, record } => {
+                let applied = match record {
+                    Record::Set { table, key, value } => store.set(&table, &key, value),
+                    Record::Del { table, key } => store.del(&table, &key),
+                };
+                applied.map_err(|source| WalError::Replay {
+                    path: path.to_owned(),
+                    offset,
+                    source,
+                })?;
+                records += 1;
+            }
+            Next::Bad {
+                offset,
+                reason,
+                tail,
+            } => {
+                if last && (tail || rest_is_zero(path, offset)?) {
+                    return Ok(Replayed {
+                        records,
+                        good_len: offset,
+                        torn: Some((offset, reason)),
+                    });
+                }
+                return Err(WalError::Corrupt {
+                    path: path.to_owned(),
+                    offset,
+                    reason,
+                });
+            }
+        }
+    }
+}
+
+/// True when every byte of `path` from `offset` on is zero.
+fn rest_is_zero(path: &Path, offset: u64) -> Result<bool, WalError> {
+    let mut file = File::open(path).map_err(io_error(path, "open the log file"))?;
+    io::Seek::seek(&mut file, io::SeekFrom::Start(offset))
+        .map_err(io_error(path, "read the log file"))?;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(io_error(path, "read the log file"))?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+    }
+}
+
+/// What recovery found and left: the base snapshot's index and size, and
+/// the segment to append to (index, its good length) if one exists.
+struct Recovered {
+    snapshot: Option<(u64, u64)>,
+    last_segment: Option<(u64, u64)>,
+    records: u64,
+}
+
+/// Replays `dir` into `store`, cuts a torn tail, and removes leftovers of an
+/// interrupted compaction. See the module docs, "Recovery".
+fn recover(dir: &Path, store: &dyn Storage) -> Result<Recovered, WalError> {
+    let listing = list(dir)?;
+    for tmp in &listing.temps {
+        fs::remove_file(tmp).map_err(io_error(tmp, "remove an unfinished snapshot"))?;
+        info!(file = %tmp.display(), "removed a snapshot left unfinished by a crash");
+    }
+    let mut records = 0;
+    let base = listing.snapshots.last_key_value().map(|(&k, p)| (k, p));
+    let mut snapshot = None;
+    if let Some((k, path)) = base {
+        let replayed = replay_file(path, store, false)?;
+        records += replayed.records;
+        snapshot = Some((k, replayed.good_len));
+    }
+    let first_needed = snapshot.map_or(1, |(k, _)| k);
+    let live: Vec<(u64, &PathBuf)> = listing
+        .segments
+        .range(first_needed..)
+        .map(|(&i, p)| (i, p))
+        .collect();
+    if let Some(&(first, _)) = live.first() {
+        if first != first_needed {
+            let after = match snapshot {
+                Some((k, _)) => format!("after {}", snapshot_name(k)),
+                None => "with no snapshot".to_owned(),
+            };
+            return Err(WalError::Missing {
+                dir: dir.to_owned(),
+                problem: format!(
+                    "{} is missing ({after}, replay must start there, but the oldest segment is {})",
+                    segment_name(first_needed),
+                    segment_name(first)
+                ),
+            });
+        }
+    }
+    for pair in live.windows(2) {
+        if pair[1].0 != pair[0].0 + 1 {
+            return Err(WalError::Missing {
+                dir: dir.to_owned(),
+                problem: format!(
+                    "{} is missing (between {} and {})",
+                    segment_name(pair[0].0 + 1),
+                    segment_name(pair[0].0),
+                    segment_name(pair[1].0)
+                ),
+            });
+        }
+    }
+    let mut last_segment = None;
+    for (n, &(index, path)) in live.iter().enumerate() {
+        let last = n + 1 == live.len();
+        let replayed = replay_file(path, store, last)?;
+        records += replayed.records;
+        if let Some((offset, reason)) = &replayed.torn {
+            let size = fs::metadata(path)
+                .map_err(io_error(path, "read the log file's size"))?
+                .len();
+            warn!(
+                file = %path.display(),
+                offset,
+                cut_bytes = size - offset,
+                reason = %reason,
+                "write-ahead log: cutting off a torn last record (a write interrupted by a crash)"
+            );
+            let file = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io_error(path, "open the log file to cut its torn tail"))?;
+            file.set_len(*offset)
+                .and_then(|()| file.sync_all())
+                .map_err(io_error(path, "cut the torn tail of the log file"))?;
+        }
+        if last {
+            last_segment = Some((index, replayed.good_len));
+        }
+    }
+    // Leftovers of a compaction that made its snapshot but did not get to
+    // delete what it replaces.
+    let obsolete = listing
+        .segments
+        .range(..first_needed)
+        .chain(listing.snapshots.range(..first_needed));
+    let mut removed = false;
+    for (_, path) in obsolete {
+        fs::remove_file(path).map_err(io_error(path, "remove a log file the snapshot replaces"))?;
+        removed = true;
+    }
+    if removed || !listing.temps.is_empty() {
+        sync_dir(dir)?;
+    }
+    Ok(Recovered {
+        snapshot,
+        last_segment,
+        records,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Shared state
+
+/// Why the log no longer takes writes.
+#[derive(Debug, Clone)]
+enum Stopped {
+    /// A write or fsync failed; the reason.
+    Failed(Arc<str>),
+    /// [`Wal::close`] ran.
+    Closed,
+}
+
+impl fmt::Display for Stopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stopped::Failed(reason) => write!(f, "failed: {reason}"),
+            Stopped::Closed => f.write_str("is closed"),
+        }
+    }
+}
+
+/// What the writer has done, as barriers see it.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    /// Records up to this LSN are in the OS (`write` returned).
+    written: u64,
+    /// Records up to this LSN are fsync'd.
+    synced: u64,
+    /// Set once; records past `written` will never be written.
+    stopped: Option<Stopped>,
+}
+
+/// How the writer thread is waiting for work.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Sleep {
+    /// It is not waiting.
+    #[default]
+    Awake,
+    /// Waiting for a kick, at most [`FLUSH_AFTER`]: appends need not wake it.
+    Timed,
+    /// Waiting with nothing buffered after a quiet spell: the next append
+    /// wakes it.
+    Deep,
+}
+
+/// How long records may sit in the buffer when no barrier asks for them
+/// (a `WalStore` used without the barrier).
+const FLUSH_AFTER: Duration = Duration::from_millis(20);
+
+/// A buffer this large is written without waiting for a kick.
+const KICK_BYTES: usize = 1 << 20;
+
+/// Guarded by `Shared::state`.
+#[derive(Debug, Default)]
+struct State {
+    /// Encoded records not yet taken by the writer.
+    buf: Vec<u8>,
+    /// LSN of the last record appended (records are numbered from 1).
+    appended: u64,
+    /// How the writer is waiting on `Shared::work`, if it is.
+    sleep: Sleep,
+    /// A barrier asked for the buffer to be written now (see `Shared::kick`).
+    kicked: bool,
+    /// Someone blocked in `sync_all` wants an fsync now.
+    sync_requested: bool,
+    /// Threads blocked in `sync_all` (woken through `Shared::synced`).
+    sync_waiters: usize,
+    /// Set once; appends are refused from then on.
+    stopped: Option<Stopped>,
+    /// Posted by the compactor when it ends: the snapshot's size, or None
+    /// if it failed. Wakes the writer, so the next compaction may start
+    /// even if no more records come.
+    compaction_done: Option<Option<u64>>,
+}
+
+/// Everything the writer, the fsync thread, the compactor, the store, the
+/// hook and the barrier share.
+struct Shared {
+    dir: PathBuf,
+    policy: Fsync,
+    /// A std mutex: held for a memcpy on the request path, never across I/O.
+    state: Mutex<State>,
+    /// Wakes the writer: records, a sync request, or closing.
+    work: Condvar,
+    /// Wakes threads blocked in `sync_all`.
+    synced: Condvar,
+    /// Published by the writer; barriers wait on it without a thread each.
+    progress: watch::Sender<Progress>,
+    /// Copy of `State::appended` readable without the lock (barrier targets).
+    appended: AtomicU64,
+    /// Fast check for "stopped" on every write request.
+    stopped: AtomicBool,
+    /// Set by `close`: the writer drains and exits, helpers stop.
+    closing: AtomicBool,
+    /// fdatasync calls on segments since open.
+    fsyncs: AtomicU64,
+    /// The segment being written, for the `everysec` fsync thread.
+    current: Mutex<Arc<File>>,
+    /// The fsync thread sleeps on this between ticks (`close` wakes it).
+    tick: (Mutex<()>, Condvar),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves nothing half-done
+    // that the next holder could trip on, so poisoning is ignored.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn stopped(&self) -> Option<Stopped> {
+        if self.stopped.load(Ordering::Acquire) {
+            lock(&self.state).stopped.clone()
+        } else {
+            None
+        }
+    }
+
+    /// Adds an encoded record to the buffer. Returns false (and still uses
+    /// up an LSN, so barriers cannot pass) when the log has stopped.
+    fn append(&self, record: &[u8]) -> bool {
+        let mut st = lock(&self.state);
+        st.appended += 1;
+        self.appended.store(st.appended, Ordering::Release);
+        if st.stopped.is_some() {
+            return false;
+        }
+        st.buf.extend_from_slice(record);
+        // Not a wake per append: the barrier kicks the writer once the other
+        // connections ready in this scheduler tick have appended too.
+        let big = st.buf.len() >= KICK_BYTES;
+        st.kicked |= big;
+        if st.sleep == Sleep::Deep || (big && st.sleep == Sleep::Timed) {
+            st.sleep = Sleep::Awake;
+            self.work.notify_one();
+        }
+        true
+    }
+
+    /// Asks the writer to write what is buffered now.
+    fn kick(&self) {
+        let mut st = lock(&self.state);
+        if st.buf.is_empty() {
+            return; // already taken
+        }
+        st.kicked = true;
+        self.wake_writer(&mut st);
+    }
+
+    fn wake_writer(&self, st: &mut State) {
+        if st.sleep != Sleep::Awake {
+            st.sleep = Sleep::Awake;
+            self.work.notify_one();
+        }
+    }
+
+    /// Stops the log for good because of `reason`; logs it once.
+    fn fail(&self, reason: String) {
+        let mut st = lock(&self.state);
+        if st.stopped.is_some() {
+            return;
+        }
+        error!(dir = %self.dir.display(), error = %reason, "write-ahead log failed; refusing writes from now on (reads still work)");
+        let stopped = Stopped::Failed(reason.into());
+        st.stopped = Some(stopped.clone());
+        self.stopped.store(true, Ordering::Release);
+        self.progress.send_modify(|p| {
+            p.stopped.get_or_insert(stopped);
+        });
+        self.synced.notify_all();
+        self.work.notify_all();
+    }
+
+    /// Blocks until every record appended so far is fsync'd.
+    fn sync_all(&self) -> Result<(), WalError> {
+        let mut st = lock(&self.state);
+        let target = st.appended;
+        st.sync_requested = true;
+        st.sync_waiters += 1;
+        self.wake_writer(&mut st);
+        let result = loop {
+            let p = self.progress.borrow().clone();
+            if p.synced >= target {
+                break Ok(());
+            }
+            // Published only after the writer's last fsync: a closed log got
+            // everything appended before it closed.
+            if let Some(stopped) = p.stopped {
+                break Err(WalError::Stopped(stopped.to_string()));
+            }
+            st = self.synced.wait(st).unwrap_or_else(PoisonError::into_inner);
+        };
+        st.sync_waiters -= 1;
+        result
+    }
+
+    fn count_fsync(&self, file: &File) -> io::Result<()> {
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        file.sync_data()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The writer thread
+
+struct Segment {
+    file: Arc<File>,
+    index: u64,
+    path: PathBuf,
+    bytes: u64,
+}
+
+impl Segment {
+    fn open(dir: &Path, index: u64, bytes: u64, create: bool) -> Result<Self, WalError> {
+        let path = dir.join(segment_name(index));
+        let file = OpenOptions::new()
+            .create_new(create)
+            .append(true)
+            .open(&path)
+            .map_err(io_error(&path, "open the log segment for appending"))?;
+        Ok(Self {
+            file: Arc::new(file),
+            index,
+            path,
+            bytes,
+        })
+    }
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    /// The storage the compactor snapshots.
+    store: Arc<dyn Storage>,
+    segment: Segment,
+    compact_bytes: u64,
+    /// Size of the last snapshot written or replayed.
+    snapshot_bytes: u64,
+    /// Segment size at which the next compaction starts.
+    compact_at: u64,
+    /// The running compaction, if any.
+    compactor: Option<JoinHandle<()>>,
+}
+
+/// What the writer took from the shared state in one go.
+struct Work {
+    /// The LSN the batch ends at.
+    upto: u64,
+    /// The log is closing: this is the last batch.
+    closing: bool,
+    /// Someone asked for an fsync.
+    sync: bool,
+    /// A compaction ended (with the snapshot's size if it succeeded).
+    compacted: Option<Option<u64>>,
+}
+
+impl Writer {
+    fn threshold(&self) -> u64 {
+        self.compact_bytes.max(self.snapshot_bytes)
+    }
+
+    fn run(mut self) {
+        let mut batch = Vec::new();
+        // `take` returns None when the fsync thread failed the log.
+        while let Some(work) = self.take(&mut batch) {
+            if let Err(reason) = self.write(&batch, work.upto, work.closing || work.sync) {
+                self.shared.fail(reason);
+                break;
+            }
+            // Keep a big batch's buffer from pinning memory forever.
+            batch.clear();
+            if batch.capacity() > (4 << 20) {
+                batch.shrink_to(1 << 20);
+            }
+            if work.closing {
+                self.shared.progress.send_modify(|p| {
+                    p.stopped.get_or_insert(Stopped::Closed);
+                });
+                break;
+            }
+            self.maybe_compact(work.compacted);
+        }
+        {
+            // Under the lock, so a thread about to wait in `sync_all` cannot
+            // miss it.
+            let _st = lock(&self.shared.state);
+            self.shared.synced.notify_all();
+        }
+        if let Some(compactor) = self.compactor.take() {
+            let _ = compactor.join();
+        }
+    }
+
+    /// Waits for work, then swaps the buffer into `batch`. None when the
+    /// log has failed.
+    fn take(&self, batch: &mut Vec<u8>) -> Option<Work> {
+        // With `always` the fsync is the bottleneck: keep it busy, starting
+        // the next one as soon as the last ends and there is anything to
+        // write (what piles up meanwhile is the next group). Otherwise wait
+        // for a barrier's kick, so one `write` covers a whole scheduler tick.
+        let eager = self.shared.policy == Fsync::Always;
+        let mut st = lock(&self.shared.state);
+        let mut timed_out = false;
+        loop {
+            if st.sync_waiters > 0 {
+                self.shared.synced.notify_all();
+            }
+            if matches!(st.stopped, Some(Stopped::Failed(_))) {
+                return None;
+            }
+            let closing = self.shared.closing.load(Ordering::Acquire);
+            let due = !st.buf.is_empty() && (eager || st.kicked || timed_out);
+            if due || st.sync_requested || closing || st.compaction_done.is_some() {
+                std::mem::swap(&mut st.buf, batch);
+                st.kicked = false;
+                if closing {
+                    // Nothing appended after this batch will be written.
+                    st.stopped = Some(Stopped::Closed);
+                    self.shared.stopped.store(true, Ordering::Release);
+                }
+                return Some(Work {
+                    upto: st.appended,
+                    closing,
+                    sync: std::mem::take(&mut st.sync_requested),
+                    compacted: st.compaction_done.take(),
+                });
+            }
+            if eager || (timed_out && st.buf.is_empty()) {
+                // Quiet: sleep until an append comes.
+                st.sleep = Sleep::Deep;
+                st = self
+                    .shared
+                    .work
+                    .wait(st)
+                    .unwrap_or_else(PoisonError::into_inner);
+                timed_out = false;
+            } else {
+                // Busy: a barrier's kick (or FLUSH_AFTER) says when to write.
+                st.sleep = Sleep::Timed;
+                let (guard, waited) = self
+                    .shared
+                    .work
+                    .wait_timeout(st, FLUSH_AFTER)
+                    .unwrap_or_else(PoisonError::into_inner);
+                st = guard;
+                timed_out = waited.timed_out();
+            }
+            st.sleep = Sleep::Awake;
+        }
+    }
+
+    fn write(&mut self, batch: &[u8], upto: u64, force_sync: bool) -> Result<(), String> {
+        let seg = &mut self.segment;
+        if !batch.is_empty() {
+            (&*seg.file)
+                .write_all(batch)
+                .map_err(|e| format!("cannot write {}: {e}", seg.path.display()))?;
+            seg.bytes += batch.len() as u64;
+        }
+        let synced = self.shared.progress.borrow().synced;
+        let sync = (force_sync || self.shared.policy == Fsync::Always) && synced < upto;
+        if batch.is_empty() && !sync {
+            return Ok(());
+        }
+        if sync {
+            self.shared
+                .count_fsync(&seg.file)
+                .map_err(|e| format!("cannot fsync {}: {e}", seg.path.display()))?;
+        }
+        self.shared.progress.send_modify(|p| {
+            p.written = upto;
+            if sync {
+                p.synced = p.synced.max(upto);
+            }
+        });
+        Ok(())
+    }
+
+    /// Starts a compaction if none runs and the segment is large enough.
+    /// `compacted` reports one that just ended.
+    fn maybe_compact(&mut self, compacted: Option<Option<u64>>) {
+        if let Some(result) = compacted {
+            if let Some(thread) = self.compactor.take() {
+                // It posted its result as its last act: this returns at once.
+                if thread.join().is_err() {
+                    error!("the write-ahead log compaction thread panicked");
+                }
+            }
+            if let Some(bytes) = result {
+                self.snapshot_bytes = bytes;
+                self.compact_at = self.threshold();
+            }
+            // After a failure, `compact_at` (set when it started) waits for
+            // another `compact_bytes` of log before trying again.
+        }
+        if self.compactor.is_some() || self.segment.bytes < self.compact_at {
+            return;
+        }
+        // Whatever happens next, do not try again on every batch.
+        self.compact_at = self.segment.bytes + self.threshold();
+        // Everything written so far goes to disk with the old segment: older
+        // segments are complete, so only the newest may be torn.
+        let synced = self.shared.progress.borrow().synced;
+        let written = self.shared.progress.borrow().written;
+        if synced < written {
+            if let Err(e) = self.shared.count_fsync(&self.segment.file) {
+                self.shared
+                    .fail(format!("cannot fsync {}: {e}", self.segment.path.display()));
+                return;
+            }
+            self.shared
+                .progress
+                .send_modify(|p| p.synced = p.synced.max(written));
+        }
+        let next = match Segment::open(&self.shared.dir, self.segment.index + 1, 0, true)
+            .and_then(|seg| sync_dir(&self.shared.dir).map(|()| seg))
+        {
+            Ok(seg) => seg,
+            Err(e) => {
+                warn!(error = %e, "write-ahead log: cannot start a new segment; compaction postponed");
+                return;
+            }
+        };
+        *lock(&self.shared.current) = Arc::clone(&next.file);
+        self.segment = next;
+        self.compact_at = self.threshold();
+        let index = self.segment.index;
+        let shared = Arc::clone(&self.shared);
+        let store = Arc::clone(&self.store);
+        let spawned = std::thread::Builder::new()
+            .name("hookv-wal-compact".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let result = compact(&shared, store.as_ref(), index);
+                let snapshot_bytes = match result {
+                    Ok(bytes) => {
+                        info!(
+                            snapshot = snapshot_name(index),
+                            bytes,
+                            took = ?started.elapsed(),
+                            "write-ahead log compacted"
+                        );
+                        Some(bytes)
+                    }
+                    Err(WalError::Cancelled) => None,
+                    Err(e) => {
+                        warn!(error = %e, "write-ahead log compaction failed; will retry once the log has grown by compact_bytes again");
+                        None
+                    }
+                };
+                let mut st = lock(&shared.state);
+                st.compaction_done = Some(snapshot_bytes);
+                shared.wake_writer(&mut st);
+            });
+        match spawned {
+            Ok(handle) => self.compactor = Some(handle),
+            Err(e) => warn!(error = %e, "cannot start the compaction thread"),
+        }
+    }
+}
+
+/// Writes `snapshot-{index}` from `store` and deletes what it replaces.
+/// Returns the snapshot's size.
+fn compact(shared: &Shared, store: &dyn Storage, index: u64) -> Result<u64, WalError> {
+    let dir = &shared.dir;
+    let tmp = dir.join(snapshot_tmp_name(index));
+    let result = write_snapshot(shared, store, &tmp);
+    let bytes = match result {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    // A persistent backend must not hold a key the snapshot says is gone
+    // once the segments that delete it are removed.
+    store.flush()?;
+    let path = dir.join(snapshot_name(index));
+    fs::rename(&tmp, &path).map_err(io_error(&path, "rename the finished snapshot"))?;
+    sync_dir(dir)?;
+    let listing = list(dir)?;
+    for (_, old) in listing
+        .segments
+        .range(..index)
+        .chain(listing.snapshots.range(..index))
+    {
+        fs::remove_file(old).map_err(io_error(old, "remove a log file the snapshot replaces"))?;
+    }
+    sync_dir(dir)?;
+    Ok(bytes)
+}
+
+fn write_snapshot(shared: &Shared, store: &dyn Storage, tmp: &Path) -> Result<u64, WalError> {
+    let file = File::create(tmp).map_err(io_error(tmp, "create a snapshot"))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut buf = Vec::new();
+    let mut bytes = 0u64;
+    for table in store.tables()? {
+        for pair in store.get_iter(&table)? {
+            if shared.closing.load(Ordering::Relaxed) {
+                return Err(WalError::Cancelled);
+            }
+            let Kvpair { key, value } = pair?;
+            let Some(value) = value else { continue };
+            buf.clear();
+            encode_record(&mut buf, &table, &key, Some(&value));
+            out.write_all(&buf)
+                .map_err(io_error(tmp, "write a snapshot"))?;
+            bytes += buf.len() as u64;
+        }
+    }
+    let file = out
+        .into_inner()
+        .map_err(|e| io_error(tmp, "write a snapshot")(e.into_error()))?;
+    file.sync_all().map_err(io_error(tmp, "fsync a snapshot"))?;
+    Ok(bytes)
+}
+
+/// The `everysec` thread: fsyncs the current segment once a second.
+fn sync_every_second(shared: Arc<Shared>) {
+    let (mutex, cv) = &shared.tick;
+    let mut next = Instant::now() + Duration::from_secs(1);
+    loop {
+        let mut guard = lock(mutex);
+        while !shared.closing.load(Ordering::Acquire) {
+            let now = Instant::now();
+            if now >= next {
+                break;
+            }
+            guard = cv
+                .wait_timeout(guard, next - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        drop(guard);
+        if shared.closing.load(Ordering::Acquire) || shared.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        next = Instant::now() + Duration::from_secs(1);
+        let (written, synced) = {
+            let p = shared.progress.borrow();
+            (p.written, p.synced)
+        };
+        if written <= synced {
+            continue;
+        }
+        // Records up to `written` are in this file or in an older segment,
+        // which was fsync'd when it was rotated out.
+        let file = Arc::clone(&lock(&shared.current));
+        match shared.count_fsync(&file) {
+            Ok(()) => shared
+                .progress
+                .send_modify(|p| p.synced = p.synced.max(written)),
+            Err(e) => {
+                shared.fail(format!("cannot fsync the log segment: {e}"));
+                return;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The public pieces
+
+/// The write-ahead log: its writer thread, LSNs and compaction. Cheap to
+/// share as `Arc<Wal>`; dropping the last one closes it.
+pub struct Wal {
+    shared: Arc<Shared>,
+    /// Taken by `close`, which joins them.
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for Wal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.shared.dir)
+            .field("fsync", &self.shared.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Wal {
+    /// Opens (creating) the log directory, replays it into `store`, and
+    /// starts the writer thread. `options.path` is resolved against
+    /// `dir_base` (the config file's directory) when relative.
+    ///
+    /// Returns the log and the store the service must use: it logs every
+    /// write it applies. Add [`Wal::hook`] to the hook chain and
+    /// [`Wal::barrier`] to the service.
+    pub fn open(
+        options: WalOptions,
+        dir_base: &Path,
+        store: Arc<dyn Storage>,
+    ) -> Result<(Arc<Wal>, Arc<dyn Storage>), WalError> {
+        options.check().map_err(WalError::Options)?;
+        let dir = if options.path.is_relative() {
+            dir_base.join(&options.path)
+        } else {
+            options.path.clone()
+        };
+        fs::create_dir_all(&dir).map_err(io_error(&dir, "create the log directory"))?;
+        let started = Instant::now();
+        let recovered = recover(&dir, store.as_ref())?;
+        let segment = match recovered.last_segment {
+            Some((index, bytes)) => Segment::open(&dir, index, bytes, false)?,
+            None => {
+                let index = recovered.snapshot.map_or(1, |(k, _)| k);
+                let segment = Segment::open(&dir, index, 0, true)?;
+                sync_dir(&dir)?;
+                segment
+            }
+        };
+        info!(
+            dir = %dir.display(),
+            records = recovered.records,
+            snapshot = ?recovered.snapshot.map(|(k, _)| snapshot_name(k)),
+            segment = segment_name(segment.index),
+            fsync = ?options.fsync,
+            took = ?started.elapsed(),
+            "write-ahead log replayed"
+        );
+        let (progress, _) = watch::channel(Progress::default());
+        let shared = Arc::new(Shared {
+            dir,
+            policy: options.fsync,
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            synced: Condvar::new(),
+            progress,
+            appended: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            fsyncs: AtomicU64::new(0),
+            current: Mutex::new(Arc::clone(&segment.file)),
+            tick: (Mutex::new(()), Condvar::new()),
+        });
+        let snapshot_bytes = recovered.snapshot.map_or(0, |(_, bytes)| bytes);
+        let mut writer = Writer {
+            shared: Arc::clone(&shared),
+            store: Arc::clone(&store),
+            segment,
+            compact_bytes: options.compact_bytes,
+            snapshot_bytes,
+            compact_at: 0,
+            compactor: None,
+        };
+        writer.compact_at = writer.threshold();
+        let spawn_error = |e| WalError::Io {
+            path: shared.dir.clone(),
+            action: "start the log's threads",
+            source: e,
+        };
+        let writer = std::thread::Builder::new()
+            .name("hookv-wal-writer".into())
+            .spawn(move || writer.run())
+            .map_err(spawn_error)?;
+        // From here on, an early return drops `wal`, which stops the writer.
+        let wal = Arc::new(Wal {
+            shared: Arc::clone(&shared),
+            threads: Mutex::new(vec![writer]),
+        });
+        if options.fsync == Fsync::Everysec {
+            let shared = Arc::clone(&shared);
+            let syncer = std::thread::Builder::new()
+                .name("hookv-wal-fsync".into())
+                .spawn(move || sync_every_second(shared))
+                .map_err(spawn_error)?;
+            lock(&wal.threads).push(syncer);
+        }
+        let logged: Arc<dyn Storage> = Arc::new(WalStore::new(store, shared));
+        Ok((wal, logged))
+    }
+
+    /// The hook to put in the chain (named `wal`): refuses writes once the
+    /// log has failed; its `shutdown` flushes and fsyncs the log.
+    pub fn hook(self: &Arc<Self>) -> Arc<dyn Hook> {
+        Arc::new(WalHook {
+            wal: Arc::clone(self),
+        })
+    }
+
+    /// The barrier the service awaits before answering writes.
+    pub fn barrier(self: &Arc<Self>) -> Arc<dyn WriteBarrier> {
+        Arc::new(WalBarrier {
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// How many times a log segment was fsync'd since open (for tests and
+    /// metrics: with `always`, far fewer than the writes, thanks to group
+    /// commit).
+    pub fn fsync_count(&self) -> u64 {
+        self.shared.fsyncs.load(Ordering::Relaxed)
+    }
+
+    /// Writes and fsyncs every record appended so far; blocks.
+    pub fn sync(&self) -> Result<(), WalError> {
+        self.shared.sync_all()
+    }
+
+    /// Writes and fsyncs everything, then stops the threads; later writes
+    /// are refused. Blocks; idempotent. Called on drop.
+    pub fn close(&self) {
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        if threads.is_empty() {
+            return;
+        }
+        self.shared.closing.store(true, Ordering::Release);
+        {
+            let _st = lock(&self.shared.state);
+            self.shared.work.notify_all();
+        }
+        {
+            let _tick = lock(&self.shared.tick.0);
+            self.shared.tick.1.notify_all();
+        }
+        for thread in threads {
+            if thread.join().is_err() {
+                error!("a write-ahead log thread panicked");
+            }
+        }
+        let p = self.shared.progress.borrow().clone();
+        info!(
+            dir = %self.shared.dir.display(),
+            records = p.written,
+            fsyncs = self.fsync_count(),
+            "write-ahead log closed"
+        );
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Refuses writes once the log has stopped.
+struct WalHook {
+    wal: Arc<Wal>,
+}
+
+impl Hook for WalHook {
+    fn name(&self) -> &str {
+        "wal"
+    }
+
+    fn events(&self) -> Events {
+        Events {
+            received: true,
+            ..Events::NONE
+        }
+    }
+
+    fn on_received(&self, _ctx: &mut HookCtx, req: &CommandRequest) -> Flow {
+        if !req.is_write() {
+            return ControlFlow::Continue(());
+        }
+        match self.wal.shared.stopped() {
+            None => ControlFlow::Continue(()),
+            Some(Stopped::Closed) => ControlFlow::Break(CommandResponse::error(
+                status::UNAVAILABLE,
+                "write refused: the write-ahead log is closed (server shutting down)",
+            )),
+            Some(Stopped::Failed(reason)) => ControlFlow::Break(CommandResponse::error(
+                status::INTERNAL,
+                format!(
+                    "write refused: the write-ahead log failed ({reason}); reads still work, \
+                     writes need a server restart once the cause is fixed"
+                ),
+            )),
+        }
+    }
+
+    /// Flushes and fsyncs; the log stays open (a reload may keep it), and
+    /// closes when the last `Arc<Wal>` goes.
+    fn shutdown(&self) {
+        if let Err(e) = self.wal.sync() {
+            error!(error = %e, "write-ahead log: cannot flush on shutdown");
+        }
+    }
+}
+
+/// Completes when the records appended so far are as durable as the policy
+/// promises.
+struct WalBarrier {
+    shared: Arc<Shared>,
+}
+
+impl WriteBarrier for WalBarrier {
+    fn wait(&self) -> Pin<Box<dyn Future<Output = Result<(), BarrierError>> + Send + '_>> {
+        // Read now: every record this connection appended is at or below it.
+        let target = self.shared.appended.load(Ordering::Acquire);
+        let always = self.shared.policy == Fsync::Always;
+        let done = move |p: &Progress| {
+            if always {
+                p.synced >= target
+            } else {
+                p.written >= target
+            }
+        };
+        Box::pin(async move {
+            let mut rx = self.shared.progress.subscribe();
+            if done(&rx.borrow_and_update()) {
+                return Ok(());
+            }
+            if !always {
+                // Let every other connection with a request ready in this
+                // scheduler tick append first (the yield lets the scheduler
+                // poll the sockets and run them), then kick the writer: one
+                // `write` covers them all. (With `always` the writer is
+                // already on its way: it woke at the first append.)
+                tokio::task::yield_now().await;
+                self.shared.kick();
+            }
+            let p = rx
+                .wait_for(|p| done(p) || p.stopped.is_some())
+                .await
+                .map_err(|_| BarrierError("the write-ahead log is gone".into()))?;
+            match &p.stopped {
+                Some(stopped) if !done(&p) => {
+                    Err(BarrierError(format!("the write-ahead log {stopped}")))
+                }
+                _ => Ok(()),
+            }
+        })
+    }
+}
+
+/// Number of stripe locks in a [`WalStore`].
+pub const STRIPES: usize = 64;
+
+/// One stripe lock on its own cache line.
+#[repr(align(64))]
+#[derive(Default)]
+struct Stripe(Mutex<()>);
+
+/// The storage wrapper [`Wal::open`] returns: applies each write to the inner
+/// store and logs it under a per-key stripe lock (see the module docs).
+pub struct WalStore {
+    inner: Arc<dyn Storage>,
+    shared: Arc<Shared>,
+    stripes: Box<[Stripe]>,
+    hasher: ahash::RandomState,
+}
+
+impl WalStore {
+    fn new(inner: Arc<dyn Storage>, shared: Arc<Shared>) -> Self {
+        Self {
+            inner,
+            shared,
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            hasher: ahash::RandomState::new(),
+        }
+    }
+
+    fn stripe(&self, table: &str, key: &str) -> MutexGuard<'_, ()> {
+        let i = self.hasher.hash_one((table, key)) as usize % STRIPES;
+        lock(&self.stripes[i].0)
+    }
+
+    fn refuse_if_stopped(&self) -> Result<(), StorageError> {
+        match self.shared.stopped() {
+            Some(stopped) => Err(StorageError::WriteAheadLog(stopped.to_string())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Storage for WalStore {
+    fn get(&self, table: &str, key: &str) -> Result<Option<Value>, StorageError> {
+        self.inner.get(table, key)
+    }
+
+    fn set(&self, table: &str, key: &str, value: Value) -> Result<Option<Value>, StorageError> {
+        self.refuse_if_stopped()?;
+        let mut record = Vec::new();
+        encode_record(&mut record, table, key, Some(&value));
+        let _stripe = self.stripe(table, key);
+        let old = self.inner.set(table, key, value)?;
+        // If the log stopped meanwhile, the barrier fails and nobody is told
+        // this write succeeded.
+        self.shared.append(&record);
+        Ok(old)
+    }
+
+    fn contains(&self, table: &str, key: &str) -> Result<bool, StorageError> {
+        self.inner.contains(table, key)
+    }
+
+    fn del(&self, table: &str, key: &str) -> Result<Option<Value>, StorageError> {
+        self.refuse_if_stopped()?;
+        let mut record = Vec::new();
+        encode_record(&mut record, table, key, None);
+        let _stripe = self.stripe(table, key);
+        let old = self.inner.del(table, key)?;
+        if old.is_some() {
+            self.shared.append(&record);
+        }
+        Ok(old)
+    }
+
+    fn get_all(&self, table: &str) -> Result<Vec<Kvpair>, StorageError> {
+        self.inner.get_all(table)
+    }
+
+    fn get_iter(&self, table: &str) -> Result<StorageIter, StorageError> {
+        self.inner.get_iter(table)
+    }
+
+    fn tables(&self) -> Result<Vec<String>, StorageError> {
+        self.inner.tables()
+    }
+
+    /// Flushes the inner store, then writes and fsyncs the log.
+    fn flush(&self) -> Result<(), StorageError> {
+        self.inner.flush()?;
+        self.shared.sync_all().map_err(|e| {
+            StorageError::WriteAheadLog(match e {
+                WalError::Stopped(why) => why,
+                other => other.to_string(),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemTable;
+
+    fn set(table: &str, key: &str, value: &str) -> Vec<u8> {
+        let mut buf = Vec::new();
+        encode_record(&mut buf, table, key, Some(&Value::from(value)));
+        buf
+    }
+
+    fn del(table: &str, key: &str) -> Vec<u8> {
+        let mut buf = Vec::new();
+        encode_record(&mut buf, table, key, None);
+        buf
+    }
+
+    fn read_all(bytes: &[u8]) -> Vec<Next> {
+        let mut reader = Reader::new(bytes, bytes.len() as u64);
+        let mut out = Vec::new();
+        loop {
+            let next = reader.next().unwrap();
+            let stop = !matches!(next, Next::Record { .. });
+            out.push(next);
+            if stop {
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let mut log = set("t", "k", "v");
+        log.extend(del("t", "k"));
+        log.extend(set("", "", ""));
+        let bin = Value::from(bytes::Bytes::from_static(b"\x00\xff"));
+        encode_record(&mut log, "ünï 表", "ключ", Some(&bin));
+        let out = read_all(&log);
+        let records: Vec<_> = out
+            .iter()
+            .filter_map(|n| match n {
+                Next::Record { record, .. } => Some(record.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            records,
+            vec![
+                Record::Set {
+                    table: "t".into(),
+                    key: "k".into(),
+                    value: "v".into()
+                },
+                Record::Del {
+                    table: "t".into(),
+                    key: "k".into()
+                },
+                Record::Set {
+                    table: "".into(),
+                    key: "".into(),
+                    value: "".into()
+                },
+                Record::Set {
+                    table: "ünï 表".into(),
+                    key: "ключ".into(),
+                    value: bin
+                },
+            ]
+        );
+        assert_eq!(out.last(), Some(&Next::End));
+        // Offsets are where each record starts.
+        let first_len = set("t", "k", "v").len() as u64;
+        assert!(matches!(out[1], Next::Record { offset, .. } if offset == first_len));
+    }
+
+    fn last_bad(bytes: &[u8]) -> (u64, bool) {
+        match read_all(bytes).pop() {
+            Some(Next::Bad { offset, tail, .. }) => (offset, tail),
+            other => panic!("expected a bad record, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn torn_tails_are_recognised() {
+        let good = set("t", "k1", "v1");
+        let next = set("t", "k2", "v2");
+        let at = good.len() as u64;
+        // Every strict prefix of the second record is a torn tail at its start.
+        for cut in 1..next.len() {
+            let mut log = good.clone();
+            log.extend_from_slice(&next[..cut]);
+            assert_eq!(last_bad(&log), (at, true), "cut at {cut}");
+        }
+        // A full last record with a bad checksum, ending at EOF: torn.
+        let mut log = good.clone();
+        let mut bad = next.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        log.extend(&bad);
+        assert_eq!(last_bad(&log), (at, true));
+    }
+
+    #[test]
+    fn a_bad_record_followed_by_good_ones_is_corruption() {
+        let mut log = set("t", "k1", "v1");
+        let second = log.len() as u64;
+        let mut bad = set("t", "k2", "v2");
+        bad[HEADER + 3] ^= 0x40; // inside the body
+        log.extend(&bad);
+        log.extend(set("t", "k3", "v3"));
+        assert_eq!(last_bad(&log), (second, false));
+        // A flipped length that stays inside the file: checksum fails too.
+        let mut log = set("t", "k1", "v1");
+        log[0] -= 1;
+        log.extend(set("t", "k2", "v2"));
+        assert_eq!(last_bad(&log), (0, false));
+    }
+
+    #[test]
+    fn a_correct_checksum_over_nonsense_is_corruption() {
+        // op 9 with a valid frame around it.
+        let body = [9u8, 0, 0, 0, 0, 0, 0, 0, 0];
+        let len = (body.len() as u32).to_le_bytes();
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&len), &body);
+        let mut log = len.to_vec();
+        log.extend(crc.to_le_bytes());
+        log.extend(body);
+        assert_eq!(last_bad(&log), (0, false));
+    }
+
+    #[test]
+    fn absurd_lengths_allocate_nothing() {
+        // Claims 4 GiB: past EOF, so a torn tail, and nothing is allocated.
+        let log = [0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4, 5];
+        assert_eq!(last_bad(&log), (0, true));
+    }
+
+    fn options(dir: &Path, fsync: Fsync, compact_bytes: u64) -> WalOptions {
+        WalOptions {
+            path: dir.to_owned(),
+            fsync,
+            compact_bytes,
+        }
+    }
+
+    fn open(dir: &Path, fsync: Fsync) -> (Arc<Wal>, Arc<dyn Storage>, Arc<MemTable>) {
+        let mem = Arc::new(MemTable::new());
+        let (wal, store) = Wal::open(
+            options(dir, fsync, 1 << 30),
+            Path::new("/"),
+            mem.clone() as Arc<dyn Storage>,
+        )
+        .unwrap();
+        (wal, store, mem)
+    }
+
+    fn open_err(dir: &Path) -> WalError {
+        match Wal::open(
+            options(dir, Fsync::No, 1 << 20),
+            dir,
+            Arc::new(MemTable::new()),
+        ) {
+            Ok(_) => panic!("the log opened"),
+            Err(e) => e,
+        }
+    }
+
+    fn dump(store: &dyn Storage) -> Vec<(String, Vec<Kvpair>)> {
+        store
+            .tables()
+            .unwrap()
+            .into_iter()
+            .map(|t| {
+                let pairs = store.get_all(&t).unwrap();
+                (t, pairs)
+            })
+            .collect()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn writes_survive_reopen_and_deletes_stay_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        for policy in [Fsync::Always, Fsync::Everysec, Fsync::No] {
+            let (wal, store, _) = open(dir.path(), policy);
+            store.set("t", "a", "1".into()).unwrap();
+            store.set("t", "b", "2".into()).unwrap();
+            store.set("t", "a", "3".into()).unwrap();
+            assert_eq!(store.del("t", "b").unwrap(), Some("2".into()));
+            assert_eq!(store.del("t", "nothing").unwrap(), None);
+            wal.close();
+            assert!(
+                store.set("t", "c", "x".into()).is_err(),
+                "closed log refuses"
+            );
+            drop((wal, store));
+            let (_wal, store, _) = open(dir.path(), policy);
+            assert_eq!(
+                dump(store.as_ref()),
+                vec![("t".into(), vec![Kvpair::new("a", "3")])]
+            );
+        }
+        assert_eq!(names(dir.path()), vec!["wal-000001.log"]);
+    }
+
+    #[test]
+    fn leftovers_of_an_interrupted_compaction_are_handled() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // Segment 1: the history before compaction; segment 2 after rotation.
+        let mut seg1 = set("t", "a", "1");
+        seg1.extend(set("t", "gone", "x"));
+        seg1.extend(del("t", "gone"));
+        seg1.extend(set("t", "b", "1"));
+        fs::write(d.join(segment_name(1)), &seg1).unwrap();
+        let mut seg2 = set("t", "a", "2");
+        seg2.extend(del("t", "b"));
+        fs::write(d.join(segment_name(2)), &seg2).unwrap();
+        // The snapshot read after rotation saw a=2 already, and b before its delete.
+        let mut snap = set("t", "a", "2");
+        snap.extend(set("t", "b", "1"));
+        // Case 1: crashed while writing the snapshot: a .tmp with half of it.
+        fs::write(d.join(snapshot_tmp_name(2)), &snap[..snap.len() - 3]).unwrap();
+        let want = vec![("t".to_string(), vec![Kvpair::new("a", "2")])];
+        let (wal, store, _) = open(d, Fsync::Always);
+        assert_eq!(dump(store.as_ref()), want);
+        assert_eq!(names(d), vec!["wal-000001.log", "wal-000002.log"]);
+        drop((wal, store));
+        // Case 2: snapshot renamed, old segment not yet deleted. Make the old
+        // segment unreadable to prove replay does not need it.
+        fs::write(d.join(snapshot_name(2)), &snap).unwrap();
+        fs::write(d.join(segment_name(1)), b"garbage that would not replay").unwrap();
+        let (wal, store, _) = open(d, Fsync::Always);
+        assert_eq!(dump(store.as_ref()), want);
+        assert_eq!(names(d), vec!["snapshot-000002.log", "wal-000002.log"]);
+        drop((wal, store));
+        // And it replays the same from what is left.
+        let (_wal, store, _) = open(d, Fsync::Always);
+        assert_eq!(dump(store.as_ref()), want);
+    }
+
+    #[test]
+    fn missing_segments_stop_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join(segment_name(1)), set("t", "a", "1")).unwrap();
+        fs::write(d.join(segment_name(3)), set("t", "a", "3")).unwrap();
+        let err = open_err(d);
+        assert!(
+            err.to_string().contains("wal-000002.log is missing"),
+            "{err}"
+        );
+        fs::remove_file(d.join(segment_name(1))).unwrap();
+        let err = open_err(d);
+        assert!(
+            err.to_string().contains("wal-000001.log is missing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_a_corrupt_middle_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut seg = set("t", "a", "1");
+        seg.extend(set("t", "b", "2"));
+        let good = seg.len() as u64;
+        let path = d.join(segment_name(1));
+        // A torn tail, then zeros a crashed file system may leave: both cut.
+        for tail in [&set("t", "c", "3")[..10], &[0u8; 100][..]] {
+            let mut torn = seg.clone();
+            torn.extend_from_slice(tail);
+            fs::write(&path, &torn).unwrap();
+            let (wal, store, _) = open(d, Fsync::Always);
+            assert_eq!(store.get_all("t").unwrap().len(), 2);
+            assert_eq!(fs::metadata(&path).unwrap().len(), good);
+            drop((wal, store));
+        }
+        // Corruption in the first record with a good one after it.
+        let mut bad = seg.clone();
+        bad[HEADER + 2] ^= 1;
+        fs::write(&path, &bad).unwrap();
+        let err = open_err(d);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("wal-000001.log: corrupt record at byte offset 0"),
+            "{msg}"
+        );
+        assert_eq!(fs::read(&path).unwrap(), bad, "a refused log is left alone");
+    }
+
+    #[test]
+    fn only_the_last_segment_may_be_torn_and_never_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut torn = set("t", "a", "1");
+        torn.extend_from_slice(&set("t", "b", "2")[..9]);
+        fs::write(d.join(segment_name(1)), &torn).unwrap();
+        fs::write(d.join(segment_name(2)), set("t", "c", "3")).unwrap();
+        let msg = open_err(d).to_string();
+        assert!(
+            msg.contains("wal-000001.log: corrupt record at byte offset"),
+            "{msg}"
+        );
+        // A snapshot is complete before it gets its name: a bad tail is corruption.
+        fs::remove_file(d.join(segment_name(1))).unwrap();
+        fs::write(d.join(snapshot_name(2)), &torn).unwrap();
+        let msg = open_err(d).to_string();
+        assert!(
+            msg.contains("snapshot-000002.log: corrupt record at byte offset"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn concurrent_writes_during_compaction_replay_to_the_same_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mem = Arc::new(MemTable::new());
+        let (wal, store) = Wal::open(
+            options(d, Fsync::No, 2048),
+            d,
+            mem.clone() as Arc<dyn Storage>,
+        )
+        .unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let store = &store;
+                s.spawn(move || {
+                    for i in 0..3000u32 {
+                        let key = format!("k{}", i % 37);
+                        if i % 11 == t {
+                            store.del("t", &key).unwrap();
+                        } else {
+                            store.set("t", &key, format!("{t}:{i}").into()).unwrap();
+                        }
+                        if i % 500 == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                });
+            }
+        });
+        // Compaction runs in the background: keep writing until one finished.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut i = 0u64;
+        while list(d).unwrap().snapshots.is_empty() {
+            assert!(Instant::now() < deadline, "no compaction: {:?}", names(d));
+            store.set("t", "extra", Value::from(i as i64)).unwrap();
+            i += 1;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        wal.sync().unwrap();
+        let before = dump(mem.as_ref());
+        wal.close();
+        drop((wal, store));
+        let (_wal, store, _) = open(d, Fsync::No);
+        assert_eq!(dump(store.as_ref()), before);
+    }
+
+    #[test]
+    fn without_a_barrier_records_still_reach_the_file_soon() {
+        let dir = tempfile::tempdir().unwrap();
+        for policy in [Fsync::Everysec, Fsync::No, Fsync::Always] {
+            let (wal, store, _) = open(dir.path(), policy);
+            let path = dir.path().join(segment_name(1));
+            let before = fs::metadata(&path).unwrap().len();
+            store.set("t", "k", "v".into()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while fs::metadata(&path).unwrap().len() == before {
+                assert!(Instant::now() < deadline, "{policy:?}: never written");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            drop((wal, store));
+        }
+    }
+
+    /// A store that records the order it applied writes in, then dawdles
+    /// a little (a different time each write), widening the window between
+    /// applying a write and logging it.
+    #[derive(Default)]
+    struct Dawdling {
+        mem: MemTable,
+        applied: Mutex<Vec<(String, Option<Value>)>>,
+    }
+
+    impl Dawdling {
+        fn apply(&self, k: &str, v: Option<Value>) -> Result<Option<Value>, StorageError> {
+            let old = {
+                let mut applied = self.applied.lock().unwrap();
+                let old = match v.clone() {
+                    Some(v) => self.mem.set("t", k, v),
+                    None => self.mem.del("t", k),
+                };
+                // A delete of nothing is not logged, so not part of the order.
+                if v.is_some() || matches!(old, Ok(Some(_))) {
+                    applied.push((k.to_owned(), v));
+                }
+                old
+            };
+            let spin = Instant::now() + Duration::from_micros(k.len() as u64 * 3 % 17);
+            while Instant::now() < spin {
+                std::hint::spin_loop();
+            }
+            old
+        }
+    }
+
+    impl Storage for Dawdling {
+        fn get(&self, t: &str, k: &str) -> Result<Option<Value>, StorageError> {
+            self.mem.get(t, k)
+        }
+        fn set(&self, _: &str, k: &str, v: Value) -> Result<Option<Value>, StorageError> {
+            self.apply(k, Some(v))
+        }
+        fn contains(&self, t: &str, k: &str) -> Result<bool, StorageError> {
+            self.mem.contains(t, k)
+        }
+        fn del(&self, _: &str, k: &str) -> Result<Option<Value>, StorageError> {
+            self.apply(k, None)
+        }
+        fn get_iter(&self, t: &str) -> Result<StorageIter, StorageError> {
+            self.mem.get_iter(t)
+        }
+        fn tables(&self) -> Result<Vec<String>, StorageError> {
+            self.mem.tables()
+        }
+    }
+
+    #[test]
+    fn the_log_orders_each_key_as_storage_applied_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let inner = Arc::new(Dawdling::default());
+        let (wal, store) = Wal::open(
+            options(d, Fsync::No, 1 << 30),
+            d,
+            inner.clone() as Arc<dyn Storage>,
+        )
+        .unwrap();
+        let start = std::sync::Barrier::new(4);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (store, start) = (&store, &start);
+                s.spawn(move || {
+                    start.wait();
+                    for i in 0..3000 {
+                        // Keys of different lengths dawdle differently.
+                        let key = ["a", "bbbbb", "ccccccccc"][(i + t) % 3];
+                        if i % 7 == 3 {
+                            store.del("t", key).unwrap();
+                        } else {
+                            store.set("t", key, format!("{t}:{i}").into()).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        wal.sync().unwrap();
+        drop((wal, store));
+        // Per key, the log holds the writes in the order they were applied.
+        let per_key = |ops: Vec<(String, Option<Value>)>| {
+            let mut map: BTreeMap<String, Vec<Option<Value>>> = BTreeMap::new();
+            for (k, v) in ops {
+                map.entry(k).or_default().push(v);
+            }
+            map
+        };
+        let bytes = fs::read(d.join(segment_name(1))).unwrap();
+        let logged = read_all(&bytes)
+            .into_iter()
+            .filter_map(|n| match n {
+                Next::Record {
+                    record: Record::Set { key, value, .. },
+                    ..
+                } => Some((key, Some(value))),
+                Next::Record {
+                    record: Record::Del { key, .. },
+                    ..
+                } => Some((key, None)),
+                _ => None,
+            })
+            .collect();
+        let applied = std::mem::take(&mut *inner.applied.lock().unwrap());
+        let (logged, applied) = (per_key(logged), per_key(applied));
+        assert_eq!(logged.len(), 3);
+        for (key, applied) in applied {
+            let logged = &logged[&key];
+            assert_eq!(logged.len(), applied.len(), "{key}");
+            if let Some(i) = (0..applied.len()).find(|&i| logged[i] != applied[i]) {
+                panic!(
+                    "key {key}: write {i} applied as {:?} but logged as {:?}",
+                    applied[i], logged[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let o: WalOptions = toml::from_str("").unwrap();
+        assert_eq!(o, WalOptions::default());
+        let o: WalOptions =
+            toml::from_str("path = \"x\"\nfsync = \"always\"\ncompact_bytes = 4096").unwrap();
+        assert_eq!((o.fsync, o.compact_bytes), (Fsync::Always, 4096));
+        let e = toml::from_str::<WalOptions>("fsync = \"sometimes\"").unwrap_err();
+        assert!(e.to_string().contains("sometimes"), "{e}");
+        let e = toml::from_str::<WalOptions>("fsynk = \"no\"").unwrap_err();
+        assert!(e.to_string().contains("fsynk"), "{e}");
+        let o: WalOptions = toml::from_str("compact_bytes = 0").unwrap();
+        assert!(o.check().unwrap_err().contains("compact_bytes"));
+    }
+}
