@@ -188,12 +188,16 @@ fn answer<S: Storage>(
     ctx: &mut HookCtx,
     frame: Bytes,
 ) -> (CommandRequest, CommandResponse) {
+    // A cheap reference-counted clone, for plugins.
+    ctx.request_frame = Some(frame.clone());
     match CommandRequest::decode(frame) {
         Ok(req) => {
             let res = service.handle(chain, ctx, &req);
+            ctx.request_frame = None;
             (req, res)
         }
         Err(e) => {
+            ctx.request_frame = None;
             let e = Error::Decode(e);
             refuse(chain, ctx, &e, e.status())
         }

@@ -52,6 +52,10 @@ pub struct HookCtx {
     /// When the current request's answer was written (set before
     /// `on_after_send`; equal to `started` until then).
     pub answered: Instant,
+    /// The current request exactly as it arrived (its protobuf bytes),
+    /// while it is being handled: plugins pass these on instead of encoding
+    /// the request again. `None` outside `Service::handle` on a connection.
+    pub request_frame: Option<bytes::Bytes>,
 }
 
 impl HookCtx {
@@ -78,6 +82,7 @@ impl HookCtx {
             started: now,
             arrived: SystemTime::now(),
             answered: now,
+            request_frame: None,
         }
     }
 }

@@ -42,8 +42,9 @@
 //! # Calls
 //!
 //! Events the plugin does not export are not in its [`Events`], so chains
-//! never call them. An event that is called encodes the request (and the
-//! response) into a reused per-thread buffer, passes the connection's
+//! never call them. An event that is called passes the request's bytes as
+//! they arrived (`HookCtx::request_frame`; encoded into a reused per-thread
+//! buffer only when there are none), the response encoded the same way, the connection's
 //! context, and decodes what comes back. A plugin that fails (a caught
 //! panic, an error verdict, bytes that do not decode) turns that request
 //! into a 500 and is logged with its name; the server carries on.
@@ -229,8 +230,15 @@ impl PluginHook {
         res: Option<&CommandResponse>,
         decode: bool,
     ) -> Verdict {
-        let answer = with_buffers(|request, response| -> Result<_, String> {
-            req.encode(request).map_err(|e| e.to_string())?;
+        let answer = with_buffers(|buffer, response| -> Result<_, String> {
+            // The bytes as received, when the connection has them.
+            let request: &[u8] = match &ctx.request_frame {
+                Some(frame) => frame,
+                None => {
+                    req.encode(buffer).map_err(|e| e.to_string())?;
+                    buffer
+                }
+            };
             if let Some(res) = res {
                 res.encode(response).map_err(|e| e.to_string())?;
             }
