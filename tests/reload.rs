@@ -14,8 +14,17 @@ use support::{bounded, Running};
 
 const SERVER: &str = "[server]\nlisten = \"127.0.0.1:0\"\n";
 
-/// Chain A: two rewrite hooks; every answer's message becomes "A2;A1;".
-const CHAIN_A: &str = r#"
+/// Chain A: a key-guard plugin (no key over 8 bytes may be written) and
+/// two rewrite hooks; every answer's message starts with "A2;A1;".
+fn chain_a() -> String {
+    format!(
+        "[[hooks]]\nplugin = {:?}\nmax_key_len = 8\n{CHAIN_A_NO_PLUGIN}",
+        support::plugins::plugin("key-guard").display().to_string()
+    )
+}
+
+/// Chain A without the plugin.
+const CHAIN_A_NO_PLUGIN: &str = r#"
 [[hooks]]
 kind = "rewrite"
 rules = [{ prefix_message = "A1;" }]
@@ -57,7 +66,8 @@ struct Seen {
 async fn reloading_under_load_fails_nothing_and_hands_over_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    write_config(&config, CHAIN_A);
+    let chain_a = chain_a();
+    write_config(&config, &chain_a);
     let server = Running::start(&config);
     let addr = server.addr;
 
@@ -70,18 +80,30 @@ async fn reloading_under_load_fails_nothing_and_hands_over_cleanly() {
             let mut seen = Seen::default();
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
+                // Keys of 4 bytes pass key-guard; the last, of 20, does not.
                 let batch: Vec<_> = (0..8)
-                    .map(|j| CommandRequest::new_hset("t", format!("c{conn}k{j}"), (i + j) as i64))
+                    .map(|j| {
+                        let key = if j == 7 {
+                            format!("c{conn}-long-key-{j:08}")
+                        } else {
+                            format!("c{conn}k{j}")
+                        };
+                        CommandRequest::new_hset("t", key, (i + j) as i64)
+                    })
                     .collect();
-                for res in bounded(c.pipeline(&batch))
+                let answers = bounded(c.pipeline(&batch))
                     .await
-                    .expect("request failed during reload")
-                {
-                    assert_eq!(res.status, 200, "{res:?}");
-                    match res.message.as_str() {
-                        "A2;A1;" => seen.a += 1,
-                        "B2;B1;" => seen.b += 1,
-                        other => panic!("a request saw a mixed or partial chain: {other:?}"),
+                    .expect("request failed during reload");
+                for (j, res) in answers.iter().enumerate() {
+                    let refused_in_a = if j == 7 { 400 } else { 200 };
+                    // Chain A in full: its marks, and key-guard refuses the long key.
+                    // Chain B in full: its marks, and every write succeeds.
+                    if res.message.starts_with("A2;A1;") && res.status == refused_in_a {
+                        seen.a += 1;
+                    } else if res.message == "B2;B1;" && res.status == 200 {
+                        seen.b += 1;
+                    } else {
+                        panic!("a request saw a mixed or partial chain: {res:?}");
                     }
                 }
                 i += 8;
@@ -93,7 +115,7 @@ async fn reloading_under_load_fails_nothing_and_hands_over_cleanly() {
     // Twenty reloads, alternating, while the clients run.
     for round in 0..20 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        write_config(&config, if round % 2 == 0 { CHAIN_B } else { CHAIN_A });
+        write_config(&config, if round % 2 == 0 { CHAIN_B } else { &chain_a });
         server.signal("HUP");
     }
     // End on chain B, and let it serve a while.
@@ -133,7 +155,7 @@ async fn reloading_under_load_fails_nothing_and_hands_over_cleanly() {
 async fn a_bad_config_on_reload_keeps_the_running_chain() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    write_config(&config, CHAIN_A);
+    write_config(&config, CHAIN_A_NO_PLUGIN);
     let server = Running::start(&config);
     let mut c = bounded(hookv::client::Client::connect(server.addr))
         .await
@@ -166,6 +188,85 @@ async fn a_bad_config_on_reload_keeps_the_running_chain() {
     assert!(line.contains("server"), "{line}");
     let res = bounded(c.hset("t", "k", "v")).await.unwrap();
     assert_eq!(res.message, "B2;B1;");
+    drop(c);
+    assert!(server.terminate().success());
+}
+
+#[tokio::test]
+async fn the_write_ahead_log_carries_on_unchanged_across_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let wal = |fsync: &str, mark: &str| {
+        format!(
+            "[[hooks]]\nkind = \"wal\"\npath = \"wal\"\nfsync = \"{fsync}\"\n\
+             [[hooks]]\nkind = \"rewrite\"\nrules = [{{ prefix_message = \"{mark}\" }}]\n"
+        )
+    };
+    write_config(&config, &wal("always", "one"));
+    let server = Running::start(&config);
+    let mut c = bounded(hookv::client::Client::connect(server.addr))
+        .await
+        .unwrap();
+    assert_eq!(
+        bounded(c.hset("t", "before", 1i64)).await.unwrap().message,
+        "one"
+    );
+
+    // Changing the wal's options: the hooks around it reload, the log stays.
+    write_config(&config, &wal("no", "two"));
+    server.signal("HUP");
+    let line = server.wait_for_log("take effect only on restart");
+    assert!(line.contains("wal hook"), "{line}");
+    assert_eq!(
+        bounded(c.hset("t", "after", 2i64)).await.unwrap().message,
+        "two"
+    );
+
+    // Removing it: still logging (it wraps the storage) until a restart.
+    write_config(
+        &config,
+        "[[hooks]]\nkind = \"rewrite\"\nrules = [{ prefix_message = \"three\" }]\n",
+    );
+    server.signal("HUP");
+    let line = server.wait_for_nth_log("take effect only on restart", 2);
+    assert!(line.contains("wal hook"), "{line}");
+    assert_eq!(
+        bounded(c.hset("t", "removed", 3i64)).await.unwrap().message,
+        "three"
+    );
+
+    // A crash now: every acknowledged write, before and after the reloads, is in the log.
+    server.signal("KILL");
+    drop(c);
+    write_config(&config, &wal("always", "four"));
+    let server = Running::start(&config);
+    let mut c = bounded(hookv::client::Client::connect(server.addr))
+        .await
+        .unwrap();
+    let res = bounded(c.hgetall("t")).await.unwrap();
+    let keys: Vec<_> = res.pairs.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["after", "before", "removed"]);
+    drop(c);
+    assert!(server.terminate().success());
+}
+
+#[tokio::test]
+async fn a_wal_cannot_be_added_by_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    write_config(&config, CHAIN_A_NO_PLUGIN);
+    let server = Running::start(&config);
+    write_config(&config, "[[hooks]]\nkind = \"wal\"\npath = \"wal\"\n");
+    server.signal("HUP");
+    let line = server.wait_for_log("reload failed");
+    assert!(line.contains("restart the server"), "{line}");
+    let mut c = bounded(hookv::client::Client::connect(server.addr))
+        .await
+        .unwrap();
+    assert_eq!(
+        bounded(c.hset("t", "k", "v")).await.unwrap().message,
+        "A2;A1;"
+    );
     drop(c);
     assert!(server.terminate().success());
 }

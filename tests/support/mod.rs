@@ -158,9 +158,21 @@ impl Running {
 
     /// Waits until a log line contains `needle`, failing after [`LIMIT`].
     pub fn wait_for_log(&self, needle: &str) -> String {
+        self.wait_for_nth_log(needle, 1)
+    }
+
+    /// Waits until `n` log lines contain `needle`; returns the `n`th.
+    pub fn wait_for_nth_log(&self, needle: &str, n: usize) -> String {
         let start = Instant::now();
         loop {
-            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            if let Some(line) = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(needle))
+                .nth(n - 1)
+            {
                 return line.clone();
             }
             assert!(start.elapsed() < LIMIT, "no log line containing {needle:?}");
