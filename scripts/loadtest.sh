@@ -108,8 +108,13 @@ TOML
 stop_hookv() { kill "$(cat "$work/pid")"; wait "$(cat "$work/pid")" 2>/dev/null || true; }
 
 start_redis() { # extra args...
-  redis-server --port $REDIS_PORT --save '' --dir "$work" "$@" --daemonize yes >/dev/null
+  # A fresh data dir: an append-only file left by the last cell would be
+  # loaded first, and redis answers LOADING meanwhile.
+  rm -rf "$work/redis"; mkdir -p "$work/redis"
+  redis-server --port $REDIS_PORT --save '' --dir "$work/redis" "$@" --daemonize yes >/dev/null
   wait_port $REDIS_PORT
+  for _ in $(seq 200); do [ "$(redis-cli -p $REDIS_PORT ping 2>/dev/null)" = PONG ] && return 0; sleep 0.05; done
+  echo "redis never became ready" >&2; return 1
 }
 stop_redis() { redis-cli -p $REDIS_PORT shutdown nosave >/dev/null; }
 
@@ -120,7 +125,7 @@ measure() { # name protocol port pipeline set-ratio [loadgen args...]
   local name=$1 proto=$2 port=$3 p=$4 ratio=$5; shift 5
   $LOADGEN --addr 127.0.0.1:$port --protocol "$proto" --conns 50 --pipeline "$p" \
     --duration "$SECS" --set-ratio "$ratio" "$@" \
-    | grep '^protocol=' | sed "s/^/target=$name /" >> "$work/results"
+    | tee -a "$work/raw" | grep "^protocol=" | sed "s/^/target=$name /" >> "$work/results" || { echo "loadgen failed for $name:" >&2; tail -5 "$work/raw" >&2; }
 }
 
 hookv_cell() { # name backend pipeline set-ratio [reload]

@@ -1,4 +1,4 @@
-//! `docs/write-a-plugin.md`, followed as a newcomer would: its code blocks
+//! `README.md`, followed as a newcomer would: its code blocks
 //! become a fresh crate outside the workspace, built with
 //! `cargo build --release`, loaded by the real server through the documented
 //! `[[hooks]]` entry, and the documented client session must print what the
@@ -53,7 +53,7 @@ fn blocks(page: &str) -> HashMap<String, String> {
 fn block<'a>(blocks: &'a HashMap<String, String>, info: &str) -> &'a str {
     blocks
         .get(info)
-        .unwrap_or_else(|| panic!("docs/write-a-plugin.md has no ```{info} block"))
+        .unwrap_or_else(|| panic!("README.md has no ```{info} block"))
 }
 
 /// A server binary started on `config`, and the address it listens on.
@@ -102,7 +102,7 @@ impl Drop for Running {
 
 #[test]
 fn the_write_a_plugin_guide_works_as_written() {
-    let page = std::fs::read_to_string(workspace().join("docs/write-a-plugin.md")).unwrap();
+    let page = std::fs::read_to_string(workspace().join("README.md")).unwrap();
     let blocks = blocks(&page);
 
     // Steps 1-3: the crate, outside the workspace.

@@ -270,3 +270,48 @@ async fn a_wal_cannot_be_added_by_reload() {
     drop(c);
     assert!(server.terminate().success());
 }
+
+#[tokio::test]
+async fn a_plugin_rebuilt_at_the_same_path_is_loaded_again_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("libguard.so");
+    std::fs::copy(support::plugins::plugin("key-guard"), &lib).unwrap();
+    let config = dir.path().join("config.toml");
+    write_config(
+        &config,
+        "[[hooks]]\nplugin = \"libguard.so\"\nmax_key_len = 8\n",
+    );
+    let server = Running::start(&config);
+
+    // Unchanged file and entry: the running hook is kept.
+    server.signal("HUP");
+    let line = server.wait_for_nth_log("hook chain reloaded", 1);
+    assert!(
+        line.contains("added=[]") && line.contains("kept=[\"hooks[1]"),
+        "{line}"
+    );
+
+    // The same path, a new build (here: a fresh copy, so a new mtime).
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::remove_file(&lib).unwrap();
+    std::fs::copy(support::plugins::plugin("key-guard"), &lib).unwrap();
+    server.signal("HUP");
+    let line = server.wait_for_nth_log("hook chain reloaded", 2);
+    assert!(
+        line.contains("added=[\"hooks[1]") && line.contains("kept=[]"),
+        "{line}"
+    );
+
+    let mut c = bounded(hookv::client::Client::connect(server.addr))
+        .await
+        .unwrap();
+    assert_eq!(
+        bounded(c.hset("t", "much-too-long", "v"))
+            .await
+            .unwrap()
+            .status,
+        400
+    );
+    drop(c);
+    assert!(server.terminate().success());
+}

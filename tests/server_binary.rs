@@ -150,3 +150,33 @@ async fn sigterm_closes_connections_and_exits_0() {
     assert!(status.success(), "{status}");
     assert!(bounded(c.hget("t", "k")).await.is_err());
 }
+
+#[tokio::test]
+async fn the_checked_in_config_starts_as_it_is() {
+    // A copy in a tempdir, so its data and logs land there; only the
+    // listen address is overridden (port 0), as the CLI allows.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let checked_in =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+    std::fs::write(
+        &config,
+        checked_in.replace("listen = \"127.0.0.1:9527\"", "listen = \"127.0.0.1:0\""),
+    )
+    .unwrap();
+    let server = Running::start(&config);
+    let mut c = bounded(hookv::client::Client::connect(server.addr))
+        .await
+        .unwrap();
+    assert_eq!(
+        bounded(c.hset("secret", "k", "v")).await.unwrap().status,
+        200
+    );
+    // Its rewrite rule redacts secret* tables.
+    let res = bounded(c.hget("secret", "k")).await.unwrap();
+    assert_eq!(res.values, vec![hookv::pb::Value::from("***")]);
+    drop(c);
+    assert!(server.terminate().success());
+    assert!(dir.path().join("logs/audit.jsonl").is_file());
+    assert!(dir.path().join("data/wal").is_dir());
+}

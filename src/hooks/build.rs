@@ -83,8 +83,20 @@ pub struct Part {
     pub table: toml::Table,
     /// A label for logs, e.g. `hooks[2] (kind = "audit")`.
     pub label: String,
+    /// For a plugin: its file's modification time and size when loaded, so
+    /// that a library rebuilt at the same path counts as a change.
+    pub stamp: Option<FileStamp>,
     /// The hook.
     pub hook: Arc<dyn Hook>,
+}
+
+/// What identifies a build of a plugin file.
+pub type FileStamp = (std::time::SystemTime, u64);
+
+fn plugin_stamp(env: &BuildEnv<'_>, entry: &HookEntry) -> Option<FileStamp> {
+    let path = env.resolve(Path::new(entry.plugin()?));
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 /// What a rebuild changed, by label.
@@ -101,7 +113,8 @@ pub struct Changes {
 
 /// Builds the chain of `env.config.hooks`, reusing a hook of `previous`
 /// wherever an entry's table is identical to the one it was built from (so
-/// its state — an audit queue, rate-limit buckets — carries over). Nothing
+/// its state — an audit queue, rate-limit buckets — carries over) and, for a
+/// plugin, its file has not changed since. Nothing
 /// of `previous` is changed; on error nothing new is kept either.
 ///
 pub fn rebuild(env: &BuildEnv<'_>, previous: &[Part]) -> Result<Rebuilt, HookError> {
@@ -110,9 +123,10 @@ pub fn rebuild(env: &BuildEnv<'_>, previous: &[Part]) -> Result<Rebuilt, HookErr
     let mut changes = Changes::default();
     for entry in &env.config.hooks {
         let label = entry.label();
+        let stamp = plugin_stamp(env, entry);
         let reuse = unused
             .iter_mut()
-            .find(|p| p.is_some_and(|p| p.table == entry.table))
+            .find(|p| p.is_some_and(|p| p.table == entry.table && p.stamp == stamp))
             .and_then(Option::take);
         let hook = match reuse {
             Some(part) => {
@@ -128,6 +142,7 @@ pub fn rebuild(env: &BuildEnv<'_>, previous: &[Part]) -> Result<Rebuilt, HookErr
         built.parts.push(Part {
             table: entry.table.clone(),
             label,
+            stamp,
             hook,
         });
     }
