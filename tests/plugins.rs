@@ -6,7 +6,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hookv::config::Config;
@@ -173,38 +173,9 @@ async fn plugins_run_in_config_order_next_to_each_other() {
 }
 
 /// Runs the real server on a config made of `hooks`; it must refuse to
-/// start with one line on stderr, which is returned.
+/// start with one line on stderr, naming the hook, which is returned.
 fn start_refused(hooks: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!("[server]\nlisten = \"127.0.0.1:0\"\n{hooks}"),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookv-server"))
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > support::LIMIT {
-            let _ = child.kill();
-            panic!("the server did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(!status.success(), "started anyway; stderr: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "want one line: {stderr}");
-    assert!(!stderr.contains("panicked at src/"), "{stderr}");
+    let stderr = support::start_fails(&format!("[server]\nlisten = \"127.0.0.1:0\"\n{hooks}"));
     assert!(stderr.contains("config.toml:3: hooks[1]"), "{stderr}");
     stderr
 }

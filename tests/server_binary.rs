@@ -2,40 +2,11 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use support::wait_bounded;
-
-use support::{bounded, Running};
+use support::{bounded, fails_with, start_fails, Running};
 
 use support::SERVER;
-
-/// Runs the server on `config` expecting it to refuse to start; returns stderr.
-fn start_fails(config: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, config).unwrap();
-    fails_with(Command::new(SERVER).arg("--config").arg(&path))
-}
-
-fn fails_with(cmd: &mut Command) -> String {
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = wait_bounded(&mut child);
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(
-        !status.success(),
-        "server started on a bad config; stderr: {stderr}"
-    );
-    let lines: Vec<_> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "want one clear line, got: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
-}
 
 #[test]
 fn unknown_key_names_the_key_and_line() {

@@ -7,12 +7,12 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hookv::client::Client;
@@ -20,7 +20,7 @@ use hookv::config::ServerConfig;
 use hookv::hooks::wal::{Fsync, Wal, WalOptions};
 use hookv::pb::{value, CommandRequest, Value};
 use hookv::{MemTable, Service, ServiceInner, Storage};
-use support::{bounded, TestServer};
+use support::{bounded, wait_bounded, Running as Server, TestServer};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_hookv-server");
 
@@ -37,98 +37,6 @@ fn write_config(dir: &Path, fsync: &str, extra: &str) -> PathBuf {
     )
     .unwrap();
     path
-}
-
-/// A running server binary, its address, and everything it logged.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn start(config: &Path) -> Self {
-        let mut child = Command::new(SERVER)
-            .arg("--config")
-            .arg(config)
-            .args(["--log", "info"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let lines = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("addr=").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
-                    let _ = tx.send(addr);
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let addr = match rx.recv_timeout(support::LIMIT) {
-            Ok(addr) => addr.parse().unwrap(),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "server did not report its address; log: {:?}",
-                    log.lock().unwrap()
-                );
-            }
-        };
-        Self { child, addr, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    async fn client(&self) -> Client {
-        bounded(Client::connect(self.addr)).await.unwrap()
-    }
-
-    fn signal(&mut self, signal: &str) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        let ok = Command::new("kill").args([signal, &pid]).status().unwrap();
-        assert!(ok.success());
-        wait_bounded(&mut self.child)
-    }
-
-    /// SIGKILL: no shutdown code runs.
-    fn kill_hard(mut self) {
-        self.signal("-KILL");
-    }
-
-    /// SIGTERM; asserts a clean exit.
-    fn terminate(mut self) {
-        let status = self.signal("-TERM");
-        assert!(status.success(), "{status}; log:\n{}", self.log());
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_bounded(child: &mut Child) -> ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            start.elapsed() < support::LIMIT,
-            "server did not exit in time"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -238,7 +146,7 @@ async fn acknowledged_writes_survive_sigkill(fsync: &str) {
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let log_before = server.log();
+    let log_before = server.log_text();
     server.kill_hard();
     let mut logs = Vec::new();
     for conn in conns {
@@ -316,7 +224,7 @@ async fn acknowledged_writes_survive_sigkill(fsync: &str) {
         }
     }
     drop(client);
-    server.terminate();
+    server.stop_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,7 +261,7 @@ async fn a_torn_last_record_is_cut_off_with_a_warning() {
     let config = write_config(dir.path(), "always", "");
     let server = Server::start(&config);
     write_keys(&server, 50).await;
-    server.terminate();
+    server.stop_cleanly();
 
     let segment = segments(&dir.path().join("wal")).pop().unwrap();
     let good = std::fs::read(&segment).unwrap();
@@ -366,7 +274,7 @@ async fn a_torn_last_record_is_cut_off_with_a_warning() {
         .unwrap();
 
     let server = Server::start(&config);
-    let log = server.log();
+    let log = server.log_text();
     assert!(log.contains("torn"), "no warning:\n{log}");
     assert!(log.contains("WARN"), "not a warning:\n{log}");
     assert_eq!(std::fs::read(&segment).unwrap(), good, "the tail was cut");
@@ -380,12 +288,12 @@ async fn a_torn_last_record_is_cut_off_with_a_warning() {
     // And the log keeps working after the cut.
     assert_eq!(bounded(c.hset("t", "after", 1)).await.unwrap().status, 200);
     drop(c);
-    server.terminate();
+    server.stop_cleanly();
     let server = Server::start(&config);
     let mut c = server.client().await;
     assert_eq!(bounded(c.hgetall("t")).await.unwrap().pairs.len(), 50);
     drop(c);
-    server.terminate();
+    server.stop_cleanly();
 }
 
 #[tokio::test]
@@ -394,7 +302,7 @@ async fn corruption_before_the_end_stops_the_start_naming_file_and_offset() {
     let config = write_config(dir.path(), "everysec", "");
     let server = Server::start(&config);
     write_keys(&server, 20).await;
-    server.terminate();
+    server.stop_cleanly();
 
     let segment = segments(&dir.path().join("wal")).pop().unwrap();
     let mut bytes = std::fs::read(&segment).unwrap();
@@ -432,23 +340,9 @@ fn bad_wal_options_name_the_key() {
         ("[[hooks]]\nkind = \"wal\"\n", "second wal hook"),
     ];
     for (extra, want) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!("[server]\nlisten = \"127.0.0.1:0\"\n[[hooks]]\nkind = \"wal\"\n{extra}"),
-        )
-        .unwrap();
-        let out = Command::new(SERVER)
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{extra}: started");
-        assert_eq!(stderr.lines().count(), 1, "{extra}: {stderr}");
+        let stderr = support::start_fails(&format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[[hooks]]\nkind = \"wal\"\n{extra}"
+        ));
         assert!(stderr.contains(want), "{extra}: {stderr}");
         assert!(stderr.contains("hooks["), "{extra}: {stderr}");
     }
@@ -506,12 +400,16 @@ async fn compaction_keeps_the_log_small_and_loses_nothing() {
         assert!(
             Instant::now() < deadline,
             "log not compacted: {bytes} bytes in {names:?}\n{}",
-            server.log()
+            server.log_text()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(server.log().contains("compacted"), "{}", server.log());
-    server.terminate();
+    assert!(
+        server.log_text().contains("compacted"),
+        "{}",
+        server.log_text()
+    );
+    server.stop_cleanly();
 
     let server = Server::start(&config);
     let mut c = server.client().await;
@@ -521,7 +419,7 @@ async fn compaction_keeps_the_log_small_and_loses_nothing() {
         assert_eq!(int(pair.value.as_ref().unwrap()), 400, "{}", pair.key);
     }
     drop(c);
-    server.terminate();
+    server.stop_cleanly();
 }
 
 // ---------------------------------------------------------------------------

@@ -180,6 +180,35 @@ impl Running {
         }
     }
 
+    /// Everything logged so far, one line after another.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// A client connected to this server.
+    pub async fn client(&self) -> hookv::client::Client {
+        bounded(hookv::client::Client::connect(self.addr))
+            .await
+            .expect("connect")
+    }
+
+    /// SIGKILL, and wait for the exit: no shutdown code runs.
+    pub fn kill_hard(mut self) {
+        self.signal("KILL");
+        wait_bounded(&mut self.child);
+    }
+
+    /// SIGTERM; asserts a clean exit (status 0).
+    pub fn stop_cleanly(self) {
+        let log = self.log.clone();
+        let status = self.terminate();
+        assert!(
+            status.success(),
+            "{status}; log:\n{}",
+            log.lock().unwrap().join("\n")
+        );
+    }
+
     /// SIGTERM, and the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
@@ -192,5 +221,36 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
+        let _ = self.child.wait();
     }
+}
+
+/// Runs the server on `config` expecting it to refuse to start; returns stderr.
+pub fn start_fails(config: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    fails_with(Command::new(SERVER).arg("--config").arg(&path))
+}
+
+/// Runs `cmd` (the server binary): it must exit non-zero with one line on
+/// stderr and no panic; returns that line.
+pub fn fails_with(cmd: &mut Command) -> String {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_bounded(&mut child);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        !status.success(),
+        "server started on a bad config; stderr: {stderr}"
+    );
+    let lines: Vec<_> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "want one clear line, got: {stderr}");
+    // A panic of the server itself (a plugin's caught panic may be quoted).
+    assert!(!stderr.contains("thread '"), "{stderr}");
+    stderr
 }
