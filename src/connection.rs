@@ -42,6 +42,8 @@ enum End {
     Shutdown,
     Refused(FrameError),
     NotDurable,
+    /// The peer did not read its answers within the idle timeout.
+    Stalled,
 }
 
 /// Serves one connection until it ends; never panics on client input.
@@ -74,17 +76,24 @@ pub async fn serve<S: Storage>(
         // Answer every complete frame already buffered, in order.
         let mut end = None;
         let mut wrote = false;
+        let mut capped = false;
         loop {
             match codec.decode(&mut rbuf) {
                 Ok(Some(frame)) => {
                     let (req, res) = answer(&service, &chain, &mut ctx, frame);
-                    // Only a successful write is acknowledged, so only it
-                    // waits for the barrier (a write refused because the WAL
-                    // failed must still get its answer).
-                    wrote |= req.is_write() && res.is_ok();
+                    // Only a write that storage executed waits for the
+                    // barrier (a write refused because the WAL failed must
+                    // still get its answer), whatever hooks made of its answer.
+                    wrote |= ctx.wrote;
                     encode(&codec, &res, &mut wbuf);
                     if keep {
                         sent.push((req, res));
+                    }
+                    // Bound what one batch can make us hold: answers to a
+                    // few kilobytes of pipelined hgetalls could be gigabytes.
+                    if wbuf.len() >= MAX_BATCH_BYTES {
+                        capped = true;
+                        break;
                     }
                 }
                 Ok(None) => break,
@@ -95,7 +104,12 @@ pub async fn serve<S: Storage>(
                 }
             }
         }
-        let end = end.or(last_pass.take());
+        // A capped batch leaves frames buffered: answer them before ending.
+        let end = if capped {
+            end
+        } else {
+            end.or(last_pass.take())
+        };
         let last_words = match &end {
             Some(End::Refused(e)) => Some(refuse(&chain, &mut ctx, e, e.status())),
             // A request cut off by shutdown was not executed: say so, so the
@@ -122,10 +136,17 @@ pub async fn serve<S: Storage>(
             }
         }
         if !wbuf.is_empty() {
-            let written = stream.write_all(&wbuf).await;
+            // A peer that stops reading must not hold its answers (and its
+            // connection slot) forever: writes time out like reads do.
+            let written = match limits.idle_timeout {
+                Some(limit) => tokio::time::timeout(limit, stream.write_all(&wbuf)).await,
+                None => Ok(stream.write_all(&wbuf).await),
+            };
             wbuf.clear();
-            if let Err(e) = written {
-                break end.unwrap_or(End::Refused(FrameError::Io(e)));
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => break end.unwrap_or(End::Refused(FrameError::Io(e))),
+                Err(_elapsed) => break End::Stalled,
             }
             ctx.answered = Instant::now();
             after_send(&service, &chain, &mut ctx, &mut sent);
@@ -134,6 +155,9 @@ pub async fn serve<S: Storage>(
             break end;
         }
         drop(chain);
+        if capped {
+            continue;
+        }
 
         // Wait for more bytes, shutdown, or the idle timeout.
         tokio::select! {
@@ -172,6 +196,9 @@ pub async fn serve<S: Storage>(
         End::Refused(e) => {
             warn!(conn = ctx.conn_id, peer = %ctx.peer, error = %e, "connection closed")
         }
+        End::Stalled => {
+            info!(conn = ctx.conn_id, peer = %ctx.peer, "peer stopped reading its answers; closed")
+        }
         End::Idle => {
             info!(conn = ctx.conn_id, peer = %ctx.peer, "connection idle too long, closed")
         }
@@ -198,6 +225,7 @@ fn answer<S: Storage>(
         }
         Err(e) => {
             ctx.request_frame = None;
+            ctx.wrote = false;
             let e = Error::Decode(e);
             refuse(chain, ctx, &e, e.status())
         }
@@ -217,6 +245,10 @@ fn refuse(
     let _ = chain.before_send.notify(ctx, &req, &mut res);
     (req, res)
 }
+
+/// Answers held for one write at most (about): a batch of pipelined
+/// requests is cut into writes of this size.
+const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// How long shutdown keeps reading a connection for requests already on
 /// their way (at most).

@@ -99,6 +99,9 @@ impl Reloader {
         if config.log != self.running.log {
             needs_restart.push("log");
         }
+        // A wal entry must still be valid (so the next restart works), even
+        // though the running log keeps its options.
+        crate::hooks::wal::find_in_config(&config)?;
         // The write-ahead log wraps the storage: it cannot be added, removed
         // or re-optioned while serving. The running log goes on as it is.
         let wal_entry = |c: &Config| {
@@ -140,8 +143,8 @@ impl Reloader {
     }
 }
 
-/// Shuts down `retired` hooks once no request runs on the `old` chain any
-/// more, off the async runtime (a shutdown may flush and fsync).
+/// Shuts down `retired` hooks once no chain that a request may still run on
+/// holds them, off the async runtime (a shutdown may flush and fsync).
 fn retire(old: Arc<HookChain>, retired: Vec<Arc<dyn Hook>>) {
     if retired.is_empty() {
         return;
@@ -149,11 +152,13 @@ fn retire(old: Arc<HookChain>, retired: Vec<Arc<dyn Hook>>) {
     let spawned = std::thread::Builder::new()
         .name("hookv-retire".into())
         .spawn(move || {
-            // Connections hold the chain only for one batch: this is short.
-            while Arc::strong_count(&old) > 1 {
+            // Requests may still run on this chain or on older ones that
+            // hold the hook too: wait until ours is the only reference left.
+            // Connections hold a chain for one batch, so this is short.
+            drop(old);
+            while retired.iter().any(|hook| Arc::strong_count(hook) > 1) {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            drop(old);
             for hook in retired {
                 hook.shutdown();
             }

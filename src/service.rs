@@ -189,6 +189,7 @@ impl<Store: Storage> Service<Store> {
         ctx: &mut HookCtx,
         req: &CommandRequest,
     ) -> CommandResponse {
+        ctx.wrote = false;
         let mut res = match chain.received.notify(ctx, req, &()) {
             ControlFlow::Break(refusal) => refusal,
             ControlFlow::Continue(()) => {
@@ -198,6 +199,7 @@ impl<Store: Storage> Service<Store> {
                     }
                     CommandResponse::from(e)
                 });
+                ctx.wrote = req.is_write() && res.is_ok();
                 match chain.executed.notify(ctx, req, &res) {
                     ControlFlow::Break(replacement) => replacement,
                     ControlFlow::Continue(()) => res,

@@ -313,3 +313,39 @@ fn bad_hook_config_names_position_line_and_key() {
     let err = config_error("[[hooks]]\nlimit = 3\n");
     assert!(err.contains("needs `kind"), "{err}");
 }
+
+#[tokio::test]
+async fn a_writer_without_read_access_does_not_learn_previous_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+[[hooks]]
+kind = "auth"
+users = [
+  {{ name = "admin", token_sha256 = "{}", read = ["*"], write = ["*"] }},
+  {{ name = "dropbox", token_sha256 = "{}", read = [], write = ["inbox"] }},
+]
+"#,
+        hash_token(ADMIN),
+        hash_token(VIEWER),
+    );
+    let (server, _, _) = server(dir.path(), &config).await;
+    let mut admin = server.client().await;
+    bounded(admin.auth(ADMIN)).await.unwrap();
+    bounded(admin.hset("inbox", "k", "secret")).await.unwrap();
+    let mut writer = server.client().await;
+    bounded(writer.auth(VIEWER)).await.unwrap();
+    for req in [
+        CommandRequest::new_hset("inbox", "k", "new"),
+        CommandRequest::new_hdel("inbox", "k"),
+    ] {
+        let res = bounded(writer.send(&req)).await.unwrap();
+        assert_eq!(res.status, 200, "{res:?}");
+        assert!(res.values.is_empty(), "previous values leaked: {res:?}");
+        assert!(res.message.contains("withheld"), "{}", res.message);
+    }
+    // The admin, who may read, still sees them.
+    let res = bounded(admin.hset("inbox", "k", "x")).await.unwrap();
+    assert_eq!(res.values, vec![Value::empty()]);
+    server.stop().await;
+}

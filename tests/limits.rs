@@ -111,3 +111,80 @@ async fn shutdown_answers_what_was_already_sent_and_reports_the_unfinished_one()
     // No longer accepting.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// A table whose hgetall answer is about 1 MiB.
+async fn big_table(c: &mut hookv::client::Client) {
+    let value = "v".repeat(1000);
+    let pairs: Vec<_> = (0..1000)
+        .map(|i| hookv::pb::Kvpair::new(format!("k{i:04}"), value.as_str()))
+        .collect();
+    assert_eq!(bounded(c.hmset("big", pairs)).await.unwrap().status, 200);
+}
+
+#[tokio::test]
+async fn a_huge_pipelined_batch_is_answered_in_bounded_writes() {
+    let server = server_with(ServerConfig::default()).await;
+    let mut c = server.client().await;
+    big_table(&mut c).await;
+    // 40 requests of 9 bytes ask for ~40 MiB of answers: all are answered,
+    // in order, though the server holds at most about 1 MiB at a time.
+    let reqs: Vec<_> = (0..40)
+        .map(|i| {
+            if i % 2 == 0 {
+                CommandRequest::new_hgetall("big")
+            } else {
+                CommandRequest::new_hget("big", "k0001")
+            }
+        })
+        .collect();
+    let answers = bounded(c.pipeline(&reqs)).await.unwrap();
+    for (i, res) in answers.iter().enumerate() {
+        assert_eq!(res.status, 200);
+        assert_eq!(
+            if i % 2 == 0 {
+                res.pairs.len()
+            } else {
+                res.values.len()
+            },
+            if i % 2 == 0 { 1000 } else { 1 }
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_closed_after_the_idle_timeout() {
+    let server = server_with(ServerConfig {
+        idle_timeout_secs: 1,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut c = server.client().await;
+    big_table(&mut c).await;
+    // Ask for ~200 MiB and read nothing: the server's writes stall.
+    let batch: Vec<u8> = (0..200)
+        .flat_map(|_| frame(&CommandRequest::new_hgetall("big")))
+        .collect();
+    bounded(c.send_raw(&batch)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // What was in flight can be read, then the connection is closed.
+    let mut answered = 0;
+    loop {
+        match bounded(c.read_response()).await {
+            Ok(res) => {
+                assert_eq!(res.status, 200);
+                answered += 1;
+            }
+            Err(ClientError::Closed) | Err(ClientError::Io(_)) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(answered < 200, "the stalled connection was not closed");
+    // Others are served meanwhile.
+    let mut other = server.client().await;
+    assert_eq!(
+        bounded(other.hget("big", "k0001")).await.unwrap().status,
+        200
+    );
+    server.stop().await;
+}

@@ -53,6 +53,9 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut config = Config::load(&args.config)?;
+    // The reloader compares later reads of the file with the file as it was,
+    // not with the command line's overrides.
+    let from_file = config.clone();
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
@@ -87,7 +90,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         inner = inner.write_barrier(wal.barrier());
     }
     let service: Service<Arc<dyn Storage>> = inner.into();
-    let reloader = Reloader::new(config.clone(), built, wal.clone());
+    let reloader = Reloader::new(from_file, built, wal.clone());
 
     let runtime = match config.server.worker_threads {
         // One thread: the current-thread scheduler skips work stealing.

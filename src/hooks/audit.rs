@@ -24,7 +24,7 @@
 //! Off the request path: the hook formats the line (a few hundred
 //! nanoseconds, no allocation) into a bounded in-memory queue; a writer
 //! thread appends the queued lines to the file every few milliseconds, one
-//! `write` per batch. When the queue is full the record is dropped and
+//! `write` per batch. When the queue is full (`queue` lines, or 64 MiB) a record is dropped and
 //! counted; the writer then logs a warning and writes a
 //! `{"time":..,"event":"dropped","count":N}` line, so a gap in the trail is
 //! never silent. Shutdown (and removal from the chain on reload) drains the
@@ -45,6 +45,10 @@ use serde::Deserialize;
 
 use super::build::BuildEnv;
 use super::{Events, Hook, HookCtx};
+
+/// Bytes of lines that may wait, whatever `queue` says: one line holds every
+/// key of its request, so a few huge requests must not queue gigabytes.
+const MAX_QUEUE_BYTES: usize = 64 << 20;
 
 /// How often the writer thread wakes to write what has queued up.
 const WRITE_INTERVAL: Duration = Duration::from_millis(5);
@@ -225,7 +229,7 @@ fn format_line(
     out.extend_from_slice(b",\"latency_us\":");
     push_u64(
         out,
-        u64::try_from(ctx.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        u64::try_from(ctx.latency().as_micros()).unwrap_or(u64::MAX),
     );
     out.extend_from_slice(b"}\n");
 }
@@ -351,7 +355,7 @@ impl Hook for AuditHook {
             .queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if queue.count < self.shared.capacity {
+        if queue.count < self.shared.capacity && queue.lines.len() < MAX_QUEUE_BYTES {
             format_line(&mut queue.lines, ctx.arrived, ctx, req, res.status);
             queue.count += 1;
         } else {

@@ -12,7 +12,16 @@
 //! tables matching one of its `write` patterns (hset, hmset, hdel, hmdel);
 //! anything else gets 403 naming the table. Patterns use `*` wildcards.
 //!
-//! Event: `on_received` only.
+//! A user who may write a table but not read it gets write answers without
+//! the previous values (`values` empty, and a message saying why): writes
+//! answer what they replaced, which would otherwise be a way to read.
+//!
+//! The principal belongs to the auth hook that set it: after a reload that
+//! changes the auth hook (say, a leaked token replaced), every connection
+//! must authenticate again.
+//!
+//! Events: `on_received` (authenticate, refuse) and `on_before_send`
+//! (withhold previous values).
 //!
 //! ```toml
 //! [[hooks]]
@@ -71,7 +80,6 @@ struct User {
 /// The auth hook.
 pub struct AuthHook {
     users: Vec<User>,
-    by_name: HashMap<Arc<str>, usize>,
 }
 
 /// The hex SHA-256 of `token`, as `token_sha256` expects it.
@@ -134,7 +142,7 @@ impl AuthHook {
                 write: u.write,
             });
         }
-        Ok(Self { users, by_name })
+        Ok(Self { users })
     }
 
     /// The user whose hash matches `token`. Every user's hash is compared,
@@ -174,6 +182,18 @@ fn access(req: &CommandRequest) -> Option<(Access, &str)> {
     Some((kind, table))
 }
 
+impl AuthHook {
+    /// The user this connection authenticated as *with this hook*. The
+    /// principal is the very name this hook handed out (pointer-equal), so
+    /// after a reload that changed the auth hook (a new token, a removed
+    /// user) every connection must authenticate again: a leaked token stops
+    /// working at the reload.
+    fn user_of(&self, ctx: &HookCtx) -> Option<&User> {
+        let principal = ctx.principal.as_ref()?;
+        self.users.iter().find(|u| Arc::ptr_eq(&u.name, principal))
+    }
+}
+
 impl Hook for AuthHook {
     fn name(&self) -> &str {
         "auth"
@@ -182,6 +202,7 @@ impl Hook for AuthHook {
     fn events(&self) -> Events {
         Events {
             received: true,
+            before_send: true,
             ..Events::NONE
         }
     }
@@ -202,16 +223,7 @@ impl Hook for AuthHook {
                 }
             });
         }
-        // The principal is normally one of our own names (pointer-equal);
-        // one set by an earlier chain is looked up by name, and a user that
-        // is gone counts as none.
-        let user = ctx.principal.as_ref().and_then(|p| {
-            self.users
-                .iter()
-                .find(|u| Arc::ptr_eq(&u.name, p))
-                .or_else(|| self.by_name.get(p).map(|&i| &self.users[i]))
-        });
-        let Some(user) = user else {
+        let Some(user) = self.user_of(ctx) else {
             return ControlFlow::Break(CommandResponse::error(
                 status::UNAUTHENTICATED,
                 format!(
@@ -242,6 +254,36 @@ impl Hook for AuthHook {
                 ))
             }
             _ => ControlFlow::Continue(()),
+        }
+    }
+
+    fn on_before_send(
+        &self,
+        ctx: &HookCtx,
+        req: &CommandRequest,
+        res: &mut CommandResponse,
+    ) -> ControlFlow<()> {
+        self.withhold(ctx, req, res);
+        ControlFlow::Continue(())
+    }
+}
+
+impl AuthHook {
+    /// Writes answer the previous (or removed) values; a user who may write a
+    /// table but not read it must not learn them that way.
+    fn withhold(&self, ctx: &HookCtx, req: &CommandRequest, res: &mut CommandResponse) {
+        if !req.is_write() || res.values.is_empty() {
+            return;
+        }
+        let (Some(user), Some(table)) = (self.user_of(ctx), req.table()) else {
+            return;
+        };
+        if !pattern::any(&user.read, table) {
+            res.values.clear();
+            res.message = format!(
+                "previous values withheld: user {} may not read table {table:?}",
+                user.name
+            );
         }
     }
 }

@@ -56,6 +56,10 @@ pub struct HookCtx {
     /// while it is being handled: plugins pass these on instead of encoding
     /// the request again. `None` outside `Service::handle` on a connection.
     pub request_frame: Option<bytes::Bytes>,
+    /// Set by `Service::handle`: the current request changed storage (a
+    /// write that storage executed successfully), whatever hooks did to its
+    /// answer afterwards. The connection then waits for the write barrier.
+    pub wrote: bool,
 }
 
 impl HookCtx {
@@ -83,6 +87,7 @@ impl HookCtx {
             arrived: SystemTime::now(),
             answered: now,
             request_frame: None,
+            wrote: false,
         }
     }
 }

@@ -16,7 +16,7 @@
 //! kind = "rewrite"
 //! rules = [
 //!   { status = 401, set_message = "log in first: hookv-cli --token ..." },
-//!   { table = "secret*", command = ["hget", "hgetall", "hmget"], redact = "***" },
+//!   { table = "secret*", redact = "***" },
 //!   { status = [403, 404], prefix_message = "hookv: " },
 //! ]
 //! ```

@@ -12,7 +12,7 @@
 //! burst = 20
 //! ```
 //!
-//! Writing one: `docs/write-a-plugin.md` and the `hookv-plugin` crate. The
+//! Writing one: the README's "Write your own plugin" and the `hookv-plugin` crate. The
 //! ABI is a small C ABI (`plugins/hookv_plugin.h`, `hookv_plugin::abi`):
 //! one exported `hookv_plugin_descriptor` with the ABI version, the plugin's
 //! name and its entry points; requests and responses cross as protobuf bytes.
@@ -25,9 +25,9 @@
 //! the options. Any failure is a [`PluginError`] naming the file, which
 //! stops the server's start.
 //!
-//! Each load opens a fresh copy of the file (under
-//! `$TMPDIR/hookv-plugins-<pid>/`, removed right after loading: the mapping
-//! stays valid). The dynamic loader hands back the already-open library for
+//! Each load opens a fresh copy of the file (in a fresh private directory
+//! under `$TMPDIR`, randomly named, mode 0700, removed right after loading:
+//! the mapping stays valid). The dynamic loader hands back the already-open library for
 //! a path it has seen, so without the copy a plugin rebuilt at the same path
 //! would keep running its old code when loaded again (e.g. on a reload).
 //!
@@ -430,29 +430,36 @@ fn open_copy(path: &Path) -> Result<Arc<Library>, PluginError> {
         path: path.to_owned(),
         source,
     })?;
-    let dir = std::env::temp_dir().join(format!("hookv-plugins-{}", std::process::id()));
     let file_name = path
         .file_name()
         .map_or_else(|| "plugin".into(), |n| n.to_string_lossy().into_owned());
     let n = LOADS.fetch_add(1, Ordering::Relaxed);
-    let copy = dir.join(format!("{n}-{file_name}"));
-    let copy_error = |source| PluginError::Copy {
-        path: path.to_owned(),
-        copy: copy.clone(),
-        source,
-    };
-    std::fs::create_dir_all(&dir).map_err(copy_error)?;
+    // A fresh directory with a random name, readable only by us (0700), per
+    // load: nobody else can plant a file or link where the copy goes, or
+    // swap the copy before it is opened.
+    let dir = tempfile::Builder::new()
+        .prefix("hookv-plugin-")
+        .tempdir()
+        .map_err(|source| PluginError::Copy {
+            path: path.to_owned(),
+            copy: std::env::temp_dir(),
+            source,
+        })?;
+    let copy = dir.path().join(format!("{n}-{file_name}"));
     std::fs::copy(path, &copy).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound if !path.exists() => PluginError::Read {
             path: path.to_owned(),
             source,
         },
-        _ => copy_error(source),
+        _ => PluginError::Copy {
+            path: path.to_owned(),
+            copy: copy.clone(),
+            source,
+        },
     })?;
     let opened = Library::open(&copy);
-    let _ = std::fs::remove_file(&copy);
-    // Fails while another load is using the directory; the last one removes it.
-    let _ = std::fs::remove_dir(&dir);
+    // Removes the copy and the directory; the mapping stays valid.
+    drop(dir);
     opened.map_err(|e| PluginError::Open {
         path: path.to_owned(),
         // The loader names the copy; name the file the user configured.

@@ -52,7 +52,7 @@
 //! table = "secrets"
 //! ```
 //!
-//! The step-by-step guide is `docs/write-a-plugin.md` in the hookv
+//! The step-by-step guide is the "Write your own plugin" section of README.md in the hookv
 //! repository; `plugins/key-guard` and `plugins/rate-limit` are complete
 //! examples.
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
