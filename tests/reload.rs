@@ -315,3 +315,33 @@ async fn a_plugin_rebuilt_at_the_same_path_is_loaded_again_on_reload() {
     drop(c);
     assert!(server.terminate().success());
 }
+
+#[tokio::test]
+async fn replacing_a_token_by_reload_logs_its_connections_out() {
+    use hookv::hooks::auth::hash_token;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let auth = |token: &str| {
+        format!(
+            "[[hooks]]\nkind = \"auth\"\nusers = [{{ name = \"app\", token_sha256 = \"{}\", read = [\"*\"], write = [\"*\"] }}]\n",
+            hash_token(token)
+        )
+    };
+    write_config(&config, &auth("leaked"));
+    let server = Running::start(&config);
+    let mut c = bounded(hookv::client::Client::connect(server.addr))
+        .await
+        .unwrap();
+    assert_eq!(bounded(c.auth("leaked")).await.unwrap().status, 200);
+    assert_eq!(bounded(c.hset("t", "k", "v")).await.unwrap().status, 200);
+
+    write_config(&config, &auth("fresh"));
+    server.signal("HUP");
+    server.wait_for_log("hook chain reloaded");
+    assert_eq!(bounded(c.hget("t", "k")).await.unwrap().status, 401);
+    assert_eq!(bounded(c.auth("leaked")).await.unwrap().status, 401);
+    assert_eq!(bounded(c.auth("fresh")).await.unwrap().status, 200);
+    assert_eq!(bounded(c.hget("t", "k")).await.unwrap().status, 200);
+    drop(c);
+    assert!(server.terminate().success());
+}
