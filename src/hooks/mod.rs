@@ -92,35 +92,9 @@ impl HookCtx {
     }
 }
 
-/// Which events a hook takes part in (so chains skip the rest).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Events {
-    /// Runs on `on_received`.
-    pub received: bool,
-    /// Runs on `on_executed`.
-    pub executed: bool,
-    /// Runs on `on_before_send`.
-    pub before_send: bool,
-    /// Runs on `on_after_send`.
-    pub after_send: bool,
-}
-
-impl Events {
-    /// All four events.
-    pub const ALL: Events = Events {
-        received: true,
-        executed: true,
-        before_send: true,
-        after_send: true,
-    };
-    /// No event.
-    pub const NONE: Events = Events {
-        received: false,
-        executed: false,
-        before_send: false,
-        after_send: false,
-    };
-}
+/// Which events a hook takes part in (so chains skip the rest). The same
+/// type plugins declare theirs with.
+pub use hookv_plugin::Events;
 
 /// A hook with up to four event handlers; each defaults to "continue".
 pub trait Hook: Send + Sync + 'static {
