@@ -37,7 +37,7 @@
 //! to its library, so the code stays loaded while any hook from it can run.
 //! Dropping the last `Arc<PluginHook>` (after the chain holding it is gone)
 //! calls the plugin's teardown. Libraries themselves are never unloaded:
-//! see [`ffi`]'s module docs for why.
+//! see the module docs of `src/plugin/ffi.rs` for why.
 //!
 //! # Calls
 //!
