@@ -14,7 +14,7 @@ use hookv_plugin::pb::{CommandRequest, CommandResponse, Kvpair, Value};
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
-use tokio_util::codec::Decoder;
+use tokio_util::codec::{Decoder, Encoder};
 
 use crate::config::MAX_FRAME_BYTES_LIMIT;
 use crate::frame::{FrameCodec, FrameError};
@@ -71,10 +71,7 @@ impl Client {
     ) -> Result<Vec<CommandResponse>, ClientError> {
         self.wbuf.clear();
         for req in reqs {
-            self.wbuf.reserve(4 + req.encoded_len());
-            self.wbuf
-                .extend_from_slice(&(req.encoded_len() as u32).to_be_bytes());
-            req.encode_raw(&mut self.wbuf);
+            self.codec.encode(req, &mut self.wbuf)?;
         }
         self.stream.write_all(&self.wbuf).await?;
         let mut out = Vec::with_capacity(reqs.len());

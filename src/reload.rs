@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use crate::config::{Config, ConfigError};
 use crate::hooks::build::{rebuild, BuildEnv, BuiltChain, Changes, HookError, Rebuilt};
-use crate::hooks::wal::Wal;
+use crate::hooks::wal::{find_in_config, Wal};
 use crate::hooks::Hook;
 use crate::hooks::HookChain;
 use crate::service::Service;
@@ -99,18 +99,13 @@ impl Reloader {
         if config.log != self.running.log {
             needs_restart.push("log");
         }
-        // A wal entry must still be valid (so the next restart works), even
-        // though the running log keeps its options.
-        crate::hooks::wal::find_in_config(&config)?;
         // The write-ahead log wraps the storage: it cannot be added, removed
-        // or re-optioned while serving. The running log goes on as it is.
-        let wal_entry = |c: &Config| {
-            c.hooks
-                .iter()
-                .find(|e| e.kind() == Some("wal"))
-                .map(|e| e.table.clone())
+        // or re-optioned while serving. The running log goes on as it is, but
+        // a wal entry must still be valid, so that the next restart works.
+        let wal_table = |c: &Config| -> Result<_, HookError> {
+            Ok(find_in_config(c)?.map(|(entry, _)| entry.table.clone()))
         };
-        let (old_wal, new_wal) = (wal_entry(&self.running), wal_entry(&config));
+        let (old_wal, new_wal) = (wal_table(&self.running)?, wal_table(&config)?);
         if old_wal.is_none() && new_wal.is_some() {
             return Err(ReloadError::WalAdded);
         }

@@ -55,9 +55,8 @@ impl Storage for MemTable {
             .and_then(|t| t.remove(key).map(|(_, v)| v)))
     }
 
-    fn get_iter(&self, table: &str) -> Result<StorageIter, StorageError> {
-        // Snapshot the table so the iterator holds no shard lock while a
-        // caller consumes it.
+    fn get_all(&self, table: &str) -> Result<Vec<Kvpair>, StorageError> {
+        // A snapshot of the table, so no shard lock outlives this call.
         let mut pairs: Vec<Kvpair> = match self.tables.get(table) {
             Some(t) => t
                 .iter()
@@ -66,7 +65,11 @@ impl Storage for MemTable {
             None => Vec::new(),
         };
         pairs.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        Ok(StorageIter::new(pairs.into_iter().map(Ok)))
+        Ok(pairs)
+    }
+
+    fn get_iter(&self, table: &str) -> Result<StorageIter, StorageError> {
+        Ok(StorageIter::new(self.get_all(table)?.into_iter().map(Ok)))
     }
 
     fn tables(&self) -> Result<Vec<String>, StorageError> {
