@@ -62,8 +62,9 @@ pub mod export;
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod pb;
 mod plugin;
+mod view;
 
-pub use plugin::{Context, Events, Flow, Lazy, Options, Plugin, Request, Response};
+pub use plugin::{Context, Events, Flow, Keys, Lazy, Options, Plugin, Request, Response};
 /// The protobuf runtime the messages in [`pb`] are built on (for
 /// `Message::encode` / `decode` in hand-written ABI code).
 pub use prost;

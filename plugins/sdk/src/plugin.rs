@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::abi::HookvContext;
 use crate::pb::{CommandRequest, CommandResponse};
+use crate::view::{RawKeys, RequestView};
 
 /// What `on_received` and `on_executed` return: go on, or answer with this
 /// response now.
@@ -73,8 +74,9 @@ pub trait Plugin: Sized + Send + Sync + 'static {
     }
 }
 
-/// The request a hook runs for: derefs to [`CommandRequest`]
-/// (`req.table()`, `req.keys()`, `req.is_write()`...).
+/// The request a hook runs for: derefs to [`CommandRequest`]. Its
+/// `is_write()`, `command_name()`, `table()` and `keys()` read the bytes in
+/// place, without decoding the request.
 pub type Request<'a> = Lazy<'a, CommandRequest>;
 
 /// The response a hook sees: derefs to [`CommandResponse`]; in
@@ -156,6 +158,33 @@ impl Lazy<'_, CommandRequest> {
         }
     }
 
+    /// The table the request names, as [`CommandRequest::table`]; read
+    /// from the bytes, without decoding the request.
+    pub fn table(&self) -> Option<&str> {
+        match self.view() {
+            Some(view) => view.table(),
+            None => self.get_or_panic().table(),
+        }
+    }
+
+    /// The keys the request names, in order, as [`CommandRequest::keys`];
+    /// read from the bytes, without decoding the request or allocating.
+    pub fn keys(&self) -> Keys<'_> {
+        Keys(match self.view() {
+            Some(view) => KeysInner::Raw(view.keys()),
+            None => KeysInner::Decoded(self.get_or_panic().keys().collect::<Vec<_>>().into_iter()),
+        })
+    }
+
+    /// The request read in place, unless it is decoded already (then that
+    /// is the truth) or laid out unusually (then decoding is).
+    fn view(&self) -> Option<RequestView<'_>> {
+        if self.value.get().is_some() {
+            return None;
+        }
+        RequestView::parse(self.bytes)
+    }
+
     /// The command, from the field number of the request's oneof, if the
     /// bytes are exactly one length-delimited field of a known command
     /// (what the server sends) and nothing is decoded yet; otherwise
@@ -195,6 +224,27 @@ impl Lazy<'_, CommandRequest> {
             }
         }
         None
+    }
+}
+
+/// The keys of a request ([`Lazy::keys`]).
+#[derive(Debug, Clone)]
+pub struct Keys<'a>(KeysInner<'a>);
+
+#[derive(Debug, Clone)]
+enum KeysInner<'a> {
+    Raw(RawKeys<'a>),
+    Decoded(std::vec::IntoIter<&'a str>),
+}
+
+impl<'a> Iterator for Keys<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        match &mut self.0 {
+            KeysInner::Raw(keys) => keys.next(),
+            KeysInner::Decoded(keys) => keys.next(),
+        }
     }
 }
 

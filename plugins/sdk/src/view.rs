@@ -1,0 +1,338 @@
+//! Reading a request's table and keys straight from its protobuf bytes,
+//! without decoding it: no allocation, no copy.
+//!
+//! Hooks that only look at keys (a key-length guard, a per-table policy)
+//! are the common case, and decoding a whole request (every string and
+//! value copied into a fresh `CommandRequest`) costs them several times what
+//! their own logic does. [`RequestView::parse`] accepts only requests laid
+//! out as the server sends them (every field known, of the right wire
+//! type, singular fields once); anything else is `None` and the caller
+//! decodes as usual, so a view never disagrees with the decoded message.
+
+use std::str;
+
+/// The table and keys of a request, borrowed from its bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestView<'a> {
+    kind: Kind,
+    table: &'a str,
+    /// The command message's own fields (inside the request's oneof).
+    body: &'a [u8],
+}
+
+/// How a command carries its keys.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    /// `auth`: no table, no keys.
+    Auth,
+    /// `hgetall`: a table, no keys.
+    TableOnly,
+    /// `hget`, `hdel`, `hexist`: field 2 is the key (absent means "").
+    Key,
+    /// `hmget`, `hmdel`, `hmexist`: field 2 repeats, one key each.
+    Keys,
+    /// `hset`: field 2 is one pair (absent means no key).
+    Pair,
+    /// `hmset`: field 2 repeats, one pair each.
+    Pairs,
+}
+
+impl<'a> RequestView<'a> {
+    /// The view of an encoded `CommandRequest`, or `None` when the bytes
+    /// are anything but the plain layout (decode them instead).
+    pub(crate) fn parse(bytes: &'a [u8]) -> Option<Self> {
+        let mut outer = Fields(bytes);
+        let Field(number, body) = outer.next()?.ok()?;
+        // One field spanning the message: nothing after it could override
+        // it ("last one wins" for a oneof).
+        if outer.next().is_some() {
+            return None;
+        }
+        // Field numbers of `CommandRequest.request_data` (abi.proto).
+        let kind = match number {
+            1 | 6 | 8 => Kind::Key,
+            2 => Kind::TableOnly,
+            3 | 7 | 9 => Kind::Keys,
+            4 => Kind::Pair,
+            5 => Kind::Pairs,
+            13 => Kind::Auth,
+            _ => return None,
+        };
+        let table = check_body(kind, body)?;
+        Some(Self { kind, table, body })
+    }
+
+    /// As [`crate::pb::CommandRequest::table`].
+    pub(crate) fn table(&self) -> Option<&'a str> {
+        (self.kind != Kind::Auth).then_some(self.table)
+    }
+
+    /// As [`crate::pb::CommandRequest::keys`], in the same order.
+    pub(crate) fn keys(&self) -> RawKeys<'a> {
+        RawKeys {
+            kind: self.kind,
+            fields: Fields(self.body),
+            // A singular key that is absent is "" all the same.
+            pending_default: self.kind == Kind::Key && !has_field(self.body, 2),
+        }
+    }
+}
+
+/// The keys of a [`RequestView`].
+#[derive(Debug, Clone)]
+pub(crate) struct RawKeys<'a> {
+    kind: Kind,
+    fields: Fields<'a>,
+    pending_default: bool,
+}
+
+impl<'a> Iterator for RawKeys<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        if std::mem::take(&mut self.pending_default) {
+            return Some("");
+        }
+        if matches!(self.kind, Kind::Auth | Kind::TableOnly) {
+            return None;
+        }
+        // Checked by `parse`: every field is well-formed and of the
+        // expected type, every string UTF-8.
+        for field in self.fields.by_ref() {
+            let Ok(Field(2, bytes)) = field else {
+                continue;
+            };
+            return Some(match self.kind {
+                Kind::Pair | Kind::Pairs => pair_key(bytes).unwrap_or_default(),
+                _ => str::from_utf8(bytes).unwrap_or_default(),
+            });
+        }
+        None
+    }
+}
+
+/// Checks a command message's fields for `kind`; its table ("" when absent).
+fn check_body(kind: Kind, body: &[u8]) -> Option<&str> {
+    let mut table = None;
+    let mut seen_two = false;
+    for field in Fields(body) {
+        match (kind, field.ok()?) {
+            // `auth`'s token: never looked at here.
+            (Kind::Auth, Field(1, _)) => {}
+            (Kind::Auth, _) => return None,
+            (_, Field(1, bytes)) if table.is_none() => table = Some(str::from_utf8(bytes).ok()?),
+            (Kind::Key | Kind::Pair, Field(2, bytes)) if !seen_two => {
+                seen_two = true;
+                if kind == Kind::Pair {
+                    pair_key(bytes)?;
+                } else {
+                    str::from_utf8(bytes).ok()?;
+                }
+            }
+            (Kind::Keys, Field(2, bytes)) => {
+                str::from_utf8(bytes).ok()?;
+            }
+            (Kind::Pairs, Field(2, bytes)) => {
+                pair_key(bytes)?;
+            }
+            _ => return None,
+        }
+    }
+    Some(table.unwrap_or_default())
+}
+
+/// The key of an encoded `Kvpair` ("" when absent), if it has the plain
+/// layout (its value is left for whoever decodes it).
+fn pair_key(pair: &[u8]) -> Option<&str> {
+    let (mut key, mut value) = (None, false);
+    for field in Fields(pair) {
+        match field.ok()? {
+            Field(1, bytes) if key.is_none() => key = Some(str::from_utf8(bytes).ok()?),
+            Field(2, _) if !value => value = true,
+            _ => return None,
+        }
+    }
+    Some(key.unwrap_or_default())
+}
+
+fn has_field(body: &[u8], number: u32) -> bool {
+    Fields(body).any(|f| matches!(f, Ok(Field(n, _)) if n == number))
+}
+
+/// One length-delimited field of a message: its number and bytes. (Every
+/// field of a command is length-delimited; another wire type is an `Err`.)
+#[derive(Debug, Clone, Copy)]
+struct Field<'a>(u32, &'a [u8]);
+
+/// The fields of an encoded message, in order; an `Err` ends it.
+#[derive(Debug, Clone)]
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<Field<'a>, ()>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let field = self.read();
+        if field.is_err() {
+            self.0 = &[];
+        }
+        Some(field)
+    }
+}
+
+impl<'a> Fields<'a> {
+    fn read(&mut self) -> Result<Field<'a>, ()> {
+        let key = self.varint()?;
+        let number = u32::try_from(key >> 3).map_err(|_| ())?;
+        if number == 0 {
+            return Err(());
+        }
+        if key & 7 != 2 {
+            return Err(());
+        }
+        let len = usize::try_from(self.varint()?).map_err(|_| ())?;
+        if len > self.0.len() {
+            return Err(());
+        }
+        let (bytes, rest) = self.0.split_at(len);
+        self.0 = rest;
+        Ok(Field(number, bytes))
+    }
+
+    fn varint(&mut self) -> Result<u64, ()> {
+        let mut value: u64 = 0;
+        for (i, &byte) in self.0.iter().enumerate().take(10) {
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                self.0 = &self.0[i + 1..];
+                return Ok(value);
+            }
+        }
+        Err(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::pb::{CommandRequest, Kvpair, Value};
+
+    fn requests() -> Vec<CommandRequest> {
+        let pair = |k: &str| Kvpair::new(k, Value::from("v"));
+        vec![
+            CommandRequest::new_hget("t", "k"),
+            CommandRequest::new_hget("", ""),
+            CommandRequest::new_hgetall("table"),
+            CommandRequest::new_hmget("t", vec!["a".into(), "".into(), "ü表".into()]),
+            CommandRequest::new_hmget("t", vec![]),
+            CommandRequest::new_hset("t", "key", Value::from(7)),
+            CommandRequest::new_hset("t", "", Value::default()),
+            CommandRequest::new_hmset("t", vec![pair("x"), pair(""), pair("z")]),
+            CommandRequest::new_hdel("t", "k"),
+            CommandRequest::new_hmdel("t", vec!["a".into(), "b".into()]),
+            CommandRequest::new_hexist("t", "k"),
+            CommandRequest::new_hmexist("t", vec!["a".into()]),
+            CommandRequest::new_auth("token"),
+            CommandRequest::default(),
+        ]
+    }
+
+    /// Whenever a view exists, it says what the decoded message says.
+    fn agrees(bytes: &[u8]) -> bool {
+        let Some(view) = RequestView::parse(bytes) else {
+            return false;
+        };
+        // A pair's value is left for whoever decodes the message (the
+        // server sends only requests it decoded itself): bytes whose value
+        // is broken may have a view and still not decode.
+        let Ok(decoded) = CommandRequest::decode(bytes) else {
+            assert!(
+                matches!(view.kind, Kind::Pair | Kind::Pairs | Kind::Auth),
+                "{bytes:?}"
+            );
+            return true;
+        };
+        assert_eq!(view.table(), decoded.table(), "{bytes:?}");
+        assert_eq!(
+            view.keys().collect::<Vec<_>>(),
+            decoded.keys().collect::<Vec<_>>(),
+            "{bytes:?}"
+        );
+        true
+    }
+
+    #[test]
+    fn every_command_as_the_server_encodes_it_has_a_view_that_agrees() {
+        for req in requests() {
+            let bytes = req.encode_to_vec();
+            // The empty request (no command) decodes; it just has no view.
+            assert_eq!(agrees(&bytes), req.request_data.is_some(), "{req:?}");
+        }
+    }
+
+    #[test]
+    fn a_pair_without_a_key_or_value_and_a_missing_key_read_as_decoded() {
+        use crate::pb::command_request::RequestData;
+        use crate::pb::{Hget, Hset};
+        let odd = [
+            CommandRequest {
+                request_data: Some(RequestData::Hset(Hset {
+                    table: "t".into(),
+                    pair: Some(Kvpair::default()),
+                })),
+            },
+            CommandRequest {
+                request_data: Some(RequestData::Hset(Hset {
+                    table: "t".into(),
+                    pair: None,
+                })),
+            },
+            CommandRequest {
+                request_data: Some(RequestData::Hget(Hget::default())),
+            },
+        ];
+        for req in odd {
+            assert!(agrees(&req.encode_to_vec()), "{req:?}");
+        }
+    }
+
+    #[test]
+    fn unusual_layouts_have_no_view_and_mangled_bytes_never_disagree() {
+        // Two commands back to back: the last one wins when decoded.
+        let mut two = CommandRequest::new_hget("t", "a").encode_to_vec();
+        two.extend(CommandRequest::new_hdel("t", "b").encode_to_vec());
+        assert!(RequestView::parse(&two).is_none());
+        // A key repeated inside one command: the last one wins when decoded.
+        let mut body = Vec::new();
+        for (n, s) in [(1u8, "t"), (2, "a"), (2, "b")] {
+            body.extend([n << 3 | 2, s.len() as u8]);
+            body.extend(s.as_bytes());
+        }
+        let mut repeated = vec![1 << 3 | 2, body.len() as u8];
+        repeated.extend(&body);
+        assert!(RequestView::parse(&repeated).is_none());
+        assert_eq!(
+            CommandRequest::decode(&repeated[..]).unwrap().keys().next(),
+            Some("b")
+        );
+        // Every truncation and every single-byte change of every request.
+        for req in requests() {
+            let bytes = req.encode_to_vec();
+            for cut in 0..bytes.len() {
+                agrees(&bytes[..cut]);
+            }
+            for i in 0..bytes.len() {
+                for b in [0x00, 0x01, 0x02, 0x0a, 0x12, 0x7f, 0x80, 0xff] {
+                    let mut mangled = bytes.clone();
+                    mangled[i] = b;
+                    agrees(&mangled);
+                }
+            }
+        }
+    }
+}
