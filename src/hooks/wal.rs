@@ -35,23 +35,30 @@
 //!   the store says v2, replay says v1.) Reads pass straight through.
 //! - Appending copies the encoded record into a shared buffer and gives it
 //!   the next log sequence number (LSN); no I/O happens on the request path.
-//! - One writer thread takes the whole buffer, `write`s it to the current
-//!   segment, `fdatasync`s it (`always`), and publishes the written and
-//!   synced LSNs on a `tokio::sync::watch` channel.
+//! - Whoever holds the segment's lock takes the whole buffer, `write`s it
+//!   to the current segment, `fdatasync`s it (`always`), and publishes the
+//!   written and synced LSNs on a `tokio::sync::watch` channel: the writer
+//!   thread, or with `everysec` and `no` a barrier writing inline (below).
 //! - The connection awaits the [`WriteBarrier`] ([`Wal::barrier`]) before it
 //!   sends answers to a batch with a successful write: it waits until the LSN appended so
 //!   far is written (`everysec`, `no`) or synced (`always`). This is group
 //!   commit: while one fsync runs, every connection's new records pile up in
 //!   the buffer and the next fsync covers all of them, so 50 writing
 //!   connections share fsyncs instead of queueing for 50 in a row.
-//! - When the writer wakes is tuned per policy. With `always` the fsync is
-//!   the bottleneck, so the first append wakes the writer and it starts the
-//!   next fsync as soon as the last one ends. With `everysec` and `no` a
-//!   `write` is cheap and the wake-up is the cost, so appends do not wake
-//!   the writer: the barrier first yields to the scheduler (letting every
-//!   other connection with a request ready append too), then kicks the
-//!   writer once for all of them. A store used without the barrier is
-//!   written within 20 ms (`FLUSH_AFTER`).
+//! - Who writes is tuned per policy. With `always` the fsync is the
+//!   bottleneck, so the first append wakes the writer thread and it starts
+//!   the next fsync as soon as the last one ends. With `everysec` and `no` a
+//!   `write` into the page cache is cheap and handing it to another thread
+//!   is the cost (a wake-up, and a runtime left idle until the answer comes
+//!   back), so appends do not wake the writer: the barrier first yields to
+//!   the scheduler (letting every other connection with a request ready
+//!   append too), then writes the buffer itself, one `write` for all of
+//!   them. Only if the writer thread holds the segment just then (writing,
+//!   or rotating it for compaction) does the barrier kick it and wait. A
+//!   store used without the barrier is written within 20 ms (`FLUSH_AFTER`).
+//!   (An inline `write` can block the connection's runtime thread if the
+//!   kernel throttles a machine whose disk cannot keep up; the answers to
+//!   those writes would wait all the same.)
 //! - With `everysec`, a second thread fsyncs the current segment once a
 //!   second, so a slow fsync never holds up writes.
 //! - The [`Hook`] (named `wal`) refuses writes with 500 once the log has
@@ -786,6 +793,9 @@ struct State {
     sync_waiters: usize,
     /// Set once; appends are refused from then on.
     stopped: Option<Stopped>,
+    /// A barrier's inline write found the segment due for compaction; the
+    /// writer thread rotates it.
+    compact_due: bool,
     /// Posted by the compactor when it ends: the snapshot's size, or None
     /// if it failed. Wakes the writer, so the next compaction may start
     /// even if no more records come.
@@ -815,6 +825,8 @@ struct Shared {
     fsyncs: AtomicU64,
     /// The segment being written, for the `everysec` fsync thread.
     current: Mutex<Arc<File>>,
+    /// Held while taking the buffer and writing it (see [`Io`]).
+    io: Mutex<Io>,
     /// The fsync thread sleeps on this between ticks (`close` wakes it).
     tick: (Mutex<()>, Condvar),
 }
@@ -912,6 +924,87 @@ impl Shared {
         result
     }
 
+    /// Takes the buffered records and writes them to the segment; returns
+    /// the LSN they end at. `closing`: nothing appended later is written.
+    fn write(&self, io: &mut Io, closing: bool) -> Result<u64, String> {
+        let upto = {
+            let mut st = lock(&self.state);
+            // Once stopped, `appended` counts refused records too: they
+            // must never look written.
+            if let Some(stopped) = &st.stopped {
+                return Err(format!("the log {stopped}"));
+            }
+            std::mem::swap(&mut st.buf, &mut io.batch);
+            st.kicked = false;
+            if closing {
+                st.stopped = Some(Stopped::Closed);
+                self.stopped.store(true, Ordering::Release);
+            }
+            st.appended
+        };
+        let seg = &mut io.segment;
+        if !io.batch.is_empty() {
+            (&*seg.file)
+                .write_all(&io.batch)
+                .map_err(|e| format!("cannot write {}: {e}", seg.path.display()))?;
+            seg.bytes += io.batch.len() as u64;
+        }
+        io.batch.clear();
+        // Keep a big batch's buffer from pinning memory forever.
+        if io.batch.capacity() > (4 << 20) {
+            io.batch.shrink_to(1 << 20);
+        }
+        Ok(upto)
+    }
+
+    /// After [`Shared::write`]: fsyncs if the policy (or `force_sync`) asks
+    /// for it, and tells the barriers.
+    fn publish(&self, io: &Io, upto: u64, force_sync: bool) -> Result<(), String> {
+        let synced = self.progress.borrow().synced;
+        let sync = (force_sync || self.policy == Fsync::Always) && synced < upto;
+        if sync {
+            self.count_fsync(&io.segment.file)
+                .map_err(|e| format!("cannot fsync {}: {e}", io.segment.path.display()))?;
+        }
+        self.progress.send_if_modified(|p| {
+            let before = (p.written, p.synced);
+            p.written = p.written.max(upto);
+            if sync {
+                p.synced = p.synced.max(upto);
+            }
+            (p.written, p.synced) != before
+        });
+        Ok(())
+    }
+
+    /// With `everysec` and `no`, a barrier writes the buffer itself: one
+    /// `write` for every connection that appended in this scheduler tick,
+    /// instead of waking the writer thread and waiting for it (the handoff
+    /// costs more than the write). False when the writer thread is busy
+    /// with the segment (writing, rotating): kick it instead.
+    fn write_inline(&self) -> bool {
+        let mut io = match self.io.try_lock() {
+            Ok(io) => io,
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        };
+        let written = self
+            .write(&mut io, false)
+            .and_then(|upto| self.publish(&io, upto, false));
+        let compact_due = io.segment.bytes >= io.compact_at;
+        drop(io);
+        match written {
+            Ok(()) if compact_due => {
+                let mut st = lock(&self.state);
+                st.compact_due = true;
+                self.wake_writer(&mut st);
+            }
+            Ok(()) => {}
+            Err(reason) => self.fail(reason),
+        }
+        true
+    }
+
     fn count_fsync(&self, file: &File) -> io::Result<()> {
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
         file.sync_data()
@@ -945,24 +1038,31 @@ impl Segment {
     }
 }
 
+/// The segment being written. Whoever holds `Shared::io` takes the
+/// buffered records and writes them, so batches reach the file in LSN
+/// order: the writer thread, or (with `everysec` and `no`) a barrier
+/// writing inline.
+struct Io {
+    segment: Segment,
+    /// The records being written (swapped with `State::buf`).
+    batch: Vec<u8>,
+    /// Segment size at which the writer thread rotates and compacts.
+    compact_at: u64,
+}
+
 struct Writer {
     shared: Arc<Shared>,
     /// The storage the compactor snapshots.
     store: Arc<dyn Storage>,
-    segment: Segment,
     compact_bytes: u64,
     /// Size of the last snapshot written or replayed.
     snapshot_bytes: u64,
-    /// Segment size at which the next compaction starts.
-    compact_at: u64,
     /// The running compaction, if any.
     compactor: Option<JoinHandle<()>>,
 }
 
 /// What the writer took from the shared state in one go.
 struct Work {
-    /// The LSN the batch ends at.
-    upto: u64,
     /// The log is closing: this is the last batch.
     closing: bool,
     /// Someone asked for an fsync.
@@ -977,17 +1077,17 @@ impl Writer {
     }
 
     fn run(mut self) {
-        let mut batch = Vec::new();
-        // `take` returns None when the fsync thread failed the log.
-        while let Some(work) = self.take(&mut batch) {
-            if let Err(reason) = self.write(&batch, work.upto, work.closing || work.sync) {
+        // `take` returns None when the log failed (e.g. in the fsync thread).
+        while let Some(work) = self.take() {
+            let shared = Arc::clone(&self.shared);
+            let mut io = lock(&shared.io);
+            let written = shared
+                .write(&mut io, work.closing)
+                .and_then(|upto| shared.publish(&io, upto, work.closing || work.sync));
+            if let Err(reason) = written {
+                drop(io);
                 self.shared.fail(reason);
                 break;
-            }
-            // Keep a big batch's buffer from pinning memory forever.
-            batch.clear();
-            if batch.capacity() > (4 << 20) {
-                batch.shrink_to(1 << 20);
             }
             if work.closing {
                 self.shared.progress.send_modify(|p| {
@@ -995,7 +1095,7 @@ impl Writer {
                 });
                 break;
             }
-            self.maybe_compact(work.compacted);
+            self.maybe_compact(&mut io, work.compacted);
         }
         {
             // Under the lock, so a thread about to wait in `sync_all` cannot
@@ -1008,9 +1108,9 @@ impl Writer {
         }
     }
 
-    /// Waits for work, then swaps the buffer into `batch`. None when the
+    /// Waits for work (the caller then writes the buffer). None when the
     /// log has failed.
-    fn take(&self, batch: &mut Vec<u8>) -> Option<Work> {
+    fn take(&self) -> Option<Work> {
         // With `always` the fsync is the bottleneck: keep it busy, starting
         // the next one as soon as the last ends and there is anything to
         // write (what piles up meanwhile is the next group). Otherwise wait
@@ -1027,16 +1127,9 @@ impl Writer {
             }
             let closing = self.shared.closing.load(Ordering::Acquire);
             let due = !st.buf.is_empty() && (eager || st.kicked || timed_out);
-            if due || st.sync_requested || closing || st.compaction_done.is_some() {
-                std::mem::swap(&mut st.buf, batch);
-                st.kicked = false;
-                if closing {
-                    // Nothing appended after this batch will be written.
-                    st.stopped = Some(Stopped::Closed);
-                    self.shared.stopped.store(true, Ordering::Release);
-                }
+            let compact_due = std::mem::take(&mut st.compact_due);
+            if due || st.sync_requested || closing || compact_due || st.compaction_done.is_some() {
                 return Some(Work {
-                    upto: st.appended,
                     closing,
                     sync: std::mem::take(&mut st.sync_requested),
                     compacted: st.compaction_done.take(),
@@ -1066,36 +1159,9 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, batch: &[u8], upto: u64, force_sync: bool) -> Result<(), String> {
-        let seg = &mut self.segment;
-        if !batch.is_empty() {
-            (&*seg.file)
-                .write_all(batch)
-                .map_err(|e| format!("cannot write {}: {e}", seg.path.display()))?;
-            seg.bytes += batch.len() as u64;
-        }
-        let synced = self.shared.progress.borrow().synced;
-        let sync = (force_sync || self.shared.policy == Fsync::Always) && synced < upto;
-        if batch.is_empty() && !sync {
-            return Ok(());
-        }
-        if sync {
-            self.shared
-                .count_fsync(&seg.file)
-                .map_err(|e| format!("cannot fsync {}: {e}", seg.path.display()))?;
-        }
-        self.shared.progress.send_modify(|p| {
-            p.written = upto;
-            if sync {
-                p.synced = p.synced.max(upto);
-            }
-        });
-        Ok(())
-    }
-
     /// Starts a compaction if none runs and the segment is large enough.
     /// `compacted` reports one that just ended.
-    fn maybe_compact(&mut self, compacted: Option<Option<u64>>) {
+    fn maybe_compact(&mut self, io: &mut Io, compacted: Option<Option<u64>>) {
         if let Some(result) = compacted {
             if let Some(thread) = self.compactor.take() {
                 // It posted its result as its last act: this returns at once.
@@ -1105,31 +1171,31 @@ impl Writer {
             }
             if let Some(bytes) = result {
                 self.snapshot_bytes = bytes;
-                self.compact_at = self.threshold();
+                io.compact_at = self.threshold();
             }
             // After a failure, `compact_at` (set when it started) waits for
             // another `compact_bytes` of log before trying again.
         }
-        if self.compactor.is_some() || self.segment.bytes < self.compact_at {
+        if self.compactor.is_some() || io.segment.bytes < io.compact_at {
             return;
         }
         // Whatever happens next, do not try again on every batch.
-        self.compact_at = self.segment.bytes + self.threshold();
+        io.compact_at = io.segment.bytes + self.threshold();
         // Everything written so far goes to disk with the old segment: older
         // segments are complete, so only the newest may be torn.
         let synced = self.shared.progress.borrow().synced;
         let written = self.shared.progress.borrow().written;
         if synced < written {
-            if let Err(e) = self.shared.count_fsync(&self.segment.file) {
+            if let Err(e) = self.shared.count_fsync(&io.segment.file) {
                 self.shared
-                    .fail(format!("cannot fsync {}: {e}", self.segment.path.display()));
+                    .fail(format!("cannot fsync {}: {e}", io.segment.path.display()));
                 return;
             }
             self.shared
                 .progress
                 .send_modify(|p| p.synced = p.synced.max(written));
         }
-        let next = match Segment::open(&self.shared.dir, self.segment.index + 1, 0, true)
+        let next = match Segment::open(&self.shared.dir, io.segment.index + 1, 0, true)
             .and_then(|seg| sync_dir(&self.shared.dir).map(|()| seg))
         {
             Ok(seg) => seg,
@@ -1139,9 +1205,9 @@ impl Writer {
             }
         };
         *lock(&self.shared.current) = Arc::clone(&next.file);
-        self.segment = next;
-        self.compact_at = self.threshold();
-        let index = self.segment.index;
+        io.segment = next;
+        io.compact_at = self.threshold();
+        let index = io.segment.index;
         let shared = Arc::clone(&self.shared);
         let store = Arc::clone(&self.store);
         let spawned = std::thread::Builder::new()
@@ -1349,19 +1415,22 @@ impl Wal {
             closing: AtomicBool::new(false),
             fsyncs: AtomicU64::new(0),
             current: Mutex::new(Arc::clone(&segment.file)),
+            io: Mutex::new(Io {
+                segment,
+                batch: Vec::new(),
+                compact_at: 0,
+            }),
             tick: (Mutex::new(()), Condvar::new()),
         });
         let snapshot_bytes = recovered.snapshot.map_or(0, |(_, bytes)| bytes);
-        let mut writer = Writer {
+        let writer = Writer {
             shared: Arc::clone(&shared),
             store: Arc::clone(&store),
-            segment,
             compact_bytes: options.compact_bytes,
             snapshot_bytes,
-            compact_at: 0,
             compactor: None,
         };
-        writer.compact_at = writer.threshold();
+        lock(&shared.io).compact_at = writer.threshold();
         let spawn_error = |e| WalError::Io {
             path: shared.dir.clone(),
             action: "start the log's threads",
@@ -1533,7 +1602,9 @@ impl WriteBarrier for WalBarrier {
                 // `write` covers them all. (With `always` the writer is
                 // already on its way: it woke at the first append.)
                 tokio::task::yield_now().await;
-                self.shared.kick();
+                if !self.shared.write_inline() {
+                    self.shared.kick();
+                }
             }
             let p = rx
                 .wait_for(|p| done(p) || p.stopped.is_some())
