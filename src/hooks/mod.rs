@@ -60,6 +60,9 @@ pub struct HookCtx {
     /// write that storage executed successfully), whatever hooks did to its
     /// answer afterwards. The connection then waits for the write barrier.
     pub wrote: bool,
+    /// `peer` as text, formatted once per connection (plugins get it as a
+    /// string on every call).
+    peer_text: Arc<str>,
 }
 
 impl HookCtx {
@@ -76,12 +79,19 @@ impl HookCtx {
         self.answered.saturating_duration_since(self.started)
     }
 
+    /// The client's address as text (`"127.0.0.1:5555"`, `"[::1]:5555"`),
+    /// as it was when the context was made.
+    pub fn peer_text(&self) -> &str {
+        &self.peer_text
+    }
+
     /// A fresh context for a new connection.
     pub fn new(conn_id: u64, peer: SocketAddr) -> Self {
         let now = Instant::now();
         Self {
             conn_id,
             peer,
+            peer_text: peer.to_string().into(),
             principal: None,
             started: now,
             arrived: SystemTime::now(),

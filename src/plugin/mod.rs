@@ -52,7 +52,6 @@
 mod ffi;
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -242,17 +241,15 @@ impl PluginHook {
             if let Some(res) = res {
                 res.encode(response).map_err(|e| e.to_string())?;
             }
-            Ok(with_peer(ctx.peer, |peer| {
-                let args = Args {
-                    conn_id: ctx.conn_id,
-                    started: ctx.started,
-                    peer,
-                    principal: ctx.principal.as_deref(),
-                    request,
-                    response,
-                };
-                self.instance.call(event, &args)
-            }))
+            let args = Args {
+                conn_id: ctx.conn_id,
+                started: ctx.started,
+                peer: ctx.peer_text(),
+                principal: ctx.principal.as_deref(),
+                request,
+                response,
+            };
+            Ok(self.instance.call(event, &args))
         });
         let answer = match answer {
             Ok(Some(answer)) => answer,
@@ -389,9 +386,6 @@ impl Hook for PluginHook {
 thread_local! {
     /// Encoding buffers reused by every plugin call on this thread.
     static BUFFERS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-    /// The last peer address formatted on this thread: a connection's
-    /// requests come in batches, so this saves formatting it per call.
-    static PEER: RefCell<Option<(SocketAddr, String)>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` with two empty buffers, reusing this thread's if free.
@@ -405,20 +399,6 @@ fn with_buffers<T>(f: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> T) -> T {
         }
         // Only if a plugin call re-entered this thread's plugin code.
         Err(_) => f(&mut Vec::new(), &mut Vec::new()),
-    })
-}
-
-/// Runs `f` with `peer` as text.
-fn with_peer<T>(peer: SocketAddr, f: impl FnOnce(&str) -> T) -> T {
-    PEER.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut cached) => {
-            if !matches!(&*cached, Some((addr, _)) if *addr == peer) {
-                *cached = Some((peer, peer.to_string()));
-            }
-            let text = cached.as_ref().map_or("", |(_, text)| text.as_str());
-            f(text)
-        }
-        Err(_) => f(&peer.to_string()),
     })
 }
 
