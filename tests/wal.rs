@@ -330,6 +330,34 @@ async fn corruption_before_the_end_stops_the_start_naming_file_and_offset() {
     assert_eq!(std::fs::read(&segment).unwrap(), bytes, "left as it was");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg(target_os = "linux")]
+async fn a_second_server_on_the_same_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "everysec", "");
+    let first = Server::start(&config);
+    write_keys(&first, 5).await;
+    let mut cmd = Command::new(SERVER);
+    cmd.arg("--config").arg(&config);
+    let stderr = support::fails_with(&mut cmd);
+    assert!(
+        stderr.contains("in use by another hookv server"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&dir.path().join("wal").display().to_string()),
+        "{stderr}"
+    );
+    // The first server is unharmed, and once it is gone the log opens.
+    write_keys(&first, 10).await;
+    first.stop_cleanly();
+    let second = Server::start(&config);
+    let mut c = second.client().await;
+    assert_eq!(bounded(c.hgetall("t")).await.unwrap().pairs.len(), 9);
+    drop(c);
+    second.stop_cleanly();
+}
+
 #[test]
 fn bad_wal_options_name_the_key() {
     let cases = [
@@ -356,6 +384,9 @@ fn dir_bytes(dir: &Path) -> (u64, Vec<String>) {
     let mut names = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let e = e.unwrap();
+        if e.file_name() == hookv::hooks::wal::LOCK_FILE {
+            continue;
+        }
         total += e.metadata().map(|m| m.len()).unwrap_or(0);
         names.push(e.file_name().to_string_lossy().into_owned());
     }

@@ -78,7 +78,11 @@
 //! (appended in order, the highest is the one being written) and at most one
 //! complete snapshot `snapshot-00000K.log` (a `set` record for every key that
 //! existed when it was taken). A `snapshot-*.tmp` is a snapshot that was
-//! still being written; other files are ignored.
+//! still being written; other files are ignored. On Linux the server holds
+//! an exclusive `flock` on the file `LOCK` while the log is open, so a second
+//! server pointed at the same directory refuses to start instead of
+//! interleaving its records with the first one's (the kernel drops the lock
+//! when the process ends, however it ends).
 //!
 //! Every file is a sequence of records:
 //!
@@ -309,6 +313,47 @@ pub enum WalError {
     /// The log has stopped (failed or closed).
     #[error("write-ahead log {0}")]
     Stopped(String),
+    /// Another process (or another log in this one) has the directory.
+    #[error(
+        "{}: the log directory is in use by another hookv server (it holds the lock on {LOCK_FILE}); \
+         two servers appending to one log would corrupt it",
+        dir.display()
+    )]
+    Locked {
+        /// The log directory.
+        dir: PathBuf,
+    },
+}
+
+/// The file in the log directory whose `flock` marks the log as in use.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Takes the directory's lock (Linux: an exclusive `flock` on
+/// [`LOCK_FILE`], released when the returned file closes, even if the
+/// process is killed). Elsewhere, no lock is taken.
+fn lock_dir(dir: &Path) -> Result<Option<File>, WalError> {
+    #[cfg(target_os = "linux")]
+    {
+        let path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(&path, "open the lock file"))?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(file)),
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(WalError::Locked {
+                dir: dir.to_owned(),
+            }),
+            Err(e) => Err(io_error(&path, "lock the log directory")(e.into())),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        Ok(None)
+    }
 }
 
 fn io_error<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> WalError + 'a {
@@ -1351,6 +1396,8 @@ pub struct Wal {
     shared: Arc<Shared>,
     /// Taken by `close`, which joins them.
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The directory's lock, released by `close` (nothing is written after).
+    dir_lock: Mutex<Option<File>>,
 }
 
 impl fmt::Debug for Wal {
@@ -1382,6 +1429,7 @@ impl Wal {
             options.path.clone()
         };
         fs::create_dir_all(&dir).map_err(io_error(&dir, "create the log directory"))?;
+        let dir_lock = lock_dir(&dir)?;
         let started = Instant::now();
         let recovered = recover(&dir, store.as_ref())?;
         let segment = match recovered.last_segment {
@@ -1444,6 +1492,7 @@ impl Wal {
         let wal = Arc::new(Wal {
             shared: Arc::clone(&shared),
             threads: Mutex::new(vec![writer]),
+            dir_lock: Mutex::new(dir_lock),
         });
         if options.fsync == Fsync::Everysec {
             let shared = Arc::clone(&shared);
@@ -1510,6 +1559,9 @@ impl Wal {
                 error!("a write-ahead log thread panicked");
             }
         }
+        // The writer and compactor are gone and writes are refused: the
+        // directory may be someone else's now.
+        drop(lock(&self.dir_lock).take());
         let p = self.shared.progress.borrow().clone();
         info!(
             dir = %self.shared.dir.display(),
@@ -1895,13 +1947,34 @@ mod tests {
             .collect()
     }
 
+    /// The log's files (the lock file aside).
     fn names(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name != LOCK_FILE)
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_log_directory_in_use_is_refused_until_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, store, _) = open(dir.path(), Fsync::No);
+        store.set("t", "a", "1".into()).unwrap();
+        let e = open_err(dir.path());
+        assert!(matches!(e, WalError::Locked { .. }), "{e}");
+        assert!(
+            e.to_string().contains("in use by another hookv server"),
+            "{e}"
+        );
+        // The refused open touched nothing: the first log still works.
+        store.set("t", "b", "2".into()).unwrap();
+        wal.close();
+        let (_wal, store, _) = open(dir.path(), Fsync::No);
+        assert_eq!(store.get("t", "b").unwrap(), Some("2".into()));
     }
 
     #[test]
