@@ -19,8 +19,8 @@
 //! | `fsync`    | an answered write is on disk…                    | cost |
 //! |------------|--------------------------------------------------|------|
 //! | `always`   | before it is answered (`fdatasync`)              | one fsync per group of writes |
-//! | `everysec` | within about a second (a background `fdatasync`) | none on the request path |
-//! | `no`       | when the OS decides (usually within ~30 s)       | none |
+//! | `everysec` | within about a second (a background `fdatasync`) | a `write` per group of writes, no fsync |
+//! | `no`       | when the OS decides (usually within ~30 s)       | the same |
 //!
 //! # Pieces
 //!
@@ -34,7 +34,7 @@
 //!   (Without the lock, A applies v1, B applies v2, B logs v2, A logs v1:
 //!   the store says v2, replay says v1.) Reads pass straight through.
 //! - Appending copies the encoded record into a shared buffer and gives it
-//!   the next log sequence number (LSN); no I/O happens on the request path.
+//!   the next log sequence number (LSN); appending does no I/O.
 //! - Whoever holds the segment's lock takes the whole buffer, `write`s it
 //!   to the current segment, `fdatasync`s it (`always`), and publishes the
 //!   written and synced LSNs on a `tokio::sync::watch` channel: the writer
@@ -53,8 +53,9 @@
 //!   back), so appends do not wake the writer: the barrier first yields to
 //!   the scheduler (letting every other connection with a request ready
 //!   append too), then writes the buffer itself, one `write` for all of
-//!   them. Only if the writer thread holds the segment just then (writing,
-//!   or rotating it for compaction) does the barrier kick it and wait. A
+//!   them. If the segment's lock is taken just then (the writer thread
+//!   writing or rotating the segment, or a barrier on another runtime
+//!   thread writing), the barrier kicks the writer thread and waits. A
 //!   store used without the barrier is written within 20 ms (`FLUSH_AFTER`).
 //!   (An inline `write` can block the connection's runtime thread if the
 //!   kernel throttles a machine whose disk cannot keep up; the answers to
@@ -156,7 +157,10 @@
 //! never retried: after a failed fsync, the kernel may have dropped the
 //! data). Writes waiting on the barrier get an error, so their connections
 //! close without answering; from then on the hook refuses writes with 500,
-//! naming the cause; reads keep working. The failure is logged once.
+//! naming the cause; reads keep working. The failure is logged once. The
+//! log is marked failed before the segment's lock is released, so no batch
+//! after the failed one is written or acknowledged, even if the cause went
+//! away; a failure of the last write on close is reported the same way.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -824,7 +828,7 @@ const KICK_BYTES: usize = 1 << 20;
 /// Guarded by `Shared::state`.
 #[derive(Debug, Default)]
 struct State {
-    /// Encoded records not yet taken by the writer.
+    /// Encoded records not yet taken for writing.
     buf: Vec<u8>,
     /// LSN of the last record appended (records are numbered from 1).
     appended: u64,
@@ -858,7 +862,7 @@ struct Shared {
     work: Condvar,
     /// Wakes threads blocked in `sync_all`.
     synced: Condvar,
-    /// Published by the writer; barriers wait on it without a thread each.
+    /// Published by whoever writes; barriers wait on it without a thread each.
     progress: watch::Sender<Progress>,
     /// Copy of `State::appended` readable without the lock (barrier targets).
     appended: AtomicU64,
@@ -929,10 +933,12 @@ impl Shared {
         }
     }
 
-    /// Stops the log for good because of `reason`; logs it once.
+    /// Stops the log for good because of `reason`; logs it once. A failure
+    /// of the last write, while closing, still counts: whoever waits for it
+    /// must hear that it failed.
     fn fail(&self, reason: String) {
         let mut st = lock(&self.state);
-        if st.stopped.is_some() {
+        if matches!(st.stopped, Some(Stopped::Failed(_))) {
             return;
         }
         error!(dir = %self.dir.display(), error = %reason, "write-ahead log failed; refusing writes from now on (reads still work)");
@@ -940,7 +946,9 @@ impl Shared {
         st.stopped = Some(stopped.clone());
         self.stopped.store(true, Ordering::Release);
         self.progress.send_modify(|p| {
-            p.stopped.get_or_insert(stopped);
+            if !matches!(p.stopped, Some(Stopped::Failed(_))) {
+                p.stopped = Some(stopped);
+            }
         });
         self.synced.notify_all();
         self.work.notify_all();
@@ -971,13 +979,13 @@ impl Shared {
 
     /// Takes the buffered records and writes them to the segment; returns
     /// the LSN they end at. `closing`: nothing appended later is written.
-    fn write(&self, io: &mut Io, closing: bool) -> Result<u64, String> {
+    fn write(&self, io: &mut Io, closing: bool) -> Result<u64, WriteError> {
         let upto = {
             let mut st = lock(&self.state);
             // Once stopped, `appended` counts refused records too: they
             // must never look written.
-            if let Some(stopped) = &st.stopped {
-                return Err(format!("the log {stopped}"));
+            if st.stopped.is_some() {
+                return Err(WriteError::Stopped);
             }
             std::mem::swap(&mut st.buf, &mut io.batch);
             st.kicked = false;
@@ -989,12 +997,16 @@ impl Shared {
         };
         let seg = &mut io.segment;
         if !io.batch.is_empty() {
-            (&*seg.file)
-                .write_all(&io.batch)
-                .map_err(|e| format!("cannot write {}: {e}", seg.path.display()))?;
-            seg.bytes += io.batch.len() as u64;
+            let written = (&*seg.file).write_all(&io.batch);
+            // Taken either way: after a failure these records are never
+            // written (the log stops before `io` is released).
+            let len = io.batch.len() as u64;
+            io.batch.clear();
+            written.map_err(|e| {
+                WriteError::Failed(format!("cannot write {}: {e}", seg.path.display()))
+            })?;
+            seg.bytes += len;
         }
-        io.batch.clear();
         // Keep a big batch's buffer from pinning memory forever.
         if io.batch.capacity() > (4 << 20) {
             io.batch.shrink_to(1 << 20);
@@ -1004,12 +1016,13 @@ impl Shared {
 
     /// After [`Shared::write`]: fsyncs if the policy (or `force_sync`) asks
     /// for it, and tells the barriers.
-    fn publish(&self, io: &Io, upto: u64, force_sync: bool) -> Result<(), String> {
+    fn publish(&self, io: &Io, upto: u64, force_sync: bool) -> Result<(), WriteError> {
         let synced = self.progress.borrow().synced;
         let sync = (force_sync || self.policy == Fsync::Always) && synced < upto;
         if sync {
-            self.count_fsync(&io.segment.file)
-                .map_err(|e| format!("cannot fsync {}: {e}", io.segment.path.display()))?;
+            self.count_fsync(&io.segment.file).map_err(|e| {
+                WriteError::Failed(format!("cannot fsync {}: {e}", io.segment.path.display()))
+            })?;
         }
         self.progress.send_if_modified(|p| {
             let before = (p.written, p.synced);
@@ -1036,16 +1049,20 @@ impl Shared {
         let written = self
             .write(&mut io, false)
             .and_then(|upto| self.publish(&io, upto, false));
-        let compact_due = io.segment.bytes >= io.compact_at;
-        drop(io);
         match written {
-            Ok(()) if compact_due => {
-                let mut st = lock(&self.state);
-                st.compact_due = true;
-                self.wake_writer(&mut st);
+            Ok(()) => {
+                let compact_due = io.segment.bytes >= io.compact_at && !io.compacting;
+                drop(io);
+                if compact_due {
+                    let mut st = lock(&self.state);
+                    st.compact_due = true;
+                    self.wake_writer(&mut st);
+                }
             }
-            Ok(()) => {}
-            Err(reason) => self.fail(reason),
+            // Stop the log while still holding `io`, so that no later batch
+            // can be written (and acknowledged) after the failed one.
+            Err(WriteError::Failed(reason)) => self.fail(reason),
+            Err(WriteError::Stopped) => {}
         }
         true
     }
@@ -1093,6 +1110,17 @@ struct Io {
     batch: Vec<u8>,
     /// Segment size at which the writer thread rotates and compacts.
     compact_at: u64,
+    /// A compaction is running (so inline writes need not ask for one).
+    compacting: bool,
+}
+
+/// Why [`Shared::write`] or [`Shared::publish`] wrote nothing (more).
+#[derive(Debug)]
+enum WriteError {
+    /// The log had already stopped: nothing to do.
+    Stopped,
+    /// This write or fsync failed: the log must stop.
+    Failed(String),
 }
 
 struct Writer {
@@ -1129,10 +1157,14 @@ impl Writer {
             let written = shared
                 .write(&mut io, work.closing)
                 .and_then(|upto| shared.publish(&io, upto, work.closing || work.sync));
-            if let Err(reason) = written {
-                drop(io);
-                self.shared.fail(reason);
-                break;
+            match written {
+                Ok(()) => {}
+                // Under `io`, like `write_inline`.
+                Err(WriteError::Failed(reason)) => {
+                    self.shared.fail(reason);
+                    break;
+                }
+                Err(WriteError::Stopped) => break,
             }
             if work.closing {
                 self.shared.progress.send_modify(|p| {
@@ -1208,6 +1240,7 @@ impl Writer {
     /// `compacted` reports one that just ended.
     fn maybe_compact(&mut self, io: &mut Io, compacted: Option<Option<u64>>) {
         if let Some(result) = compacted {
+            io.compacting = false;
             if let Some(thread) = self.compactor.take() {
                 // It posted its result as its last act: this returns at once.
                 if thread.join().is_err() {
@@ -1281,7 +1314,10 @@ impl Writer {
                 shared.wake_writer(&mut st);
             });
         match spawned {
-            Ok(handle) => self.compactor = Some(handle),
+            Ok(handle) => {
+                self.compactor = Some(handle);
+                io.compacting = true;
+            }
             Err(e) => warn!(error = %e, "cannot start the compaction thread"),
         }
     }
@@ -1467,6 +1503,7 @@ impl Wal {
                 segment,
                 batch: Vec::new(),
                 compact_at: 0,
+                compacting: false,
             }),
             tick: (Mutex::new(()), Condvar::new()),
         });
@@ -1956,6 +1993,63 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    /// Makes the segment's writes fail (EBADF) until the returned file is
+    /// put back with `restore_segment`.
+    fn break_segment(wal: &Wal) -> Arc<File> {
+        let mut io = lock(&wal.shared.io);
+        let read_only = Arc::new(File::open(&io.segment.path).unwrap());
+        std::mem::replace(&mut io.segment.file, read_only)
+    }
+
+    fn restore_segment(wal: &Wal, file: Arc<File>) {
+        lock(&wal.shared.io).segment.file = file;
+    }
+
+    #[test]
+    fn after_a_failed_inline_write_nothing_later_is_written_or_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, store, _) = open(dir.path(), Fsync::Everysec);
+        store.set("t", "ok", "0".into()).unwrap();
+        assert!(wal.shared.write_inline());
+        let good = wal.shared.progress.borrow().written;
+        assert_eq!(good, 1);
+
+        let file = break_segment(&wal);
+        store.set("t", "lost", "1".into()).unwrap();
+        assert!(wal.shared.write_inline(), "it tried, and failed");
+        // The failure is known before anyone else may write: even once the
+        // cause goes away, the log takes and acknowledges nothing more.
+        restore_segment(&wal, file);
+        assert!(store.set("t", "later", "2".into()).is_err());
+        assert!(wal.shared.write_inline());
+        let p = wal.shared.progress.borrow().clone();
+        assert_eq!(p.written, good, "nothing after the failure looks written");
+        assert!(matches!(p.stopped, Some(Stopped::Failed(_))), "{p:?}");
+        drop((wal, store));
+        // The file holds exactly what was acknowledged.
+        let (_wal, store, _) = open(dir.path(), Fsync::Everysec);
+        assert_eq!(
+            dump(store.as_ref()),
+            vec![("t".into(), vec![Kvpair::new("ok", "0")])]
+        );
+    }
+
+    #[test]
+    fn a_failed_last_write_on_close_is_reported_to_whoever_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, store, _) = open(dir.path(), Fsync::Everysec);
+        let _file = break_segment(&wal);
+        store.set("t", "a", "1".into()).unwrap();
+        wal.close();
+        let p = wal.shared.progress.borrow().clone();
+        assert!(matches!(p.stopped, Some(Stopped::Failed(_))), "{p:?}");
+        // `sync_all` (what the hook's shutdown calls) returns, with the error.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let shared = Arc::clone(&wal.shared);
+        std::thread::spawn(move || tx.send(shared.sync_all().is_err()).unwrap());
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true));
     }
 
     #[test]
