@@ -23,10 +23,11 @@
 //!
 //! Off the request path: the hook copies the record's facts (a fixed-size
 //! entry, and the principal, table and key strings) into a bounded
-//! in-memory queue, which costs tens of nanoseconds and no allocation. A
-//! writer thread turns queued records into JSON and appends them to the
-//! file, one `write` per batch: when a batch of records has queued up
-//! (while its bytes are still in the CPU's cache) or every few
+//! in-memory queue, which costs tens of nanoseconds (and no allocation once
+//! the queue's buffers have grown). A writer thread turns queued records
+//! into JSON and appends them to the file, one `write` per batch (per 4 MiB
+//! of lines, for a big one): when a batch of records has queued up (while
+//! its bytes are still in the CPU's cache) or every few
 //! milliseconds. When the queue is full (`queue` records, or 64 MiB) a
 //! record is dropped and counted; the writer then logs a warning and writes
 //! a `{"time":..,"event":"dropped","count":N}` line, so a gap in the trail
@@ -202,12 +203,16 @@ impl AuditHook {
     }
 }
 
-fn write_loop(shared: &Shared, mut file: File, path: &std::path::Path) {
+fn write_loop(shared: &Shared, file: File, path: &std::path::Path) {
     // Swapped with the shared queue each round, so both keep their capacity.
     let mut batch = Queue::default();
     let mut out = Vec::with_capacity(512 * 1024);
-    let mut failing = false;
-    let mut cache = PageCache::new(&file);
+    let mut sink = Sink {
+        cache: PageCache::new(&file),
+        file,
+        path,
+        failing: false,
+    };
     loop {
         let stopping = {
             let mut queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -222,7 +227,7 @@ fn write_loop(shared: &Shared, mut file: File, path: &std::path::Path) {
             shared.stopping.load(Ordering::Acquire)
         };
         out.clear();
-        format_batch(&mut out, &batch);
+        format_batch(&mut out, &batch, |chunk| sink.write(chunk));
         batch.records.clear();
         batch.text.clear();
         let dropped = shared.dropped.swap(0, Ordering::Relaxed);
@@ -234,28 +239,55 @@ fn write_loop(shared: &Shared, mut file: File, path: &std::path::Path) {
             push_u64(&mut out, dropped);
             out.extend_from_slice(b"}\n");
         }
-        if !out.is_empty() {
-            // One write per batch of whole lines, so a concurrent writer to
-            // the same file (during a reload) never splits a line.
-            match file.write_all(&out) {
-                Ok(()) => {
-                    failing = false;
-                    cache.wrote(&file, out.len());
-                }
-                Err(e) => {
-                    if !failing {
-                        tracing::error!(path = %path.display(), error = %e, "audit write failed; records lost");
-                    }
-                    failing = true;
-                }
-            }
+        sink.write(&mut out);
+        // A burst of huge records must not pin its formatted size forever.
+        if out.capacity() > 2 * CHUNK_BYTES {
+            out.shrink_to(CHUNK_BYTES);
         }
         if stopping {
-            if let Err(e) = file.sync_data() {
+            if let Err(e) = sink.file.sync_data() {
                 tracing::error!(path = %path.display(), error = %e, "audit fsync failed");
             }
             return;
         }
+    }
+}
+
+/// Formatted lines are written once about this many bytes are ready, so
+/// the writer never holds much more than this (escaping can make a line
+/// six times its request's size).
+const CHUNK_BYTES: usize = 4 << 20;
+
+/// Where formatted lines go.
+struct Sink<'a> {
+    file: File,
+    path: &'a std::path::Path,
+    cache: PageCache,
+    /// The last write failed (logged once until a write succeeds).
+    failing: bool,
+}
+
+impl Sink<'_> {
+    /// Writes `out` (whole lines) and empties it. One `write` per chunk of
+    /// whole lines, so a concurrent writer to the same file (during a
+    /// reload) never splits a line.
+    fn write(&mut self, out: &mut Vec<u8>) {
+        if out.is_empty() {
+            return;
+        }
+        match self.file.write_all(out) {
+            Ok(()) => {
+                self.failing = false;
+                self.cache.wrote(&self.file, out.len());
+            }
+            Err(e) => {
+                if !self.failing {
+                    tracing::error!(path = %self.path.display(), error = %e, "audit write failed; records lost");
+                }
+                self.failing = true;
+            }
+        }
+        out.clear();
     }
 }
 
@@ -303,8 +335,9 @@ impl PageCache {
     }
 }
 
-/// Appends the JSON line of every record in `batch` to `out`.
-fn format_batch(out: &mut Vec<u8>, batch: &Queue) {
+/// Appends the JSON line of every record in `batch` to `out`, handing `out`
+/// to `full` whenever it holds [`CHUNK_BYTES`] or more.
+fn format_batch(out: &mut Vec<u8>, batch: &Queue, mut full: impl FnMut(&mut Vec<u8>)) {
     let mut text = batch.text.as_slice();
     // Takes the next `len` bytes of the records' strings.
     let mut take = |len: usize| -> &[u8] {
@@ -345,6 +378,9 @@ fn format_batch(out: &mut Vec<u8>, batch: &Queue) {
         out.extend_from_slice(b",\"latency_us\":");
         push_u64(out, record.latency_us);
         out.extend_from_slice(b"}\n");
+        if out.len() >= CHUNK_BYTES {
+            full(out);
+        }
     }
 }
 
@@ -521,7 +557,7 @@ mod tests {
         queue.push(&ctx, &CommandRequest::new_auth("secret"), 401);
         queue.push(&ctx, &CommandRequest::default(), 400);
         let mut out = Vec::new();
-        format_batch(&mut out, &queue);
+        format_batch(&mut out, &queue, |_| panic!("a small batch is one chunk"));
         let lines: Vec<serde_json::Value> = String::from_utf8(out)
             .unwrap()
             .lines()
@@ -543,6 +579,35 @@ mod tests {
         assert_eq!(lines[2]["keys"], serde_json::json!([]));
         assert_eq!(lines[3]["command"], "unknown");
         assert_eq!(lines[3]["status"], 400);
+    }
+
+    #[test]
+    fn a_large_batch_goes_out_in_chunks_of_whole_lines() {
+        let mut queue = Queue::default();
+        let ctx = HookCtx::new(1, "10.0.0.1:1".parse().unwrap());
+        // Control bytes escape to six bytes each: 8 x 1 MiB of them is 48 MiB of JSON.
+        let key = "\u{1}".repeat(1 << 20);
+        for _ in 0..8 {
+            queue.push(&ctx, &CommandRequest::new_hget("t", key.clone()), 404);
+        }
+        let mut out = Vec::new();
+        let mut chunks = Vec::new();
+        format_batch(&mut out, &queue, |chunk| {
+            chunks.push(std::mem::take(chunk));
+        });
+        chunks.push(out);
+        let mut lines = 0;
+        for chunk in chunks.iter().filter(|c| !c.is_empty()) {
+            assert!(chunk.len() < CHUNK_BYTES + (7 << 20), "{}", chunk.len());
+            assert_eq!(chunk.last(), Some(&b'\n'), "a chunk ends on a line");
+            for line in chunk.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+                assert_eq!(v["keys"][0].as_str().unwrap().len(), 1 << 20);
+                lines += 1;
+            }
+        }
+        assert_eq!(lines, 8);
+        assert!(chunks.len() >= 8, "written as it was formatted");
     }
 
     #[test]

@@ -61,8 +61,8 @@ pub struct HookCtx {
     /// answer afterwards. The connection then waits for the write barrier.
     pub wrote: bool,
     /// `peer` as text, formatted once per connection (plugins get it as a
-    /// string on every call).
-    peer_text: Arc<str>,
+    /// string on every call), with the address it was formatted from.
+    peer_text: (SocketAddr, Arc<str>),
 }
 
 impl HookCtx {
@@ -79,10 +79,14 @@ impl HookCtx {
         self.answered.saturating_duration_since(self.started)
     }
 
-    /// The client's address as text (`"127.0.0.1:5555"`, `"[::1]:5555"`),
-    /// as it was when the context was made.
-    pub fn peer_text(&self) -> &str {
-        &self.peer_text
+    /// The client's address as text (`"127.0.0.1:5555"`, `"[::1]:5555"`):
+    /// formatted once per connection, or again if a hook changed `peer`.
+    pub fn peer_text(&self) -> std::borrow::Cow<'_, str> {
+        if self.peer_text.0 == self.peer {
+            std::borrow::Cow::Borrowed(&self.peer_text.1)
+        } else {
+            std::borrow::Cow::Owned(self.peer.to_string())
+        }
     }
 
     /// A fresh context for a new connection.
@@ -91,7 +95,7 @@ impl HookCtx {
         Self {
             conn_id,
             peer,
-            peer_text: peer.to_string().into(),
+            peer_text: (peer, peer.to_string().into()),
             principal: None,
             started: now,
             arrived: SystemTime::now(),
@@ -291,5 +295,18 @@ impl std::fmt::Debug for HookChain {
         f.debug_list()
             .entries(self.all.iter().map(|h| h.name()))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_text_follows_a_hook_that_changes_peer() {
+        let mut ctx = HookCtx::new(1, "127.0.0.1:5555".parse().unwrap());
+        assert_eq!(ctx.peer_text(), "127.0.0.1:5555");
+        ctx.peer = "[::1]:80".parse().unwrap();
+        assert_eq!(ctx.peer_text(), "[::1]:80");
     }
 }

@@ -241,10 +241,11 @@ impl PluginHook {
             if let Some(res) = res {
                 res.encode(response).map_err(|e| e.to_string())?;
             }
+            let peer = ctx.peer_text();
             let args = Args {
                 conn_id: ctx.conn_id,
                 started: ctx.started,
-                peer: ctx.peer_text(),
+                peer: &peer,
                 principal: ctx.principal.as_deref(),
                 request,
                 response,

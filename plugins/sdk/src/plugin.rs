@@ -90,6 +90,8 @@ pub type Response<'a> = Lazy<'a, CommandResponse>;
 /// Bytes that do not decode make the first use panic, which the boundary
 /// turns into a 500 for that request (the server encodes every message it
 /// sends, so this means a server and plugin built from clashing schemas).
+/// A request's `table()` and `keys()` read the bytes in place and may
+/// answer even if a part they do not read (a pair's value) is broken.
 #[derive(Debug)]
 pub struct Lazy<'a, T> {
     bytes: &'a [u8],

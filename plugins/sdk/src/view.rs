@@ -205,6 +205,11 @@ impl<'a> Fields<'a> {
     fn varint(&mut self) -> Result<u64, ()> {
         let mut value: u64 = 0;
         for (i, &byte) in self.0.iter().enumerate().take(10) {
+            // A tenth byte carries only the top bit of a u64; prost refuses
+            // anything more, so the view must too.
+            if i == 9 && byte > 1 {
+                return Err(());
+            }
             value |= u64::from(byte & 0x7f) << (7 * i);
             if byte & 0x80 == 0 {
                 self.0 = &self.0[i + 1..];
@@ -320,6 +325,12 @@ mod tests {
             CommandRequest::decode(&repeated[..]).unwrap().keys().next(),
             Some("b")
         );
+        // A tag whose tenth varint byte is too big, which prost refuses.
+        let mut overlong = vec![1 << 3 | 2, 15, 0x0a, 1, b't'];
+        overlong.extend([0x92, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02]);
+        overlong.extend([1, b'k']);
+        assert!(CommandRequest::decode(&overlong[..]).is_err());
+        assert!(RequestView::parse(&overlong).is_none());
         // Every truncation and every single-byte change of every request.
         for req in requests() {
             let bytes = req.encode_to_vec();
