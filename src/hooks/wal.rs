@@ -977,9 +977,11 @@ impl Shared {
         result
     }
 
-    /// Takes the buffered records and writes them to the segment; returns
-    /// the LSN they end at. `closing`: nothing appended later is written.
-    fn write(&self, io: &mut Io, closing: bool) -> Result<u64, WriteError> {
+    /// Takes the buffered records, writes them to the segment, fsyncs if
+    /// the policy (or `force_sync`) asks for it, and tells the barriers.
+    /// `closing`: nothing appended later is written. The caller holds `io`
+    /// and, on `Failed`, stops the log before releasing it.
+    fn flush(&self, io: &mut Io, closing: bool, force_sync: bool) -> Result<(), WriteError> {
         let upto = {
             let mut st = lock(&self.state);
             // Once stopped, `appended` counts refused records too: they
@@ -1011,12 +1013,6 @@ impl Shared {
         if io.batch.capacity() > (4 << 20) {
             io.batch.shrink_to(1 << 20);
         }
-        Ok(upto)
-    }
-
-    /// After [`Shared::write`]: fsyncs if the policy (or `force_sync`) asks
-    /// for it, and tells the barriers.
-    fn publish(&self, io: &Io, upto: u64, force_sync: bool) -> Result<(), WriteError> {
         let synced = self.progress.borrow().synced;
         let sync = (force_sync || self.policy == Fsync::Always) && synced < upto;
         if sync {
@@ -1038,20 +1034,18 @@ impl Shared {
     /// With `everysec` and `no`, a barrier writes the buffer itself: one
     /// `write` for every connection that appended in this scheduler tick,
     /// instead of waking the writer thread and waiting for it (the handoff
-    /// costs more than the write). False when the writer thread is busy
-    /// with the segment (writing, rotating): kick it instead.
+    /// costs more than the write). False when someone else holds the
+    /// segment (the writer thread writing or rotating, another runtime
+    /// thread's barrier): kick the writer instead.
     fn write_inline(&self) -> bool {
         let mut io = match self.io.try_lock() {
             Ok(io) => io,
             Err(std::sync::TryLockError::WouldBlock) => return false,
             Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
         };
-        let written = self
-            .write(&mut io, false)
-            .and_then(|upto| self.publish(&io, upto, false));
-        match written {
+        match self.flush(&mut io, false, false) {
             Ok(()) => {
-                let compact_due = io.segment.bytes >= io.compact_at && !io.compacting;
+                let compact_due = io.segment.bytes >= io.compact_at && io.compactor.is_none();
                 drop(io);
                 if compact_due {
                     let mut st = lock(&self.state);
@@ -1110,11 +1104,12 @@ struct Io {
     batch: Vec<u8>,
     /// Segment size at which the writer thread rotates and compacts.
     compact_at: u64,
-    /// A compaction is running (so inline writes need not ask for one).
-    compacting: bool,
+    /// The running compaction, if any (inline writes then need not ask for
+    /// one).
+    compactor: Option<JoinHandle<()>>,
 }
 
-/// Why [`Shared::write`] or [`Shared::publish`] wrote nothing (more).
+/// Why [`Shared::flush`] wrote nothing (more).
 #[derive(Debug)]
 enum WriteError {
     /// The log had already stopped: nothing to do.
@@ -1130,8 +1125,6 @@ struct Writer {
     compact_bytes: u64,
     /// Size of the last snapshot written or replayed.
     snapshot_bytes: u64,
-    /// The running compaction, if any.
-    compactor: Option<JoinHandle<()>>,
 }
 
 /// What the writer took from the shared state in one go.
@@ -1154,10 +1147,7 @@ impl Writer {
         while let Some(work) = self.take() {
             let shared = Arc::clone(&self.shared);
             let mut io = lock(&shared.io);
-            let written = shared
-                .write(&mut io, work.closing)
-                .and_then(|upto| shared.publish(&io, upto, work.closing || work.sync));
-            match written {
+            match shared.flush(&mut io, work.closing, work.closing || work.sync) {
                 Ok(()) => {}
                 // Under `io`, like `write_inline`.
                 Err(WriteError::Failed(reason)) => {
@@ -1180,7 +1170,8 @@ impl Writer {
             let _st = lock(&self.shared.state);
             self.shared.synced.notify_all();
         }
-        if let Some(compactor) = self.compactor.take() {
+        let compactor = lock(&self.shared.io).compactor.take();
+        if let Some(compactor) = compactor {
             let _ = compactor.join();
         }
     }
@@ -1240,8 +1231,7 @@ impl Writer {
     /// `compacted` reports one that just ended.
     fn maybe_compact(&mut self, io: &mut Io, compacted: Option<Option<u64>>) {
         if let Some(result) = compacted {
-            io.compacting = false;
-            if let Some(thread) = self.compactor.take() {
+            if let Some(thread) = io.compactor.take() {
                 // It posted its result as its last act: this returns at once.
                 if thread.join().is_err() {
                     error!("the write-ahead log compaction thread panicked");
@@ -1254,7 +1244,7 @@ impl Writer {
             // After a failure, `compact_at` (set when it started) waits for
             // another `compact_bytes` of log before trying again.
         }
-        if self.compactor.is_some() || io.segment.bytes < io.compact_at {
+        if io.compactor.is_some() || io.segment.bytes < io.compact_at {
             return;
         }
         // Whatever happens next, do not try again on every batch.
@@ -1314,10 +1304,7 @@ impl Writer {
                 shared.wake_writer(&mut st);
             });
         match spawned {
-            Ok(handle) => {
-                self.compactor = Some(handle);
-                io.compacting = true;
-            }
+            Ok(handle) => io.compactor = Some(handle),
             Err(e) => warn!(error = %e, "cannot start the compaction thread"),
         }
     }
@@ -1503,7 +1490,7 @@ impl Wal {
                 segment,
                 batch: Vec::new(),
                 compact_at: 0,
-                compacting: false,
+                compactor: None,
             }),
             tick: (Mutex::new(()), Condvar::new()),
         });
@@ -1513,7 +1500,6 @@ impl Wal {
             store: Arc::clone(&store),
             compact_bytes: options.compact_bytes,
             snapshot_bytes,
-            compactor: None,
         };
         lock(&shared.io).compact_at = writer.threshold();
         let spawn_error = |e| WalError::Io {
@@ -1687,9 +1673,9 @@ impl WriteBarrier for WalBarrier {
             if !always {
                 // Let every other connection with a request ready in this
                 // scheduler tick append first (the yield lets the scheduler
-                // poll the sockets and run them), then kick the writer: one
-                // `write` covers them all. (With `always` the writer is
-                // already on its way: it woke at the first append.)
+                // poll the sockets and run them), then write: one `write`
+                // covers them all. (With `always` the writer is already on
+                // its way: it woke at the first append.)
                 tokio::task::yield_now().await;
                 if !self.shared.write_inline() {
                     self.shared.kick();
