@@ -590,6 +590,10 @@ async fn shutdown_flushes_and_the_data_replays() {
     drop(c);
     server.stop().await;
     wal.hook().shutdown();
+    // Close it here: a connection task may drop its last clone of the
+    // service (and so of the log) an instant after the server stopped, and
+    // until the log closes its directory stays locked against the reopen.
+    wal.close();
     drop(wal);
 
     let mem = Arc::new(MemTable::new());
