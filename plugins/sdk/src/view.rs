@@ -16,6 +16,8 @@ use std::str;
 pub(crate) struct RequestView<'a> {
     kind: Kind,
     table: &'a str,
+    /// A `Key` command's field 2 is there (absent, the key is "").
+    has_key: bool,
     /// The command message's own fields (inside the request's oneof).
     body: &'a [u8],
 }
@@ -58,8 +60,13 @@ impl<'a> RequestView<'a> {
             13 => Kind::Auth,
             _ => return None,
         };
-        let table = check_body(kind, body)?;
-        Some(Self { kind, table, body })
+        let (table, has_key) = check_body(kind, body)?;
+        Some(Self {
+            kind,
+            table,
+            has_key,
+            body,
+        })
     }
 
     /// As [`crate::pb::CommandRequest::table`].
@@ -73,7 +80,7 @@ impl<'a> RequestView<'a> {
             kind: self.kind,
             fields: Fields(self.body),
             // A singular key that is absent is "" all the same.
-            pending_default: self.kind == Kind::Key && !has_field(self.body, 2),
+            pending_default: self.kind == Kind::Key && !self.has_key,
         }
     }
 }
@@ -102,17 +109,15 @@ impl<'a> Iterator for RawKeys<'a> {
             let Ok(Field(2, bytes)) = field else {
                 continue;
             };
-            return Some(match self.kind {
-                Kind::Pair | Kind::Pairs => pair_key(bytes).unwrap_or_default(),
-                _ => str::from_utf8(bytes).unwrap_or_default(),
-            });
+            return Some(key_in(self.kind, bytes).unwrap_or_default());
         }
         None
     }
 }
 
-/// Checks a command message's fields for `kind`; its table ("" when absent).
-fn check_body(kind: Kind, body: &[u8]) -> Option<&str> {
+/// Checks a command message's fields for `kind`; its table ("" when
+/// absent), and whether it has a field 2.
+fn check_body(kind: Kind, body: &[u8]) -> Option<(&str, bool)> {
     let mut table = None;
     let mut seen_two = false;
     for field in Fields(body) {
@@ -123,22 +128,25 @@ fn check_body(kind: Kind, body: &[u8]) -> Option<&str> {
             (_, Field(1, bytes)) if table.is_none() => table = Some(str::from_utf8(bytes).ok()?),
             (Kind::Key | Kind::Pair, Field(2, bytes)) if !seen_two => {
                 seen_two = true;
-                if kind == Kind::Pair {
-                    pair_key(bytes)?;
-                } else {
-                    str::from_utf8(bytes).ok()?;
-                }
+                key_in(kind, bytes)?;
             }
-            (Kind::Keys, Field(2, bytes)) => {
-                str::from_utf8(bytes).ok()?;
-            }
-            (Kind::Pairs, Field(2, bytes)) => {
-                pair_key(bytes)?;
+            (Kind::Keys | Kind::Pairs, Field(2, bytes)) => {
+                seen_two = true;
+                key_in(kind, bytes)?;
             }
             _ => return None,
         }
     }
-    Some(table.unwrap_or_default())
+    Some((table.unwrap_or_default(), seen_two))
+}
+
+/// The key that a field 2 of a `kind` command holds, if well-formed: the
+/// field itself, or a pair's key.
+fn key_in(kind: Kind, bytes: &[u8]) -> Option<&str> {
+    match kind {
+        Kind::Pair | Kind::Pairs => pair_key(bytes),
+        _ => str::from_utf8(bytes).ok(),
+    }
 }
 
 /// The key of an encoded `Kvpair` ("" when absent), if it has the plain
@@ -153,10 +161,6 @@ fn pair_key(pair: &[u8]) -> Option<&str> {
         }
     }
     Some(key.unwrap_or_default())
-}
-
-fn has_field(body: &[u8], number: u32) -> bool {
-    Fields(body).any(|f| matches!(f, Ok(Field(n, _)) if n == number))
 }
 
 /// One length-delimited field of a message: its number and bytes. (Every
