@@ -226,7 +226,7 @@ fn write_loop(shared: &Shared, file: File, path: &std::path::Path) {
             std::mem::swap(&mut *queue, &mut batch);
             shared.stopping.load(Ordering::Acquire)
         };
-        out.clear();
+        // `out` is empty here: `sink.write` empties it.
         format_batch(&mut out, &batch, |chunk| sink.write(chunk));
         batch.records.clear();
         batch.text.clear();
