@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use hookv::config::ServerConfig;
 use hookv::hooks::wal::{Fsync, Wal, WalOptions};
 use hookv::pb::{value, CommandRequest, Value};
 use hookv::{MemTable, Service, ServiceInner, Storage};
-use support::{bounded, wait_bounded, Running as Server, TestServer};
+use support::{bounded, Running as Server, TestServer};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_hookv-server");
 
@@ -309,17 +309,7 @@ async fn corruption_before_the_end_stops_the_start_naming_file_and_offset() {
     bytes[10] ^= 0x20; // inside the first record's body
     std::fs::write(&segment, &bytes).unwrap();
 
-    let mut child = Command::new(SERVER)
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = wait_bounded(&mut child);
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(!status.success(), "started on a corrupt log: {stderr}");
+    let stderr = support::exits_failing(Command::new(SERVER).arg("--config").arg(&config));
     let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
     assert_eq!(errors.len(), 1, "want one clear line, got:\n{stderr}");
     let line = errors[0];

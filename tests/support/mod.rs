@@ -233,9 +233,8 @@ pub fn start_fails(config: &str) -> String {
     fails_with(Command::new(SERVER).arg("--config").arg(&path))
 }
 
-/// Runs `cmd` (the server binary): it must exit non-zero with one line on
-/// stderr and no panic; returns that line.
-pub fn fails_with(cmd: &mut Command) -> String {
+/// Runs `cmd` (the server binary): it must exit non-zero; returns its stderr.
+pub fn exits_failing(cmd: &mut Command) -> String {
     let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -244,10 +243,14 @@ pub fn fails_with(cmd: &mut Command) -> String {
     let status = wait_bounded(&mut child);
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(
-        !status.success(),
-        "server started on a bad config; stderr: {stderr}"
-    );
+    assert!(!status.success(), "server started; stderr: {stderr}");
+    stderr
+}
+
+/// Runs `cmd` (the server binary): it must exit non-zero with one line on
+/// stderr and no panic; returns that line.
+pub fn fails_with(cmd: &mut Command) -> String {
+    let stderr = exits_failing(cmd);
     let lines: Vec<_> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "want one clear line, got: {stderr}");
     // A panic of the server itself (a plugin's caught panic may be quoted).
