@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::abi::HookvContext;
 use crate::pb::{CommandRequest, CommandResponse};
-use crate::view::{RawKeys, RequestView};
+use crate::view::{command_field, RawKeys, RequestView};
 
 /// What `on_received` and `on_executed` return: go on, or answer with this
 /// response now.
@@ -195,37 +195,21 @@ impl Lazy<'_, CommandRequest> {
         if self.value.get().is_some() {
             return None;
         }
-        let (&key, rest) = self.bytes.split_first()?;
-        if key & 0x80 != 0 || key & 0x07 != 2 {
-            return None;
+        let (number, _) = command_field(self.bytes)?;
+        // Field numbers of `CommandRequest.request_data` (abi.proto).
+        match number {
+            1 => Some("hget"),
+            2 => Some("hgetall"),
+            3 => Some("hmget"),
+            4 => Some("hset"),
+            5 => Some("hmset"),
+            6 => Some("hdel"),
+            7 => Some("hmdel"),
+            8 => Some("hexist"),
+            9 => Some("hmexist"),
+            13 => Some("auth"),
+            _ => None,
         }
-        let mut len: u64 = 0;
-        for (i, &byte) in rest.iter().enumerate().take(10) {
-            len |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                let whole = rest.len() - i - 1;
-                // One field spanning the whole message: nothing after it
-                // could override it ("last one wins" for a oneof).
-                if u64::try_from(whole).ok()? != len {
-                    return None;
-                }
-                // Field numbers of `CommandRequest.request_data` (abi.proto).
-                return match key >> 3 {
-                    1 => Some("hget"),
-                    2 => Some("hgetall"),
-                    3 => Some("hmget"),
-                    4 => Some("hset"),
-                    5 => Some("hmset"),
-                    6 => Some("hdel"),
-                    7 => Some("hmdel"),
-                    8 => Some("hexist"),
-                    9 => Some("hmexist"),
-                    13 => Some("auth"),
-                    _ => None,
-                };
-            }
-        }
-        None
     }
 }
 

@@ -43,13 +43,7 @@ impl<'a> RequestView<'a> {
     /// The view of an encoded `CommandRequest`, or `None` when the bytes
     /// are anything but the plain layout (decode them instead).
     pub(crate) fn parse(bytes: &'a [u8]) -> Option<Self> {
-        let mut outer = Fields(bytes);
-        let Field(number, body) = outer.next()?.ok()?;
-        // One field spanning the message: nothing after it could override
-        // it ("last one wins" for a oneof).
-        if outer.next().is_some() {
-            return None;
-        }
+        let (number, body) = command_field(bytes)?;
         // Field numbers of `CommandRequest.request_data` (abi.proto).
         let kind = match number {
             1 | 6 | 8 => Kind::Key,
@@ -138,6 +132,19 @@ fn check_body(kind: Kind, body: &[u8]) -> Option<(&str, bool)> {
         }
     }
     Some((table.unwrap_or_default(), seen_two))
+}
+
+/// The field number and bytes of an encoded request's command, if the
+/// request is exactly one well-formed length-delimited field (as the
+/// server sends it): nothing after it could override it ("last one wins"
+/// for a oneof).
+pub(crate) fn command_field(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    let mut outer = Fields(bytes);
+    let Field(number, body) = outer.next()?.ok()?;
+    if outer.next().is_some() {
+        return None;
+    }
+    Some((number, body))
 }
 
 /// The key that a field 2 of a `kind` command holds, if well-formed: the
@@ -335,6 +342,24 @@ mod tests {
         overlong.extend([1, b'k']);
         assert!(CommandRequest::decode(&overlong[..]).is_err());
         assert!(RequestView::parse(&overlong).is_none());
+        // The same for the command's length (is_write and command_name read it).
+        let body = [0x0a, 1, b't', 0x12, 1, b'k'];
+        let mut long_len = vec![
+            1 << 3 | 2,
+            0x86,
+            0x80,
+            0x80,
+            0x80,
+            0x80,
+            0x80,
+            0x80,
+            0x80,
+            0x80,
+        ];
+        long_len.push(0x02);
+        long_len.extend(body);
+        assert!(CommandRequest::decode(&long_len[..]).is_err());
+        assert!(command_field(&long_len).is_none());
         // Every truncation and every single-byte change of every request.
         for req in requests() {
             let bytes = req.encode_to_vec();
