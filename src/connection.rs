@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
 use crate::error::Error;
 use crate::frame::{FrameCodec, FrameError};
@@ -44,6 +44,8 @@ enum End {
     NotDurable,
     /// The peer did not read its answers within the idle timeout.
     Stalled,
+    /// A hook asked for the connection to close ([`HookCtx::close_after_answer`]).
+    Requested,
 }
 
 /// Serves one connection until it ends; never panics on client input.
@@ -88,6 +90,10 @@ pub async fn serve<S: Storage>(
                     encode(&codec, &res, &mut wbuf);
                     if keep {
                         sent.push((req, res));
+                    }
+                    // Nothing after this request is read: the connection ends.
+                    if ctx.close_requested() {
+                        break;
                     }
                     // Bound what one batch can make us hold: answers to a
                     // few kilobytes of pipelined hgetalls could be gigabytes.
@@ -154,6 +160,9 @@ pub async fn serve<S: Storage>(
         if let Some(end) = end {
             break end;
         }
+        if ctx.close_requested() {
+            break End::Requested;
+        }
         drop(chain);
         if capped {
             continue;
@@ -194,7 +203,12 @@ pub async fn serve<S: Storage>(
     };
     match end {
         End::Refused(e) => {
-            warn!(conn = ctx.conn_id, peer = %ctx.peer, error = %e, "connection closed")
+            // A client can cause this at will (garbage, a flood of bad
+            // frames): limited.
+            crate::log_limited!(warn, conn = ctx.conn_id, peer = %ctx.peer, error = %e, "connection closed")
+        }
+        End::Requested => {
+            debug!(conn = ctx.conn_id, peer = %ctx.peer, "a hook closed the connection")
         }
         End::Stalled => {
             info!(conn = ctx.conn_id, peer = %ctx.peer, "peer stopped reading its answers; closed")

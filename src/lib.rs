@@ -21,6 +21,7 @@
 //! - [`config`], [`error`]: `config.toml`, and the error → status mapping.
 //! - [`reload`]: swapping in a new hook chain from `config.toml` on SIGHUP.
 //! - [`client`]: a small async client used by `hookv-cli`, the examples and tests.
+//! - [`log_limit`]: rate-limited logging for events a client can trigger.
 //!
 //! The wire types live in the `hookv-plugin` crate (re-exported as [`pb`]) so
 //! that plugins share them.
@@ -34,6 +35,7 @@ pub mod connection;
 pub mod error;
 pub mod frame;
 pub mod hooks;
+pub mod log_limit;
 pub mod plugin;
 pub mod reload;
 pub mod server;

@@ -195,7 +195,8 @@ impl<Store: Storage> Service<Store> {
             ControlFlow::Continue(()) => {
                 let res = dispatch(req, &self.inner.store).unwrap_or_else(|e| {
                     if e.status() >= 500 {
-                        tracing::error!(conn = ctx.conn_id, command = req.command_name(), error = %e, "request failed");
+                        // A failing disk fails every request: limited.
+                        crate::log_limited!(error, conn = ctx.conn_id, command = req.command_name(), error = %e, "request failed");
                     }
                     CommandResponse::from(e)
                 });

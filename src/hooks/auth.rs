@@ -207,6 +207,10 @@ impl Hook for AuthHook {
         }
     }
 
+    fn authenticates(&self) -> bool {
+        true
+    }
+
     fn on_received(&self, ctx: &mut HookCtx, req: &CommandRequest) -> Flow {
         if let Some(RequestData::Auth(auth)) = &req.request_data {
             return ControlFlow::Break(match self.authenticate(&auth.token) {

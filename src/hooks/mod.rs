@@ -63,6 +63,8 @@ pub struct HookCtx {
     /// `peer` as text, formatted once per connection (plugins get it as a
     /// string on every call), with the address it was formatted from.
     peer_text: (SocketAddr, Arc<str>),
+    /// Set by [`HookCtx::close_after_answer`].
+    close: bool,
 }
 
 impl HookCtx {
@@ -89,6 +91,18 @@ impl HookCtx {
         }
     }
 
+    /// Asks the connection to close once the current answer is written
+    /// (e.g. the auth hook after too many failed attempts). The answers to
+    /// requests already handled are still sent; nothing after is read.
+    pub fn close_after_answer(&mut self) {
+        self.close = true;
+    }
+
+    /// True once a hook asked for the connection to close.
+    pub fn close_requested(&self) -> bool {
+        self.close
+    }
+
     /// A fresh context for a new connection.
     pub fn new(conn_id: u64, peer: SocketAddr) -> Self {
         let now = Instant::now();
@@ -102,6 +116,7 @@ impl HookCtx {
             answered: now,
             request_frame: None,
             wrote: false,
+            close: false,
         }
     }
 }
@@ -151,6 +166,14 @@ pub trait Hook: Send + Sync + 'static {
         _res: &CommandResponse,
     ) -> ControlFlow<()> {
         ControlFlow::Continue(())
+    }
+
+    /// True for a hook that authenticates connections (sets
+    /// [`HookCtx::principal`] and refuses requests without one). While such
+    /// a hook is in the chain, the server limits how many connections may
+    /// stay unauthenticated, and for how long.
+    fn authenticates(&self) -> bool {
+        false
     }
 
     /// The server is stopping (or this hook left the chain on a reload):
@@ -281,6 +304,12 @@ impl HookChain {
         for hook in &self.all {
             hook.shutdown();
         }
+    }
+
+    /// True when some hook in the chain authenticates connections
+    /// ([`Hook::authenticates`]).
+    pub fn authenticates(&self) -> bool {
+        self.all.iter().any(|h| h.authenticates())
     }
 
     /// True when some hook runs after the response is sent (so the
