@@ -352,3 +352,63 @@ async fn replacing_a_token_by_reload_logs_its_connections_out() {
     drop(c);
     assert!(server.terminate().success());
 }
+
+#[tokio::test]
+async fn reloading_the_start_config_brings_a_removed_wal_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let started = "[[hooks]]\nkind = \"wal\"\npath = \"wal\"\nfsync = \"always\"\n\
+                   [[hooks]]\nkind = \"rewrite\"\nrules = [{ prefix_message = \"one\" }]\n";
+    write_config(&config, started);
+    let server = Running::start(&config);
+    let mut c = bounded(hookv::client::Client::connect(server.addr))
+        .await
+        .unwrap();
+    bounded(c.hset("t", "a", 1i64)).await.unwrap();
+
+    // Without the wal: the log keeps running until a restart.
+    write_config(
+        &config,
+        "[[hooks]]\nkind = \"rewrite\"\nrules = [{ prefix_message = \"two\" }]\n",
+    );
+    server.signal("HUP");
+    let line = server.wait_for_log("take effect only on restart");
+    assert!(line.contains("wal hook"), "{line}");
+    assert_eq!(
+        bounded(c.hset("t", "b", 2i64)).await.unwrap().message,
+        "two"
+    );
+
+    // The config it started with: its wal entry is the open log's hook again.
+    write_config(&config, started);
+    server.signal("HUP");
+    server.wait_for_nth_log("hook chain reloaded", 2);
+    assert_eq!(
+        bounded(c.hset("t", "c", 3i64)).await.unwrap().message,
+        "one"
+    );
+    // Nothing differs from what runs, so no restart is asked for: a third
+    // reload, logged after anything the second logged, shows it.
+    server.signal("HUP");
+    server.wait_for_nth_log("hook chain reloaded", 3);
+    let log = server.log_text();
+    assert_eq!(
+        log.matches("take effect only on restart").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("reload failed"), "{log}");
+
+    // Every acknowledged write is in the log.
+    drop(c);
+    server.kill_hard();
+    let server = Running::start(&config);
+    let mut c = bounded(hookv::client::Client::connect(server.addr))
+        .await
+        .unwrap();
+    let res = bounded(c.hgetall("t")).await.unwrap();
+    let keys: Vec<_> = res.pairs.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["a", "b", "c"]);
+    drop(c);
+    assert!(server.terminate().success());
+}
