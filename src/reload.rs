@@ -62,7 +62,7 @@ pub enum ReloadError {
 /// What a successful reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reloaded {
-    /// Hooks added, removed and kept, by label.
+    /// Hooks added, replaced, removed and kept, by label.
     pub changes: Changes,
     /// Sections that differ from the running config and need a restart.
     pub needs_restart: Vec<&'static str>,

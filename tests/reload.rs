@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hookv::pb::CommandRequest;
+use support::plugins::plugin;
 use support::{bounded, Running};
 
 const SERVER: &str = "[server]\nlisten = \"127.0.0.1:0\"\n";
@@ -19,7 +20,7 @@ const SERVER: &str = "[server]\nlisten = \"127.0.0.1:0\"\n";
 fn chain_a() -> String {
     format!(
         "[[hooks]]\nplugin = {:?}\nmax_key_len = 8\n{CHAIN_A_NO_PLUGIN}",
-        support::plugins::plugin("key-guard").display().to_string()
+        plugin("key-guard").display().to_string()
     )
 }
 
@@ -282,7 +283,7 @@ async fn a_wal_cannot_be_added_by_reload() {
 async fn a_plugin_rebuilt_at_the_same_path_is_loaded_again_on_reload() {
     let dir = tempfile::tempdir().unwrap();
     let lib = dir.path().join("libguard.so");
-    std::fs::copy(support::plugins::plugin("key-guard"), &lib).unwrap();
+    std::fs::copy(plugin("key-guard"), &lib).unwrap();
     let config = dir.path().join("config.toml");
     write_config(
         &config,
@@ -301,11 +302,11 @@ async fn a_plugin_rebuilt_at_the_same_path_is_loaded_again_on_reload() {
     // The same path, a new build (here: a fresh copy, so a new mtime).
     std::thread::sleep(Duration::from_millis(20));
     std::fs::remove_file(&lib).unwrap();
-    std::fs::copy(support::plugins::plugin("key-guard"), &lib).unwrap();
+    std::fs::copy(plugin("key-guard"), &lib).unwrap();
     server.signal("HUP");
     let line = server.wait_for_nth_log("hook chain reloaded", 2);
     assert!(
-        line.contains("added=[\"hooks[1]") && line.contains("kept=[]"),
+        line.contains("replaced=[\"hooks[1]") && line.contains("kept=[]"),
         "{line}"
     );
 
@@ -409,6 +410,49 @@ async fn reloading_the_start_config_brings_a_removed_wal_back() {
     let res = bounded(c.hgetall("t")).await.unwrap();
     let keys: Vec<_> = res.pairs.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(keys, ["a", "b", "c"]);
+    drop(c);
+    assert!(server.terminate().success());
+}
+
+#[tokio::test]
+async fn a_reload_reports_replaced_entries_apart_from_added_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(plugin("key-guard"), dir.path().join("libguard.so")).unwrap();
+    let config = dir.path().join("config.toml");
+    let rewrite = |mark: &str| {
+        format!("[[hooks]]\nkind = \"rewrite\"\nrules = [{{ prefix_message = \"{mark}\" }}]\n")
+    };
+    let guard = |max: usize| format!("[[hooks]]\nplugin = \"libguard.so\"\nmax_key_len = {max}\n");
+    let audit = "[[hooks]]\nkind = \"audit\"\npath = \"audit.jsonl\"\n";
+    write_config(
+        &config,
+        &[rewrite("A1;"), rewrite("A2;"), guard(8), rewrite("A3;")].concat(),
+    );
+    let server = Running::start(&config);
+
+    // hooks[1]: same kind at the same place, new options: replaced.
+    // hooks[2]: unchanged: kept. hooks[3]: a new hook: added. The plugin
+    // moves to hooks[4] with new options: replaced. The old hooks[4]: removed.
+    write_config(
+        &config,
+        &[rewrite("X1;"), rewrite("A2;"), audit.into(), guard(9)].concat(),
+    );
+    server.signal("HUP");
+    let line = server.wait_for_log("hook chain reloaded");
+    for part in [
+        r#"added=["hooks[3] (kind = \"audit\")"]"#,
+        r#"removed=["hooks[4] (kind = \"rewrite\")"]"#,
+        r#"replaced=["hooks[1] (kind = \"rewrite\")", "hooks[3] (plugin = \"libguard.so\") -> hooks[4] (plugin = \"libguard.so\")"]"#,
+        r#"kept=["hooks[2] (kind = \"rewrite\")"]"#,
+    ] {
+        assert!(line.contains(part), "want {part} in {line}");
+    }
+
+    let mut c = bounded(hookv::client::Client::connect(server.addr))
+        .await
+        .unwrap();
+    let res = bounded(c.hset("t", "ninebytes", "v")).await.unwrap();
+    assert_eq!((res.status, res.message.as_str()), (200, "A2;X1;"));
     drop(c);
     assert!(server.terminate().success());
 }
