@@ -27,8 +27,11 @@
 //!   with the old options) and says that a restart is needed; one that adds a
 //!   wal hook to a server started without a log is refused.
 //! - Plugin libraries that leave the chain stay loaded (unloading a Rust
-//!   `cdylib` is unsound in practice); a plugin file rebuilt at the same path
-//!   is loaded anew from a private copy, so the new build runs.
+//!   `cdylib` is unsound in practice). A plugin entry whose options change
+//!   gets a new instance from the library already loaded; a file with new
+//!   bytes at the same path is a new build, loaded anew, so it runs. A
+//!   process loads at most `plugin::MAX_BUILDS` builds: past that, a reload
+//!   that needs another is refused until a restart (see `crate::plugin`).
 
 use std::path::PathBuf;
 use std::sync::Arc;

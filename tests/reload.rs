@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hookv::pb::CommandRequest;
-use support::plugins::plugin;
+use support::plugins::{mapped_copies, plugin};
 use support::{bounded, Running};
 
 const SERVER: &str = "[server]\nlisten = \"127.0.0.1:0\"\n";
@@ -290,6 +290,7 @@ async fn a_plugin_rebuilt_at_the_same_path_is_loaded_again_on_reload() {
         "[[hooks]]\nplugin = \"libguard.so\"\nmax_key_len = 8\n",
     );
     let server = Running::start(&config);
+    let pid = server.child.id();
 
     // Unchanged file and entry: the running hook is kept.
     server.signal("HUP");
@@ -299,16 +300,28 @@ async fn a_plugin_rebuilt_at_the_same_path_is_loaded_again_on_reload() {
         "{line}"
     );
 
-    // The same path, a new build (here: a fresh copy, so a new mtime).
+    // The same bytes in a new file (new mtime, new inode), as an identical
+    // rebuild or a redeploy makes: still the same build, kept.
     std::thread::sleep(Duration::from_millis(20));
     std::fs::remove_file(&lib).unwrap();
     std::fs::copy(plugin("key-guard"), &lib).unwrap();
     server.signal("HUP");
     let line = server.wait_for_nth_log("hook chain reloaded", 2);
     assert!(
+        line.contains("replaced=[]") && line.contains("kept=[\"hooks[1]"),
+        "{line}"
+    );
+    assert_eq!(mapped_copies(pid, "libguard.so"), 1);
+
+    // A new build (other bytes) at the same path: loaded anew.
+    support::plugins::rebuilt(&plugin("key-guard"), &lib, "a new build");
+    server.signal("HUP");
+    let line = server.wait_for_nth_log("hook chain reloaded", 3);
+    assert!(
         line.contains("replaced=[\"hooks[1]") && line.contains("kept=[]"),
         "{line}"
     );
+    assert_eq!(mapped_copies(pid, "libguard.so"), 2);
 
     let mut c = bounded(hookv::client::Client::connect(server.addr))
         .await
@@ -453,6 +466,84 @@ async fn a_reload_reports_replaced_entries_apart_from_added_and_removed() {
         .unwrap();
     let res = bounded(c.hset("t", "ninebytes", "v")).await.unwrap();
     assert_eq!((res.status, res.message.as_str()), (200, "A2;X1;"));
+    drop(c);
+    assert!(server.terminate().success());
+}
+
+#[tokio::test]
+async fn reloads_that_change_only_plugin_options_map_the_library_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(plugin("key-guard"), dir.path().join("libguard.so")).unwrap();
+    let config = dir.path().join("config.toml");
+    let guard = |max: usize| format!("[[hooks]]\nplugin = \"libguard.so\"\nmax_key_len = {max}\n");
+    write_config(&config, &guard(1));
+    let server = Running::start(&config);
+    let pid = server.child.id();
+    assert_eq!(mapped_copies(pid, "libguard.so"), 1);
+
+    // Each reload makes a new instance with new options, of the same build.
+    for n in 1..=200 {
+        write_config(&config, &guard(1 + n % 10));
+        server.signal("HUP");
+        server.wait_for_nth_log("hook chain reloaded", n);
+    }
+    assert_eq!(
+        mapped_copies(pid, "libguard.so"),
+        1,
+        "one build, one mapping"
+    );
+
+    // The last options rule: max_key_len = 1 + 200 % 10 = 1.
+    let mut c = bounded(hookv::client::Client::connect(server.addr))
+        .await
+        .unwrap();
+    assert_eq!(bounded(c.hset("t", "k", "v")).await.unwrap().status, 200);
+    assert_eq!(bounded(c.hset("t", "kk", "v")).await.unwrap().status, 400);
+    drop(c);
+    assert!(server.terminate().success());
+}
+
+#[tokio::test]
+async fn past_the_build_limit_a_reload_is_refused_until_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.so");
+    support::plugins::build_c_plugin(&base);
+    let lib = dir.path().join("libdeny.so");
+    let build = |n: usize| support::plugins::rebuilt(&base, &lib, &format!("build {n}"));
+    build(1);
+    let config = dir.path().join("config.toml");
+    write_config(&config, "[[hooks]]\nplugin = \"libdeny.so\"\n");
+    let server = Running::start(&config);
+    let pid = server.child.id();
+
+    // Every reload that meets a new build maps it, up to the limit.
+    let limit = hookv::plugin::MAX_BUILDS;
+    for n in 2..=limit {
+        build(n);
+        server.signal("HUP");
+        server.wait_for_nth_log("hook chain reloaded", n - 1);
+    }
+    assert_eq!(mapped_copies(pid, "libdeny.so"), limit);
+
+    // One more is refused, in one line that says what to do.
+    build(limit + 1);
+    server.signal("HUP");
+    let line = server.wait_for_log("reload failed");
+    assert!(
+        line.contains("libdeny.so") && line.contains("restart the server"),
+        "{line}"
+    );
+    assert_eq!(mapped_copies(pid, "libdeny.so"), limit);
+
+    // A build already loaded costs nothing: the one the server started with
+    // reloads.
+    build(1);
+    server.signal("HUP");
+    server.wait_for_nth_log("hook chain reloaded", limit);
+    let mut c = bounded(hookv::client::Client::connect(server.addr))
+        .await
+        .unwrap();
+    assert_eq!(bounded(c.hget("t", "k")).await.unwrap().status, 403);
     drop(c);
     assert!(server.terminate().success());
 }

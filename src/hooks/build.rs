@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use crate::config::{Config, HookEntry};
 use crate::hooks::wal::Wal;
 use crate::hooks::{Hook, HookChain};
+use crate::plugin::{BuildId, PluginError, PluginFile};
 
 /// A hook that cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -85,20 +86,23 @@ pub struct Part {
     pub table: toml::Table,
     /// A label for logs, e.g. `hooks[2] (kind = "audit")`.
     pub label: String,
-    /// For a plugin: its file's modification time and size when loaded, so
-    /// that a library rebuilt at the same path counts as a change.
-    pub stamp: Option<FileStamp>,
+    /// For a plugin: the build of its file that was loaded, so that another
+    /// build at the same path counts as a change (and a touched or copied
+    /// file of the same bytes does not).
+    pub stamp: Option<BuildId>,
     /// The hook.
     pub hook: Arc<dyn Hook>,
 }
 
-/// What identifies a build of a plugin file.
-pub type FileStamp = (std::time::SystemTime, u64);
-
-fn plugin_stamp(env: &BuildEnv<'_>, entry: &HookEntry) -> Option<FileStamp> {
-    let path = env.resolve(Path::new(entry.plugin()?));
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+/// The plugin file of `entry`, read (and hashed), if it names one.
+fn plugin_file(env: &BuildEnv<'_>, entry: &HookEntry) -> Result<Option<PluginFile>, HookError> {
+    // An entry with a `kind` too is refused by `build_one`, for that.
+    let (None, Some(path)) = (entry.kind(), entry.plugin()) else {
+        return Ok(None);
+    };
+    PluginFile::read(&env.resolve(Path::new(path)))
+        .map(Some)
+        .map_err(|e| HookError::new(&env.config.path, entry, e.to_string()))
 }
 
 /// What a rebuild changed, by label.
@@ -121,7 +125,7 @@ pub struct Changes {
 /// Builds the chain of `env.config.hooks`, reusing a hook of `previous`
 /// wherever an entry's table is identical to the one it was built from (so
 /// its state — an audit queue, rate-limit buckets — carries over) and, for a
-/// plugin, its file has not changed since. Nothing of `previous` is changed;
+/// plugin, its file still holds the same build (the same bytes). Nothing of `previous` is changed;
 /// on error nothing new is kept either.
 pub fn rebuild(env: &BuildEnv<'_>, previous: &[Part]) -> Result<Rebuilt, HookError> {
     let mut unused: Vec<Option<&Part>> = previous.iter().map(Some).collect();
@@ -131,7 +135,8 @@ pub fn rebuild(env: &BuildEnv<'_>, previous: &[Part]) -> Result<Rebuilt, HookErr
     let mut fresh = Vec::new();
     for entry in &env.config.hooks {
         let label = entry.label();
-        let stamp = plugin_stamp(env, entry);
+        let file = plugin_file(env, entry)?;
+        let stamp = file.as_ref().map(PluginFile::id);
         let reuse = unused
             .iter_mut()
             .find(|p| p.is_some_and(|p| p.table == entry.table && p.stamp == stamp))
@@ -143,7 +148,7 @@ pub fn rebuild(env: &BuildEnv<'_>, previous: &[Part]) -> Result<Rebuilt, HookErr
             }
             None => {
                 fresh.push(built.parts.len());
-                build_one(env, entry)?
+                build_one(env, entry, file.as_ref())?
             }
         };
         built.chain.push(Arc::clone(&hook));
@@ -208,7 +213,12 @@ pub struct Rebuilt {
     pub retired: Vec<Arc<dyn Hook>>,
 }
 
-fn build_one(env: &BuildEnv<'_>, entry: &HookEntry) -> Result<Arc<dyn Hook>, HookError> {
+/// Builds the hook of `entry`; `file` is its plugin file, read already.
+fn build_one(
+    env: &BuildEnv<'_>,
+    entry: &HookEntry,
+    file: Option<&PluginFile>,
+) -> Result<Arc<dyn Hook>, HookError> {
     let error = |message: String| HookError::new(&env.config.path, entry, message);
     match (entry.table.get("kind"), entry.table.get("plugin")) {
         (Some(_), Some(_)) => Err(error(
@@ -243,7 +253,10 @@ fn build_one(env: &BuildEnv<'_>, entry: &HookEntry) -> Result<Arc<dyn Hook>, Hoo
                 ))),
             }
         }
-        (None, Some(_)) => crate::plugin::build(env, entry).map_err(|e| error(e.to_string())),
+        (None, Some(_)) => file
+            .ok_or(PluginError::PathNotString)
+            .and_then(|file| crate::plugin::build(entry, file))
+            .map_err(|e| error(e.to_string())),
     }
 }
 
