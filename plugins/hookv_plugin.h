@@ -14,7 +14,11 @@
  * below cross the boundary.
  *
  * Lifecycle
- *   1. init(options_json, &state, &error): once, before any event.
+ *   1. init(options_json, &state, &error): once per state, before any event
+ *      with it. One loaded library may make several states, alive at once
+ *      (one per [[hooks]] entry naming it, and one more per reload that
+ *      changes its options): keep what belongs to one in *state, not in
+ *      globals.
  *      `options_json` is the plugin's [[hooks]] table from config.toml,
  *      without the `plugin` key, as a UTF-8 JSON object (TOML dates become
  *      strings). Return HOOKV_STATUS_OK and set *state (opaque, may be NULL),

@@ -17,14 +17,21 @@
 //!   reason) is logged and returned.
 //! - `[server]`, `[storage]` and `[log]` take effect only on restart; a reload
 //!   that changes them says so in the log.
-//! - The `wal` hook wraps the storage, so it is fixed at start: a reload that
-//!   changes its options or removes it keeps the running log exactly as it is
-//!   (every write is still logged, with the old options) and says that a
-//!   restart is needed; one that adds a wal hook to a server started without
-//!   one is refused. A wal entry in the new chain is the running log's hook.
+//! - The `wal` hook wraps the storage, so it is fixed at start: the log
+//!   opened then runs until the server stops. A reload is compared with that
+//!   log, not with the config the previous reload installed: a wal entry
+//!   whose options equal the open log's is that log's hook (so reloading the
+//!   config the server started with always works, even after a reload that
+//!   removed the entry); one that changes its options, or a config without
+//!   one, keeps the open log exactly as it is (every write is still logged,
+//!   with the old options) and says that a restart is needed; one that adds a
+//!   wal hook to a server started without a log is refused.
 //! - Plugin libraries that leave the chain stay loaded (unloading a Rust
-//!   `cdylib` is unsound in practice); a plugin file rebuilt at the same path
-//!   is loaded anew from a private copy, so the new build runs.
+//!   `cdylib` is unsound in practice). A plugin entry whose options change
+//!   gets a new instance from the library already loaded; a file with new
+//!   bytes at the same path is a new build, loaded anew, so it runs. A
+//!   process loads at most `plugin::MAX_BUILDS` builds: past that, a reload
+//!   that needs another is refused until a restart (see `crate::plugin`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,7 +39,7 @@ use std::time::Duration;
 
 use crate::config::{Config, ConfigError};
 use crate::hooks::build::{rebuild, BuildEnv, BuiltChain, Changes, HookError, Rebuilt};
-use crate::hooks::wal::{find_in_config, Wal};
+use crate::hooks::wal::{find_in_config, Wal, WalOptions};
 use crate::hooks::Hook;
 use crate::hooks::HookChain;
 use crate::service::Service;
@@ -58,7 +65,7 @@ pub enum ReloadError {
 /// What a successful reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reloaded {
-    /// Hooks added, removed and kept, by label.
+    /// Hooks added, replaced, removed and kept, by label.
     pub changes: Changes,
     /// Sections that differ from the running config and need a restart.
     pub needs_restart: Vec<&'static str>,
@@ -71,17 +78,29 @@ pub struct Reloader {
     built: BuiltChain,
     /// The log opened at start; it wraps the storage, so it stays as it is.
     wal: Option<Arc<Wal>>,
+    /// The options that log was opened with: what a wal entry is compared
+    /// with. `None` exactly when there is no log.
+    opened: Option<WalOptions>,
 }
 
 impl Reloader {
     /// `config` is the running config (loaded from its `path`), `built` the
     /// chain the service runs.
+    /// `config` is also the one `wal` (if any) was opened from.
     pub fn new(config: Config, built: BuiltChain, wal: Option<Arc<Wal>>) -> Self {
+        // The start found these options in this config before opening the
+        // log; should they not be found now, no wal entry will compare
+        // equal, which only makes every reload ask for a restart.
+        let opened = wal
+            .as_ref()
+            .and_then(|_| find_in_config(&config).ok().flatten())
+            .map(|(_, options)| options);
         Self {
             path: config.path.clone(),
             running: config,
             built,
             wal,
+            opened,
         }
     }
 
@@ -100,16 +119,13 @@ impl Reloader {
             needs_restart.push("log");
         }
         // The write-ahead log wraps the storage: it cannot be added, removed
-        // or re-optioned while serving. The running log goes on as it is, but
-        // a wal entry must still be valid, so that the next restart works.
-        let wal_table = |c: &Config| -> Result<_, HookError> {
-            Ok(find_in_config(c)?.map(|(entry, _)| entry.table.clone()))
-        };
-        let (old_wal, new_wal) = (wal_table(&self.running)?, wal_table(&config)?);
-        if old_wal.is_none() && new_wal.is_some() {
+        // or re-optioned while serving. The open log goes on as it is, but a
+        // wal entry must still be valid, so that the next restart works.
+        let wanted = find_in_config(&config)?.map(|(_, options)| options);
+        if self.wal.is_none() && wanted.is_some() {
             return Err(ReloadError::WalAdded);
         }
-        if old_wal != new_wal {
+        if wanted != self.opened {
             needs_restart.push("wal hook");
         }
         config.server = self.running.server.clone();

@@ -6,7 +6,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hookv::config::Config;
@@ -15,7 +14,7 @@ use hookv::hooks::{Hook, HookCtx};
 use hookv::pb::{CommandRequest, Kvpair, Value};
 use hookv::plugin::PluginHook;
 use hookv::{MemTable, Service, ServiceInner};
-use support::plugins::{example, plugin};
+use support::plugins::{example, mapped_copies, plugin};
 use support::{bounded, TestServer};
 
 /// A memory server whose hooks are the `[[hooks]]` of `hooks_toml`.
@@ -234,12 +233,13 @@ fn loading_a_path_again_after_it_was_replaced_runs_the_new_build() {
     let mut ctx = HookCtx::new(1, "127.0.0.1:1".parse().unwrap());
     let write = CommandRequest::new_hset("t", "a-long-key", "v");
 
-    std::fs::copy(plugin("key-guard"), &path).unwrap();
+    // Builds of this test's own (the tag), so no other test shares them.
+    support::plugins::rebuilt(&plugin("key-guard"), &path, "replaced-1");
     let first = PluginHook::load(&path, r#"{"max_key_len": 4}"#).unwrap();
     assert_eq!(first.name(), "key-guard");
 
     // "Rebuild": another library at the same path.
-    std::fs::copy(plugin("rate-limit"), &path).unwrap();
+    support::plugins::rebuilt(&plugin("rate-limit"), &path, "replaced-2");
     let second = PluginHook::load(&path, r#"{"per_second": 0.001, "burst": 1}"#).unwrap();
     assert_eq!(second.name(), "rate-limit");
 
@@ -262,37 +262,51 @@ fn loading_a_path_again_after_it_was_replaced_runs_the_new_build() {
         429
     );
     drop(first);
-    // The private copies are gone once loaded.
-    let copies = std::env::temp_dir().join(format!("hookv-plugins-{}", std::process::id()));
-    let left = std::fs::read_dir(&copies).map_or(0, |d| {
-        d.filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().ends_with("libmine.so"))
-            .count()
-    });
-    assert_eq!(left, 0);
+    // Each build was mapped from its own private copy, removed from disk
+    // once loaded.
+    assert_eq!(mapped_copies(std::process::id(), "libmine.so"), 2);
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let lines: Vec<_> = maps.lines().filter(|l| l.contains("libmine.so")).collect();
+    assert!(lines.iter().all(|l| l.ends_with("(deleted)")), "{lines:#?}");
+}
+
+#[test]
+fn loading_one_build_again_reuses_its_mapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("libonce.so");
+    support::plugins::rebuilt(&plugin("key-guard"), &path, "loaded-again");
+    // The same bytes in another file, as a copy of an identical build is.
+    let twin = dir.path().join("libtwin.so");
+    std::fs::copy(&path, &twin).unwrap();
+    let mut ctx = HookCtx::new(1, "127.0.0.1:1".parse().unwrap());
+    let write = CommandRequest::new_hset("t", "sixsix", "v");
+
+    // What a reload that changes only the options does, 300 times over;
+    // every instance stays alive, each with its own options.
+    let mut hooks = Vec::new();
+    for n in 0..300 {
+        let file = if n % 2 == 0 { &path } else { &twin };
+        let limit = 1 + n % 10;
+        let options = format!(r#"{{"max_key_len": {limit}}}"#);
+        hooks.push((limit, PluginHook::load(file, &options).unwrap()));
+    }
+    for (limit, hook) in &hooks {
+        let refused = hook.on_received(&mut ctx, &write).is_break();
+        assert_eq!(refused, *limit < 6, "max_key_len = {limit}");
+    }
+    let pid = std::process::id();
+    assert_eq!(
+        mapped_copies(pid, "libonce.so") + mapped_copies(pid, "libtwin.so"),
+        1,
+        "one build, one mapping"
+    );
 }
 
 #[test]
 fn a_plugin_written_in_c_against_the_header_works() {
     let dir = tempfile::tempdir().unwrap();
     let lib = dir.path().join("libc_deny.so");
-    let root = support::plugins::workspace();
-    let out = Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()))
-        .args([
-            "-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
-        ])
-        .arg("-I")
-        .arg(root.join("plugins"))
-        .arg(root.join("tests/c_plugin/deny.c"))
-        .arg("-o")
-        .arg(&lib)
-        .output()
-        .expect("a C compiler (cc), as Rust itself uses for linking");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::plugins::build_c_plugin(&lib);
     let hook = PluginHook::load(&lib, "{}").unwrap();
     assert_eq!(hook.name(), "c-deny");
     let mut ctx = HookCtx::new(1, "127.0.0.1:1".parse().unwrap());

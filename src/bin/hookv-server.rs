@@ -173,6 +173,7 @@ async fn reload_on_sighup(
             Ok(done) => {
                 tracing::info!(
                     added = ?done.changes.added,
+                    replaced = ?done.changes.replaced,
                     removed = ?done.changes.removed,
                     kept = ?done.changes.kept,
                     hooks = ?service.hooks(),

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use crate::config::{Config, HookEntry};
 use crate::hooks::wal::Wal;
 use crate::hooks::{Hook, HookChain};
+use crate::plugin::{BuildId, PluginError, PluginFile};
 
 /// A hook that cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -79,32 +80,42 @@ pub struct BuiltChain {
 /// One hook and the `[[hooks]]` table it was built from.
 #[derive(Clone)]
 pub struct Part {
+    /// 1-based position of the table in the hook list.
+    pub index: usize,
     /// The table, every key included.
     pub table: toml::Table,
     /// A label for logs, e.g. `hooks[2] (kind = "audit")`.
     pub label: String,
-    /// For a plugin: its file's modification time and size when loaded, so
-    /// that a library rebuilt at the same path counts as a change.
-    pub stamp: Option<FileStamp>,
+    /// For a plugin: the build of its file that was loaded, so that another
+    /// build at the same path counts as a change (and a touched or copied
+    /// file of the same bytes does not).
+    pub stamp: Option<BuildId>,
     /// The hook.
     pub hook: Arc<dyn Hook>,
 }
 
-/// What identifies a build of a plugin file.
-pub type FileStamp = (std::time::SystemTime, u64);
-
-fn plugin_stamp(env: &BuildEnv<'_>, entry: &HookEntry) -> Option<FileStamp> {
-    let path = env.resolve(Path::new(entry.plugin()?));
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+/// The plugin file of `entry`, read (and hashed), if it names one.
+fn plugin_file(env: &BuildEnv<'_>, entry: &HookEntry) -> Result<Option<PluginFile>, HookError> {
+    // An entry with a `kind` too is refused by `build_one`, for that.
+    let (None, Some(path)) = (entry.kind(), entry.plugin()) else {
+        return Ok(None);
+    };
+    PluginFile::read(&env.resolve(Path::new(path)))
+        .map(Some)
+        .map_err(|e| HookError::new(&env.config.path, entry, e.to_string()))
 }
 
 /// What a rebuild changed, by label.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Changes {
-    /// Entries built anew.
+    /// Entries built anew that take no previous hook's place.
     pub added: Vec<String>,
-    /// Previous hooks no longer in the list.
+    /// Entries built anew in the place of a previous hook, which leaves: the
+    /// same built-in kind at the same position, or the same plugin file
+    /// (anywhere in the list), with another table or, for a plugin, another
+    /// build of the file. A plugin that moved reads `old label -> new label`.
+    pub replaced: Vec<String>,
+    /// Previous hooks no longer in the list and not replaced.
     pub removed: Vec<String>,
     /// Entries identical to a previous one: the running hook (and its state)
     /// is reused.
@@ -114,16 +125,18 @@ pub struct Changes {
 /// Builds the chain of `env.config.hooks`, reusing a hook of `previous`
 /// wherever an entry's table is identical to the one it was built from (so
 /// its state — an audit queue, rate-limit buckets — carries over) and, for a
-/// plugin, its file has not changed since. Nothing
-/// of `previous` is changed; on error nothing new is kept either.
-///
+/// plugin, its file still holds the same build (the same bytes). Nothing of `previous` is changed;
+/// on error nothing new is kept either.
 pub fn rebuild(env: &BuildEnv<'_>, previous: &[Part]) -> Result<Rebuilt, HookError> {
     let mut unused: Vec<Option<&Part>> = previous.iter().map(Some).collect();
     let mut built = BuiltChain::default();
     let mut changes = Changes::default();
+    // Positions in `built.parts` of the entries built anew.
+    let mut fresh = Vec::new();
     for entry in &env.config.hooks {
         let label = entry.label();
-        let stamp = plugin_stamp(env, entry);
+        let file = plugin_file(env, entry)?;
+        let stamp = file.as_ref().map(PluginFile::id);
         let reuse = unused
             .iter_mut()
             .find(|p| p.is_some_and(|p| p.table == entry.table && p.stamp == stamp))
@@ -134,28 +147,59 @@ pub fn rebuild(env: &BuildEnv<'_>, previous: &[Part]) -> Result<Rebuilt, HookErr
                 Arc::clone(&part.hook)
             }
             None => {
-                changes.added.push(label.clone());
-                build_one(env, entry)?
+                fresh.push(built.parts.len());
+                build_one(env, entry, file.as_ref())?
             }
         };
         built.chain.push(Arc::clone(&hook));
         built.parts.push(Part {
+            index: entry.index,
             table: entry.table.clone(),
             label,
             stamp,
             hook,
         });
     }
-    let mut retired = Vec::new();
-    for part in unused.into_iter().flatten() {
-        changes.removed.push(part.label.clone());
-        retired.push(Arc::clone(&part.hook));
+    let leaving: Vec<&Part> = unused.into_iter().flatten().collect();
+    // Each entry built anew replaces the first leaving hook in its place.
+    let mut unreplaced: Vec<Option<&Part>> = leaving.iter().copied().map(Some).collect();
+    for new in fresh.into_iter().map(|i| &built.parts[i]) {
+        let old = unreplaced
+            .iter_mut()
+            .find(|old| old.is_some_and(|old| same_place(env, old, new)))
+            .and_then(Option::take);
+        match old {
+            None => changes.added.push(new.label.clone()),
+            Some(old) if old.label == new.label => changes.replaced.push(new.label.clone()),
+            Some(old) => changes
+                .replaced
+                .push(format!("{} -> {}", old.label, new.label)),
+        }
     }
+    changes.removed = unreplaced
+        .into_iter()
+        .flatten()
+        .map(|old| old.label.clone())
+        .collect();
+    let retired = leaving.iter().map(|old| Arc::clone(&old.hook)).collect();
     Ok(Rebuilt {
         built,
         changes,
         retired,
     })
+}
+
+/// Whether `new` takes the place of `old` in the list (see
+/// [`Changes::replaced`]).
+fn same_place(env: &BuildEnv<'_>, old: &Part, new: &Part) -> bool {
+    fn text<'a>(part: &'a Part, key: &str) -> Option<&'a str> {
+        part.table.get(key).and_then(toml::Value::as_str)
+    }
+    match (text(old, "plugin"), text(new, "plugin")) {
+        (Some(old), Some(new)) => env.resolve(Path::new(old)) == env.resolve(Path::new(new)),
+        (None, None) => old.index == new.index && text(old, "kind") == text(new, "kind"),
+        _ => false,
+    }
 }
 
 /// The result of [`rebuild`].
@@ -169,7 +213,12 @@ pub struct Rebuilt {
     pub retired: Vec<Arc<dyn Hook>>,
 }
 
-fn build_one(env: &BuildEnv<'_>, entry: &HookEntry) -> Result<Arc<dyn Hook>, HookError> {
+/// Builds the hook of `entry`; `file` is its plugin file, read already.
+fn build_one(
+    env: &BuildEnv<'_>,
+    entry: &HookEntry,
+    file: Option<&PluginFile>,
+) -> Result<Arc<dyn Hook>, HookError> {
     let error = |message: String| HookError::new(&env.config.path, entry, message);
     match (entry.table.get("kind"), entry.table.get("plugin")) {
         (Some(_), Some(_)) => Err(error(
@@ -204,7 +253,10 @@ fn build_one(env: &BuildEnv<'_>, entry: &HookEntry) -> Result<Arc<dyn Hook>, Hoo
                 ))),
             }
         }
-        (None, Some(_)) => crate::plugin::build(env, entry).map_err(|e| error(e.to_string())),
+        (None, Some(_)) => file
+            .ok_or(PluginError::PathNotString)
+            .and_then(|file| crate::plugin::build(entry, file))
+            .map_err(|e| error(e.to_string())),
     }
 }
 

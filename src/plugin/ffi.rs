@@ -15,7 +15,8 @@
 //! Rust `cdylib` is unsound in practice (thread-local destructors registered
 //! by the plugin's std, panic hooks and any thread it spawned would point
 //! into unmapped code, and glibc silently keeps such libraries anyway). The
-//! cost is one mapping per load, paid only when plugins are reloaded.
+//! cost is one mapping per build a process loads; the parent module reuses
+//! a build's library and bounds how many builds are loaded.
 #![allow(unsafe_code)]
 
 use std::ffi::c_void;

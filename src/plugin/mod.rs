@@ -25,19 +25,38 @@
 //! the options. Any failure is a [`PluginError`] naming the file, which
 //! stops the server's start.
 //!
-//! Each load opens a fresh copy of the file (in a fresh private directory
+//! # Builds: loaded once, bounded
+//!
+//! A build is the file's bytes, identified by their SHA-256 ([`BuildId`]).
+//! A process loads each build once and keeps it: a later load of the same
+//! bytes (options-only changes on reload, a touched file, an identical
+//! rebuild or copy) makes a new plugin instance from the library already
+//! loaded. Only a build not seen before maps a new library, from a fresh
+//! private copy of the bytes that were hashed (in a fresh private directory
 //! under `$TMPDIR`, randomly named, mode 0700, removed right after loading:
-//! the mapping stays valid). The dynamic loader hands back the already-open library for
-//! a path it has seen, so without the copy a plugin rebuilt at the same path
-//! would keep running its old code when loaded again (e.g. on a reload).
+//! the mapping stays valid). The dynamic loader hands back the already-open
+//! library for a path (or file) it has seen, so without the copy a plugin
+//! rebuilt at the same path would keep running its old code.
+//!
+//! Libraries are never unloaded (see below), so each new build costs the
+//! process its mapping until exit. At most [`MAX_BUILDS`] builds are loaded
+//! per process; past that, loading a new build is refused with a
+//! [`PluginError::TooManyBuilds`] that says to restart (builds already
+//! loaded still load, so the config the server started with still reloads).
+//!
+//! One library may thus serve several instances at once (two `[[hooks]]`
+//! entries naming the same file, or an old and a new instance during a
+//! reload): a plugin keeps per-instance state in the value its `init`
+//! returns, not in globals.
 //!
 //! # Lifetime
 //!
 //! A [`PluginHook`] owns its plugin instance; the instance holds an `Arc`
 //! to its library, so the code stays loaded while any hook from it can run.
 //! Dropping the last `Arc<PluginHook>` (after the chain holding it is gone)
-//! calls the plugin's teardown. Libraries themselves are never unloaded:
-//! see the module docs of `src/plugin/ffi.rs` for why.
+//! calls the plugin's teardown. Libraries themselves are never unloaded
+//! (the list of loaded builds keeps them): see the module docs of
+//! `src/plugin/ffi.rs` for why.
 //!
 //! # Calls
 //!
@@ -55,15 +74,15 @@ use std::cell::RefCell;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 pub use hookv_plugin::abi::ABI_VERSION;
 use hookv_plugin::abi::{BREAK, CONTINUE, ERROR};
 use hookv_plugin::pb::{status, CommandRequest, CommandResponse};
 use prost::Message;
+use sha2::{Digest, Sha256};
 
 use crate::config::HookEntry;
-use crate::hooks::build::BuildEnv;
 use crate::hooks::{Events, Flow, Hook, HookCtx};
 use ffi::{Args, Event, Instance, Library, LoadError};
 
@@ -90,6 +109,17 @@ pub enum PluginError {
         copy: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// Loading this build would map more than [`MAX_BUILDS`] builds.
+    #[error(
+        "{}: not loaded: this server has loaded {MAX_BUILDS} different plugin builds \
+         already and keeps each until it exits (libraries are never unloaded); restart \
+         the server to load this one",
+        path.display()
+    )]
+    TooManyBuilds {
+        /// The library.
+        path: PathBuf,
     },
     /// The file is not a loadable library.
     #[error("{}: cannot load the library: {reason}", path.display())]
@@ -136,16 +166,73 @@ pub enum PluginError {
     },
 }
 
-/// Builds the plugin hook of a `[[hooks]]` entry with a `plugin` key.
-pub fn build(env: &BuildEnv<'_>, entry: &HookEntry) -> Result<Arc<dyn Hook>, PluginError> {
-    let path = entry.plugin().ok_or(PluginError::PathNotString)?;
+/// Most plugin builds (files of different bytes) one process loads; see
+/// the module docs.
+pub const MAX_BUILDS: usize = 64;
+
+/// What identifies a build of a plugin: the SHA-256 of the file's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BuildId([u8; 32]);
+
+/// A plugin file read into memory, with its [`BuildId`]. What is loaded is
+/// these bytes, so the build is the one identified even if the file changes
+/// meanwhile.
+pub struct PluginFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    id: BuildId,
+}
+
+impl std::fmt::Debug for PluginFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginFile")
+            .field("path", &self.path)
+            .field("len", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginFile {
+    /// Reads the library at `path` (a regular file, or a link to one).
+    pub fn read(path: &Path) -> Result<Self, PluginError> {
+        let failed = |source| PluginError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        // Not a device or a pipe: reading one might never end.
+        if !std::fs::metadata(path).map_err(failed)?.is_file() {
+            return Err(failed(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(failed)?;
+        let id = BuildId(Sha256::digest(&bytes).into());
+        Ok(Self {
+            path: path.to_owned(),
+            bytes,
+            id,
+        })
+    }
+
+    /// The build these bytes are.
+    pub fn id(&self) -> BuildId {
+        self.id
+    }
+
+    /// Where they were read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Builds the plugin hook of a `[[hooks]]` entry from its file, read
+/// already; every key of the entry but `plugin` is the plugin's options.
+pub fn build(entry: &HookEntry, file: &PluginFile) -> Result<Arc<dyn Hook>, PluginError> {
     let mut options = entry.table.clone();
     options.remove("plugin");
     let json = options_json(options)?;
-    Ok(Arc::new(PluginHook::load(
-        &env.resolve(Path::new(path)),
-        &json,
-    )?))
+    Ok(Arc::new(PluginHook::from_file(file, &json)?))
 }
 
 /// The options table as the JSON object a plugin's `init` receives.
@@ -188,10 +275,17 @@ impl std::fmt::Debug for PluginHook {
 }
 
 impl PluginHook {
-    /// Loads the library at `path` from a private copy, checks it, and
-    /// initialises the plugin with `options_json` (a JSON object).
+    /// Loads the library at `path` (unless this build is loaded already),
+    /// checks it, and initialises the plugin with `options_json` (a JSON
+    /// object).
     pub fn load(path: &Path, options_json: &str) -> Result<Self, PluginError> {
-        let library = open_copy(path)?;
+        Self::from_file(&PluginFile::read(path)?, options_json)
+    }
+
+    /// [`PluginHook::load`] of a file read already.
+    pub fn from_file(file: &PluginFile, options_json: &str) -> Result<Self, PluginError> {
+        let path = file.path();
+        let library = library(file)?;
         let instance = Instance::init(library, options_json).map_err(|e| match e {
             Ok(LoadError::NoSymbol) => PluginError::NoDescriptor {
                 path: path.to_owned(),
@@ -403,18 +497,42 @@ fn with_buffers<T>(f: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> T) -> T {
     })
 }
 
-/// Loads a private copy of `path` (see the module docs), removing the copy
-/// once it is mapped.
-fn open_copy(path: &Path) -> Result<Arc<Library>, PluginError> {
-    static LOADS: AtomicU64 = AtomicU64::new(0);
-    std::fs::metadata(path).map_err(|source| PluginError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+/// Every build this process has loaded: libraries are never unloaded, so
+/// a build seen before is reused, and this list bounds how many there are.
+/// A `Vec`: at most [`MAX_BUILDS`] entries, searched once per load. The
+/// lock is held while a new build loads, so two loads of one build cannot
+/// both map it.
+static LOADED: Mutex<Vec<(BuildId, Arc<Library>)>> = Mutex::new(Vec::new());
+
+/// The library of `file`'s build: the loaded one, or a new one (see the
+/// module docs).
+fn library(file: &PluginFile) -> Result<Arc<Library>, PluginError> {
+    // The list is whole after any panic (a push is its only change).
+    let mut loaded = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, library)) = loaded.iter().find(|(id, _)| *id == file.id) {
+        return Ok(Arc::clone(library));
+    }
+    if loaded.len() >= MAX_BUILDS {
+        return Err(PluginError::TooManyBuilds {
+            path: file.path.clone(),
+        });
+    }
+    let library = open_copy(file)?;
+    // Kept even if it turns out not to be a usable plugin: it is mapped
+    // for good all the same.
+    loaded.push((file.id, Arc::clone(&library)));
+    Ok(library)
+}
+
+/// Loads a private copy of `file`'s bytes, removing the copy once it is
+/// mapped.
+fn open_copy(file: &PluginFile) -> Result<Arc<Library>, PluginError> {
+    static COPIES: AtomicU64 = AtomicU64::new(0);
+    let path = file.path();
     let file_name = path
         .file_name()
         .map_or_else(|| "plugin".into(), |n| n.to_string_lossy().into_owned());
-    let n = LOADS.fetch_add(1, Ordering::Relaxed);
+    let n = COPIES.fetch_add(1, Ordering::Relaxed);
     // A fresh directory with a random name, readable only by us (0700), per
     // load: nobody else can plant a file or link where the copy goes, or
     // swap the copy before it is opened.
@@ -427,16 +545,10 @@ fn open_copy(path: &Path) -> Result<Arc<Library>, PluginError> {
             source,
         })?;
     let copy = dir.path().join(format!("{n}-{file_name}"));
-    std::fs::copy(path, &copy).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound if !path.exists() => PluginError::Read {
-            path: path.to_owned(),
-            source,
-        },
-        _ => PluginError::Copy {
-            path: path.to_owned(),
-            copy: copy.clone(),
-            source,
-        },
+    std::fs::write(&copy, &file.bytes).map_err(|source| PluginError::Copy {
+        path: path.to_owned(),
+        copy: copy.clone(),
+        source,
     })?;
     let opened = Library::open(&copy);
     // Removes the copy and the directory; the mapping stays valid.

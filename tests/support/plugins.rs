@@ -79,3 +79,45 @@ pub fn plugin(package: &str) -> PathBuf {
 pub fn example(name: &str) -> PathBuf {
     built().join("examples").join(library_file(name))
 }
+
+/// Writes `library` to `to` with `tag` appended: the same code in a file of
+/// other bytes, as a rebuild makes (the loader reads what the ELF headers
+/// point at and ignores the rest).
+pub fn rebuilt(library: &Path, to: &Path, tag: &str) {
+    let mut bytes = std::fs::read(library).unwrap();
+    bytes.extend_from_slice(tag.as_bytes());
+    // Through a temporary name, as a linker or deploy tool replaces it.
+    let tmp = to.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+/// Builds `tests/c_plugin/deny.c` (against `plugins/hookv_plugin.h` only)
+/// into the library `to` with the C compiler (`$CC`, else `cc`).
+pub fn build_c_plugin(to: &Path) {
+    let root = workspace();
+    let mut cmd = Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()));
+    cmd.args([
+        "-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+    ])
+    .arg("-I")
+    .arg(root.join("plugins"))
+    .arg(root.join("tests/c_plugin/deny.c"))
+    .arg("-o")
+    .arg(to);
+    run(cmd);
+}
+
+/// How many distinct copies of a library whose file name ends in `name`
+/// process `pid` has mapped (each load maps a private copy, named
+/// `<n>-<file name>`; see `hookv::plugin`).
+pub fn mapped_copies(pid: u32, name: &str) -> usize {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let copies: std::collections::BTreeSet<&str> = maps
+        .lines()
+        // The 6th field on is the path; " (deleted)" once the copy is removed.
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .filter(|path| path.ends_with(name))
+        .collect();
+    copies.len()
+}

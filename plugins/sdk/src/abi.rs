@@ -15,11 +15,14 @@
 //! it as the first field) and refuses a plugin whose version is not
 //! [`ABI_VERSION`].
 //!
-//! 1. **init**: the server calls `init(options, &state, &error)` once, with
-//!    the plugin's `[[hooks]]` table (minus the `plugin` key) as a UTF-8 JSON
-//!    object. [`STATUS_OK`] stores an opaque `state` pointer that is handed
-//!    to every other call; anything else refuses the server's start, with
-//!    the UTF-8 message the plugin put in `error`.
+//! 1. **init**: the server calls `init(options, &state, &error)` once per
+//!    state, with the plugin's `[[hooks]]` table (minus the `plugin` key) as
+//!    a UTF-8 JSON object. [`STATUS_OK`] stores an opaque `state` pointer
+//!    that is handed to every other call; anything else refuses the server's
+//!    start, with the UTF-8 message the plugin put in `error`. One loaded
+//!    library may make several states, alive at once (one per `[[hooks]]`
+//!    entry naming it, and one more per reload that changes its options):
+//!    keep what belongs to one in its state, not in statics.
 //! 2. **events**: one function pointer per event; NULL means "not handled"
 //!    and the server never calls it (so it costs nothing). Each receives the
 //!    state, a [`HookvContext`], the request (a protobuf `abi.CommandRequest`)
