@@ -326,8 +326,16 @@ impl Config {
                 wide(s.max_unsent_bytes),
                 wide(min_unsent_bytes(s.max_frame_bytes))..=MAX_UNSENT_BYTES,
             ),
-            ("server.shutdown_grace_secs", s.shutdown_grace_secs, 0..=HOUR),
-            ("server.worker_threads", wide(s.worker_threads), 0..=MAX_WORKER_THREADS),
+            (
+                "server.shutdown_grace_secs",
+                s.shutdown_grace_secs,
+                0..=HOUR,
+            ),
+            (
+                "server.worker_threads",
+                wide(s.worker_threads),
+                0..=MAX_WORKER_THREADS,
+            ),
         ] {
             if range.contains(&value) {
                 continue;
@@ -482,7 +490,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            msg.starts_with("config.toml:3:18: server.worker_threads = 100000: must be between 0 and 1024"),
+            msg.starts_with(
+                "config.toml:3:18: server.worker_threads = 100000: must be between 0 and 1024"
+            ),
             "{msg}"
         );
         for (line, max) in [
@@ -515,7 +525,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            msg.starts_with("config.toml:3:23: server.max_unauthenticated = 11: must be between 1 and 10"),
+            msg.starts_with(
+                "config.toml:3:23: server.max_unauthenticated = 11: must be between 1 and 10"
+            ),
             "{msg}"
         );
         let c = parse("[server]\nmax_connections = 10\n").unwrap();
@@ -527,7 +539,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            msg.starts_with("config.toml:2:19: server.max_frame_bytes = 1073741824: must be between 2151677952"),
+            msg.starts_with(
+                "config.toml:2:19: server.max_frame_bytes = 1073741824: must be between 2151677952"
+            ),
             "{msg}"
         );
         parse("[server]\nmax_frame_bytes = 1073741824\nmax_unsent_bytes = 2151677952\n").unwrap();
