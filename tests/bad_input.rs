@@ -237,7 +237,7 @@ async fn on_after_send_sees_each_answer_as_the_client_got_it() {
     // The connection runs on_after_send for a batch before it reads again:
     // one more answer means the hook has seen the three.
     assert_eq!(bounded(c.hget("mid", "k000")).await.unwrap().status, 200);
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     let summary = |r: &[CommandResponse]| -> Vec<(u32, usize)> {
         r.iter().map(|r| (r.status, r.pairs.len())).collect()
     };
