@@ -69,26 +69,70 @@ impl HookEntry {
 }
 
 /// `[server]`: the listener and its limits.
+///
+/// Every number has a range, checked by [`Config::parse`]; an out-of-range
+/// value stops the start with one line naming the file, line and key.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on. Default `127.0.0.1:9527`.
     pub listen: SocketAddr,
-    /// Largest frame accepted or sent, in bytes. Default 4 MiB; at most 1 GiB.
+    /// Largest frame accepted or sent, in bytes. Default 4 MiB; 256 B to 1 GiB.
     pub max_frame_bytes: usize,
     /// Connections served at once; more wait in the listen backlog. Default 1024.
     pub max_connections: usize,
+    /// While an auth hook is in the chain: connections that have not
+    /// authenticated yet, at most; past it a new connection is answered 503
+    /// and closed. Default (`None`): a quarter of `max_connections`; see
+    /// [`ServerConfig::max_unauthenticated`].
+    pub max_unauthenticated: Option<usize>,
     /// Close a connection that sends nothing for this long. 0 = never. Default 300.
     pub idle_timeout_secs: u64,
+    /// Once the first byte of a frame has arrived, the rest must arrive
+    /// within this many seconds (of the server waiting for it), else the
+    /// connection is answered 408 and closed. Default 10.
+    pub frame_timeout_secs: u64,
+    /// While an auth hook is in the chain: a connection still not
+    /// authenticated this long after it was accepted is answered 401 and
+    /// closed. Default 10.
+    pub auth_timeout_secs: u64,
+    /// A batch of answers must be written (taken by a peer that reads)
+    /// within this long, else the connection is closed. Default 30.
+    pub write_timeout_secs: u64,
+    /// Server-wide budget, in bytes, for answers held because their peer is
+    /// not reading them (writes the kernel did not take at once). A
+    /// connection whose answers would exceed what is left is closed.
+    /// Default 256 MiB.
+    pub max_unsent_bytes: usize,
     /// On shutdown, how long to wait for connections to finish. Default 10.
     pub shutdown_grace_secs: u64,
     /// Threads serving connections; 0 = one per CPU core. Default 0.
     pub worker_threads: usize,
 }
 
+impl ServerConfig {
+    /// `max_unauthenticated` as it applies: as configured, or a quarter of
+    /// `max_connections` (at least 1).
+    pub fn max_unauthenticated(&self) -> usize {
+        self.max_unauthenticated
+            .unwrap_or((self.max_connections / 4).max(1))
+    }
+}
+
 /// Largest accepted `max_frame_bytes`: keeps bit 31 of the header free and
 /// bounds what one connection can make the server buffer.
 pub const MAX_FRAME_BYTES_LIMIT: usize = 1 << 30;
+
+/// Smallest accepted `max_frame_bytes`: every error answer fits in a frame.
+pub const MIN_FRAME_BYTES: usize = 256;
+
+/// The smallest `max_unsent_bytes` that lets the largest batch of answers
+/// (up to about 1 MiB of answers plus one of `max_frame_bytes`, in a buffer
+/// that may have doubled, plus the copies `on_after_send` hooks are shown)
+/// wait for one slow reader.
+pub const fn min_unsent_bytes(max_frame_bytes: usize) -> usize {
+    max_frame_bytes.saturating_mul(2).saturating_add(4 << 20)
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -96,7 +140,12 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9527)),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_connections: 1024,
+            max_unauthenticated: None,
             idle_timeout_secs: 300,
+            frame_timeout_secs: 10,
+            auth_timeout_secs: 10,
+            write_timeout_secs: 30,
+            max_unsent_bytes: 256 << 20,
             shutdown_grace_secs: 10,
             worker_threads: 0,
         }
@@ -174,17 +223,21 @@ pub enum ConfigError {
         /// What is wrong, naming the key.
         message: String,
     },
-    /// A value parses but is out of range.
-    #[error("{path}: {key} = {value}: {reason}")]
+    /// A value parses but is out of range (or does not fit with another).
+    #[error("{path}:{line}:{column}: {key} = {value}: {reason}")]
     Invalid {
         /// The file.
         path: PathBuf,
+        /// 1-based line of the value.
+        line: usize,
+        /// 1-based column of the value.
+        column: usize,
         /// The key, e.g. `server.max_frame_bytes`.
         key: &'static str,
         /// The value given.
         value: String,
-        /// Why it is refused.
-        reason: &'static str,
+        /// Why it is refused, saying what is accepted.
+        reason: String,
     },
 }
 
@@ -218,7 +271,7 @@ impl Config {
                 message: e.message().trim().replace('\n', " "),
             }
         })?;
-        config.check(path)?;
+        config.check(text, path)?;
         config.path = path.to_owned();
         config.hooks = config
             .raw_hooks
@@ -233,37 +286,138 @@ impl Config {
         Ok(config)
     }
 
-    fn check(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key, value: String, reason| ConfigError::Invalid {
-            path: path.to_owned(),
-            key,
-            value,
-            reason,
+    fn check(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, value: String, reason: String| {
+            // Only a key written in the file can be out of range (every
+            // default is in range), so its position is there to find.
+            let (line, column) = position(text, key).unwrap_or((1, 1));
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                key,
+                value,
+                reason,
+            }
         };
         let s = &self.server;
-        if s.max_frame_bytes == 0 || s.max_frame_bytes > MAX_FRAME_BYTES_LIMIT {
-            return Err(invalid(
+        for (key, value, range) in [
+            (
                 "server.max_frame_bytes",
-                s.max_frame_bytes.to_string(),
-                "must be between 1 and 1073741824 (1 GiB)",
-            ));
-        }
-        if s.max_connections == 0 {
-            return Err(invalid(
+                wide(s.max_frame_bytes),
+                wide(MIN_FRAME_BYTES)..=wide(MAX_FRAME_BYTES_LIMIT),
+            ),
+            (
                 "server.max_connections",
-                "0".into(),
-                "must be at least 1",
-            ));
+                wide(s.max_connections),
+                1..=MAX_CONNECTIONS,
+            ),
+            (
+                "server.max_unauthenticated",
+                s.max_unauthenticated.map_or(1, wide),
+                1..=wide(s.max_connections),
+            ),
+            ("server.idle_timeout_secs", s.idle_timeout_secs, 0..=WEEK),
+            ("server.frame_timeout_secs", s.frame_timeout_secs, 1..=HOUR),
+            ("server.auth_timeout_secs", s.auth_timeout_secs, 1..=HOUR),
+            ("server.write_timeout_secs", s.write_timeout_secs, 1..=HOUR),
+            (
+                "server.max_unsent_bytes",
+                wide(s.max_unsent_bytes),
+                wide(min_unsent_bytes(s.max_frame_bytes))..=MAX_UNSENT_BYTES,
+            ),
+            (
+                "server.shutdown_grace_secs",
+                s.shutdown_grace_secs,
+                0..=HOUR,
+            ),
+            (
+                "server.worker_threads",
+                wide(s.worker_threads),
+                0..=MAX_WORKER_THREADS,
+            ),
+        ] {
+            if range.contains(&value) {
+                continue;
+            }
+            let reason = format!(
+                "must be between {} and {}{}",
+                range.start(),
+                range.end(),
+                why(key)
+            );
+            // A limit that follows from another key: if only that key is in
+            // the file, it is the one to point at.
+            let (key, value) = match key {
+                "server.max_unsent_bytes" if position(text, key).is_none() => {
+                    ("server.max_frame_bytes", s.max_frame_bytes.to_string())
+                }
+                _ => (key, value.to_string()),
+            };
+            return Err(invalid(key, value, reason));
         }
         if self.storage.backend == Backend::Sled && self.storage.path.as_os_str().is_empty() {
             return Err(invalid(
                 "storage.path",
                 "\"\"".into(),
-                "the sled backend needs a directory",
+                "the sled backend needs a directory".into(),
             ));
         }
         Ok(())
     }
+}
+
+/// Upper bounds of the `[server]` numbers: far past any sane setting, short
+/// of what breaks the server (a runtime with 100 000 threads aborts; a
+/// timeout of `u64::MAX` seconds overflows the clock).
+const MAX_CONNECTIONS: u64 = 1_000_000;
+const MAX_WORKER_THREADS: u64 = 1024;
+const MAX_UNSENT_BYTES: u64 = 1 << 40;
+const HOUR: u64 = 3600;
+const WEEK: u64 = 7 * 24 * HOUR;
+
+/// What an out-of-range key's bounds mean, when they are not plain.
+fn why(key: &str) -> &'static str {
+    match key {
+        "server.max_frame_bytes" => " (256 B to 1 GiB)",
+        "server.max_unauthenticated" => " (at most max_connections)",
+        "server.idle_timeout_secs" => " (0 = never)",
+        "server.max_unsent_bytes" => {
+            " (at least 2 x max_frame_bytes + 4 MiB, so the largest batch of answers can wait for a slow reader)"
+        }
+        "server.worker_threads" => " (0 = one per CPU core)",
+        _ => "",
+    }
+}
+
+/// A `usize` setting as a `u64`, for range checks (lossless on every target
+/// hookv builds for; saturating otherwise).
+fn wide(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// Where the restart-only sections' keys are written: read again from the
+/// text only when a value turns out to be refused, to name its line.
+#[derive(Deserialize)]
+struct Positions {
+    #[serde(default)]
+    server: std::collections::BTreeMap<String, toml::Spanned<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    storage: std::collections::BTreeMap<String, toml::Spanned<serde::de::IgnoredAny>>,
+}
+
+/// 1-based line and column of the value of `key` (`"server.max_connections"`)
+/// in `text`, if the key is written there.
+fn position(text: &str, key: &str) -> Option<(usize, usize)> {
+    let (section, name) = key.split_once('.')?;
+    let positions: Positions = toml::from_str(text).ok()?;
+    let table = match section {
+        "server" => &positions.server,
+        "storage" => &positions.storage,
+        _ => return None,
+    };
+    let span = table.get(name)?.span();
+    Some(line_column(text, span.start))
 }
 
 /// 1-based line and column of byte `offset` in `text`.
@@ -328,5 +482,68 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("server.max_frame_bytes"), "{msg}");
+    }
+
+    #[test]
+    fn out_of_range_numbers_name_file_line_and_key_in_one_line() {
+        let msg = parse("[server]\nlisten = \"127.0.0.1:1\"\nworker_threads = 100000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with(
+                "config.toml:3:18: server.worker_threads = 100000: must be between 0 and 1024"
+            ),
+            "{msg}"
+        );
+        for (line, max) in [
+            ("max_frame_bytes = 255", "1073741824"),
+            ("max_connections = 1000001", "1000000"),
+            ("max_unauthenticated = 0", "1024"),
+            ("idle_timeout_secs = 18446744073709551615", "604800"),
+            ("frame_timeout_secs = 0", "3600"),
+            ("auth_timeout_secs = 3601", "3600"),
+            ("write_timeout_secs = 0", "3600"),
+            ("max_unsent_bytes = 1048576", "1099511627776"),
+            ("shutdown_grace_secs = 86400", "3600"),
+            ("worker_threads = 1025", "1024"),
+        ] {
+            let key = line.split(' ').next().unwrap();
+            let msg = parse(&format!("# limits\n[server]\n\n{line}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(msg.starts_with("config.toml:4:"), "{line}: {msg}");
+            assert!(msg.contains(&format!("server.{key} = ")), "{line}: {msg}");
+            assert!(msg.contains(&format!("and {max}")), "{line}: {msg}");
+            assert!(!msg.contains('\n'), "{msg}");
+        }
+    }
+
+    #[test]
+    fn limits_that_follow_other_keys_are_checked_against_them() {
+        // At most max_connections connections can be unauthenticated.
+        let msg = parse("[server]\nmax_connections = 10\nmax_unauthenticated = 11\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with(
+                "config.toml:3:23: server.max_unauthenticated = 11: must be between 1 and 10"
+            ),
+            "{msg}"
+        );
+        let c = parse("[server]\nmax_connections = 10\n").unwrap();
+        assert_eq!(c.server.max_unauthenticated(), 2);
+        assert_eq!(parse("").unwrap().server.max_unauthenticated(), 256);
+        // Raising max_frame_bytes past what the default max_unsent_bytes
+        // can hold points at the key that was changed.
+        let msg = parse("[server]\nmax_frame_bytes = 1073741824\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with(
+                "config.toml:2:19: server.max_frame_bytes = 1073741824: must be between 2151677952"
+            ),
+            "{msg}"
+        );
+        parse("[server]\nmax_frame_bytes = 1073741824\nmax_unsent_bytes = 2151677952\n").unwrap();
     }
 }

@@ -11,7 +11,9 @@
 //!   400), never read as a 2 GiB length.
 //!
 //! After either error the byte stream cannot be resynchronised, so the
-//! connection answers once and closes.
+//! connection answers once and closes. So it does when a frame, once begun,
+//! does not arrive whole in time ([`FrameError::Timeout`], 408): the
+//! connection keeps that clock, since only it knows how long it waited.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use hookv_plugin::pb::status;
@@ -24,6 +26,8 @@ pub const HEADER_LEN: usize = 4;
 pub const COMPRESSED_BIT: u32 = 1 << 31;
 /// The default `max_frame_bytes`: 4 MiB.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+/// HTTP's 408 Request Timeout: a frame began but did not arrive whole in time.
+pub const REQUEST_TIMEOUT: u32 = 408;
 
 /// A frame that cannot be accepted.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +55,17 @@ pub enum FrameError {
         /// Bytes received of the unfinished frame (header included).
         have: usize,
     },
+    /// A frame began but did not arrive whole within `frame_timeout_secs`.
+    #[error(
+        "request not received whole within frame_timeout_secs ({secs} s): {have} bytes of it \
+         arrived; closing the connection"
+    )]
+    Timeout {
+        /// The configured limit.
+        secs: u64,
+        /// Bytes received of the unfinished frame (header included).
+        have: usize,
+    },
     /// Reading or writing the socket failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -62,6 +77,7 @@ impl FrameError {
         match self {
             FrameError::TooLarge { .. } => status::TOO_LARGE,
             FrameError::Compressed { .. } | FrameError::Truncated { .. } => status::BAD_REQUEST,
+            FrameError::Timeout { .. } => REQUEST_TIMEOUT,
             FrameError::Io(_) => status::INTERNAL,
         }
     }
@@ -122,9 +138,14 @@ impl FrameCodec {
             Ok(())
         } else {
             Err(FrameError::Truncated {
-                have: src.len() + if self.in_body { HEADER_LEN } else { 0 },
+                have: self.received(src),
             })
         }
+    }
+
+    /// Bytes received of the frame partly in `src` (header included).
+    pub fn received(&self, src: &BytesMut) -> usize {
+        src.len() + if self.in_body { HEADER_LEN } else { 0 }
     }
 }
 

@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::ServerConfig;
-use crate::connection::{self, Limits};
+use crate::connection::{self, Limits, Shared};
 use crate::hooks::HookCtx;
 use crate::service::Service;
 use crate::storage::Storage;
@@ -39,11 +39,9 @@ pub async fn run<S: Storage>(
     // Lets shutdown wait for every connection task to end.
     let tasks = TaskTracker::new();
     let next_id = AtomicU64::new(1);
-    let limits = Limits {
-        max_frame_bytes: config.max_frame_bytes,
-        idle_timeout: (config.idle_timeout_secs > 0)
-            .then(|| Duration::from_secs(config.idle_timeout_secs)),
-    };
+    let limits = Limits::new(config);
+    // Server-wide limits: unauthenticated connections, unread answers.
+    let shared = Arc::new(Shared::new(config));
 
     let accept_loop = async {
         let mut backoff = Duration::from_millis(5);
@@ -72,8 +70,9 @@ pub async fn run<S: Storage>(
             let ctx = HookCtx::new(next_id.fetch_add(1, Ordering::Relaxed), peer);
             let service = service.clone();
             let stop = stop.clone();
+            let shared = Arc::clone(&shared);
             tasks.spawn(async move {
-                connection::serve(stream, ctx, service, limits, stop).await;
+                connection::serve(stream, ctx, service, limits, shared, stop).await;
                 drop(permit);
             });
         }

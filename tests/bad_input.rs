@@ -3,9 +3,12 @@
 
 mod support;
 
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex};
+
 use hookv::client::ClientError;
 use hookv::config::ServerConfig;
-use hookv::pb::CommandResponse;
+use hookv::pb::{CommandRequest, CommandResponse, Kvpair};
 use hookv::{MemTable, Service, ServiceInner};
 use prost::Message;
 use support::{bounded, TestServer};
@@ -186,6 +189,63 @@ async fn a_response_larger_than_the_maximum_becomes_413() {
             .values
             .len(),
         2
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn on_after_send_sees_each_answer_as_the_client_got_it() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let service: Service = ServiceInner::new(MemTable::new())
+        .fn_after_send(move |_ctx, _req, res| {
+            record.lock().unwrap().push(res.clone());
+            ControlFlow::Continue(())
+        })
+        .into();
+    let config = ServerConfig {
+        max_frame_bytes: 256 * 1024,
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start(service, config).await;
+    let mut c = server.client().await;
+    // "mid" answers about 100 KB (a large answer, kept for the hook only
+    // as its bytes); "big" about 300 KB, over max_frame_bytes (a 413).
+    let value = "v".repeat(1000);
+    for (table, from, to) in [
+        ("mid", 0, 100),
+        ("big", 0, 100),
+        ("big", 100, 200),
+        ("big", 200, 300),
+    ] {
+        let pairs = (from..to)
+            .map(|i| Kvpair::new(format!("k{i:03}"), value.as_str()))
+            .collect();
+        assert_eq!(bounded(c.hmset(table, pairs)).await.unwrap().status, 200);
+    }
+    seen.lock().unwrap().clear();
+    let answers = bounded(c.pipeline(&[
+        CommandRequest::new_hgetall("mid"),
+        CommandRequest::new_hgetall("big"),
+        CommandRequest::new_hget("mid", "k007"),
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(answers[0].pairs.len(), 100);
+    assert_eq!(answers[1].status, 413, "{:?}", answers[1].message);
+    assert_eq!(answers[2].status, 200);
+    // The connection runs on_after_send for a batch before it reads again:
+    // one more answer means the hook has seen the three.
+    assert_eq!(bounded(c.hget("mid", "k000")).await.unwrap().status, 200);
+    let seen = seen.lock().unwrap().clone();
+    let summary = |r: &[CommandResponse]| -> Vec<(u32, usize)> {
+        r.iter().map(|r| (r.status, r.pairs.len())).collect()
+    };
+    assert!(
+        seen[..3] == answers[..],
+        "hooks saw {:?}, the client got {:?}",
+        summary(&seen[..3]),
+        summary(&answers)
     );
     server.stop().await;
 }

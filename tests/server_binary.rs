@@ -29,6 +29,28 @@ fn bad_value_names_the_key() {
 }
 
 #[test]
+fn out_of_range_numbers_name_the_file_line_and_key() {
+    let err = start_fails("[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 10000000\n");
+    assert!(
+        err.contains("config.toml:3:") && err.contains("server.max_connections = 10000000"),
+        "{err}"
+    );
+    // Once accepted, and the server aborted spawning threads.
+    let err = start_fails("[server]\nlisten = \"127.0.0.1:0\"\n\nworker_threads = 100000\n");
+    assert!(
+        err.contains(
+            "config.toml:4:18: server.worker_threads = 100000: must be between 0 and 1024"
+        ),
+        "{err}"
+    );
+    let err = start_fails("[server]\nframe_timeout_secs = 0\n");
+    assert!(
+        err.contains("config.toml:2:") && err.contains("server.frame_timeout_secs = 0"),
+        "{err}"
+    );
+}
+
+#[test]
 fn missing_config_file_names_the_path() {
     let err = fails_with(Command::new(SERVER).args(["--config", "/nonexistent/hookv.toml"]));
     assert!(err.contains("/nonexistent/hookv.toml"), "{err}");
