@@ -57,6 +57,8 @@ pub async fn serve<S: Storage>(
     shutdown: CancellationToken,
 ) {
     let mut codec = FrameCodec::new(limits.max_frame_bytes);
+    // Commands that size their answers (hscan pages) read it from here.
+    ctx.max_frame_bytes = limits.max_frame_bytes;
     let mut rbuf = BytesMut::with_capacity(8 * 1024);
     let mut wbuf = BytesMut::with_capacity(8 * 1024);
     // Answered requests waiting for on_after_send, kept only if a hook needs them.

@@ -507,3 +507,42 @@ async fn failed_auth_is_logged_rate_limited_without_the_token() {
     );
     assert!(server.terminate().success());
 }
+
+#[tokio::test]
+async fn hscan_is_a_read_for_auth_and_a_command_rewrite_rules_can_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}\n[[hooks]]\nkind = \"rewrite\"\nrules = [{{ command = \"hscan\", redact = \"***\" }}]\n",
+        auth_hook()
+    );
+    let (server, _, _) = server(dir.path(), &config).await;
+    let mut anonymous = server.client().await;
+    let res = bounded(anonymous.hscan("public", None, 0)).await.unwrap();
+    assert_eq!(res.status, 401, "{res:?}");
+    assert!(
+        res.message.starts_with("hscan: not authenticated"),
+        "{}",
+        res.message
+    );
+
+    let mut admin = server.client().await;
+    bounded(admin.auth(ADMIN)).await.unwrap();
+    for table in ["public", "private"] {
+        bounded(admin.hset(table, "k", "v")).await.unwrap();
+    }
+    let mut viewer = server.client().await;
+    bounded(viewer.auth(VIEWER)).await.unwrap();
+    let res = bounded(viewer.hscan("public", None, 0)).await.unwrap();
+    assert_eq!(res.status, 200, "{res:?}");
+    assert_eq!(res.pairs, vec![Kvpair::new("k", "***")]);
+    let res = bounded(viewer.hscan("private", None, 0)).await.unwrap();
+    assert_eq!(res.status, 403, "{res:?}");
+    assert!(
+        res.message
+            .contains("hscan: user viewer may not read table \"private\""),
+        "{}",
+        res.message
+    );
+    assert!(res.pairs.is_empty());
+    server.stop().await;
+}

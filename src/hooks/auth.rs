@@ -8,7 +8,7 @@
 //!
 //! Every other request from an unauthenticated connection gets 401 and
 //! executes nothing. An authenticated user may read tables matching one of
-//! its `read` patterns (hget, hgetall, hmget, hexist, hmexist) and write
+//! its `read` patterns (hget, hgetall, hmget, hexist, hmexist, hscan) and write
 //! tables matching one of its `write` patterns (hset, hmset, hdel, hmdel);
 //! anything else gets 403 naming the table. Patterns use `*` wildcards.
 //!
@@ -206,7 +206,8 @@ fn access(req: &CommandRequest) -> Option<(Access, &str)> {
         | RequestData::Hgetall(_)
         | RequestData::Hmget(_)
         | RequestData::Hexist(_)
-        | RequestData::Hmexist(_) => Access::Read,
+        | RequestData::Hmexist(_)
+        | RequestData::Hscan(_) => Access::Read,
         RequestData::Hset(_)
         | RequestData::Hmset(_)
         | RequestData::Hdel(_)
