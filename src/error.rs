@@ -46,8 +46,8 @@ pub enum Error {
     Frame(#[from] FrameError),
     /// The response would not fit in a frame the server may send.
     #[error(
-        "response of {len} bytes exceeds max_frame_bytes ({max}); read a big table in pages \
-         with hscan, or fewer keys at a time"
+        "response of {len} bytes exceeds max_frame_bytes ({max}); page through a big table \
+         with hscan, or hmget fewer keys at a time"
     )]
     ResponseTooLarge {
         /// The encoded size of the response.
