@@ -174,6 +174,41 @@ impl Client {
             .await
     }
 
+    /// `hscan table`: one page of `table` in key order, the pairs after
+    /// `cursor` (`None`: from the first key), at most `count` (0: the
+    /// server's default). Pass the answer's `cursor` to get the next page;
+    /// an answer without one ends the scan.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &mut hookv::client::Client) -> Result<(), hookv::client::ClientError> {
+    /// let mut cursor = None;
+    /// loop {
+    ///     let page = client.hscan("big", cursor.as_deref(), 1000).await?;
+    ///     assert_eq!(page.status, 200, "{}", page.message);
+    ///     for pair in &page.pairs {
+    ///         println!("{}", pair.key);
+    ///     }
+    ///     match page.cursor {
+    ///         Some(next) => cursor = Some(next),
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn hscan(
+        &mut self,
+        table: &str,
+        cursor: Option<&str>,
+        count: u32,
+    ) -> Result<CommandResponse, ClientError> {
+        self.send(&CommandRequest::new_hscan(
+            table,
+            cursor.map(str::to_owned),
+            count,
+        ))
+        .await
+    }
+
     /// `auth token`
     pub async fn auth(&mut self, token: &str) -> Result<CommandResponse, ClientError> {
         self.send(&CommandRequest::new_auth(token)).await

@@ -10,19 +10,42 @@
 //! - `hexist`/`hmexist` answer bool values (false for a missing table).
 //! - `hgetall` answers pairs sorted by key (byte order); a missing table is an
 //!   empty list.
+//! - `hscan` answers one page of the same order: the pairs after `cursor`
+//!   (all of them when absent), at most `count` ([`HSCAN_DEFAULT_COUNT`] for
+//!   0, capped at [`HSCAN_MAX_COUNT`]), and fewer when the answer would not
+//!   fit in a frame (at least one while any remain; one that fits in no frame
+//!   is a 413 naming its key, with that key as the cursor to skip it). The
+//!   answer's `cursor` is the key to continue after, absent once the table
+//!   is exhausted.
 //! - Reads never create tables.
 //!
 //! A failure part-way through a multi-key write (storage error) answers 500;
 //! the keys before the failing one stay written.
 
 use hookv_plugin::pb::command_request::RequestData;
-use hookv_plugin::pb::{CommandRequest, CommandResponse, Kvpair, Value};
+use hookv_plugin::pb::{CommandRequest, CommandResponse, Hscan, Kvpair, Value};
+use prost::Message;
 
 use crate::error::Error;
 use crate::storage::Storage;
 
-/// Runs `request` against `store`.
-pub fn dispatch(request: &CommandRequest, store: &dyn Storage) -> Result<CommandResponse, Error> {
+/// The page size of an `hscan` that asks for `count = 0`.
+pub const HSCAN_DEFAULT_COUNT: u32 = 100;
+/// The most pairs one `hscan` page holds; a larger `count` is capped to this.
+pub const HSCAN_MAX_COUNT: u32 = 10_000;
+
+/// An `hscan` page fills at most this part of `max_frame_bytes` (but for
+/// its first pair, which may use it all), leaving 1/16 for hooks that edit
+/// the answer on its way out (a rewrite's message, a redaction).
+const PAGE_FILL: (usize, usize) = (15, 16);
+
+/// Runs `request` against `store`. `max_frame_bytes` is the largest answer
+/// the connection may send: `hscan` cuts its pages to fit.
+pub fn dispatch(
+    request: &CommandRequest,
+    store: &dyn Storage,
+    max_frame_bytes: usize,
+) -> Result<CommandResponse, Error> {
     let data = request.request_data.as_ref().ok_or(Error::UnknownCommand)?;
     let response = match data {
         RequestData::Hget(r) => match store.get(&r.table, &r.key)? {
@@ -69,10 +92,79 @@ pub fn dispatch(request: &CommandRequest, store: &dyn Storage) -> Result<Command
                 .collect::<Result<Vec<_>, _>>()?;
             found.into()
         }
+        RequestData::Hscan(r) => hscan(r, store, max_frame_bytes)?,
         // The auth hook answers `auth` itself; reaching here means no auth hook.
         RequestData::Auth(_) => return Err(Error::AuthNotEnabled),
     };
     Ok(response)
+}
+
+/// One page of a table: see the module docs.
+fn hscan(r: &Hscan, store: &dyn Storage, max_frame_bytes: usize) -> Result<CommandResponse, Error> {
+    let count = match r.count {
+        0 => HSCAN_DEFAULT_COUNT,
+        n => n.min(HSCAN_MAX_COUNT),
+    } as usize;
+    // One pair more than the page: if there is one, the scan goes on.
+    let mut pairs = store.scan(&r.table, r.cursor.as_deref(), count + 1)?;
+    let mut more = pairs.len() > count;
+    pairs.truncate(count);
+    let fit = fitting(&pairs, max_frame_bytes);
+    if fit < pairs.len() {
+        if fit == 0 {
+            let first = pairs.swap_remove(0);
+            return Err(Error::PairTooLarge {
+                len: one_pair_len(&first),
+                table: r.table.clone(),
+                key: first.key,
+                max: max_frame_bytes,
+            });
+        }
+        pairs.truncate(fit);
+        more = true;
+    }
+    let cursor = if more {
+        pairs.last().map(|p| p.key.clone())
+    } else {
+        None
+    };
+    Ok(CommandResponse {
+        pairs,
+        cursor,
+        ..CommandResponse::ok()
+    })
+}
+
+/// How many of `pairs`, from the first, one answer can carry, cursor
+/// included: the first only has to fit in a frame, the rest within
+/// [`PAGE_FILL`] of it.
+fn fitting(pairs: &[Kvpair], max_frame_bytes: usize) -> usize {
+    let Some(first) = pairs.first() else {
+        return 0;
+    };
+    if one_pair_len(first) > max_frame_bytes {
+        return 0;
+    }
+    let budget = max_frame_bytes / PAGE_FILL.1 * PAGE_FILL.0;
+    let mut len = CommandResponse::ok().encoded_len();
+    for (i, pair) in pairs.iter().enumerate() {
+        len += field_len(pair.encoded_len());
+        // Should the page end here, this pair's key is the cursor.
+        if i > 0 && len + field_len(pair.key.len()) > budget {
+            return i;
+        }
+    }
+    pairs.len()
+}
+
+/// The encoded size of an answer carrying `pair` alone, and its key as the cursor.
+fn one_pair_len(pair: &Kvpair) -> usize {
+    CommandResponse::ok().encoded_len() + field_len(pair.encoded_len()) + field_len(pair.key.len())
+}
+
+/// The encoded size of a length-delimited field (tag below 16) of `len` bytes.
+fn field_len(len: usize) -> usize {
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
 /// Applies `op` to each key in order; a missing value becomes the empty `Value`.

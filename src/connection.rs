@@ -241,6 +241,8 @@ pub async fn serve<S: Storage>(
     shutdown: CancellationToken,
 ) {
     let mut codec = FrameCodec::new(limits.max_frame_bytes);
+    // Commands that size their answers (hscan pages) read it from here.
+    ctx.max_frame_bytes = limits.max_frame_bytes;
     let mut rbuf = BytesMut::with_capacity(BUF_BYTES);
     let mut batch = Batch::new();
     let mut deadlines = Deadlines::new(&limits, ctx.started);

@@ -16,7 +16,7 @@ pub enum Error {
     /// The request's oneof is unset, or carries a tag this server does not know.
     #[error(
         "request names no command this server knows: set one of hget(1) hgetall(2) hmget(3) \
-         hset(4) hmset(5) hdel(6) hmdel(7) hexist(8) hmexist(9) auth(13)"
+         hset(4) hmset(5) hdel(6) hmdel(7) hexist(8) hmexist(9) auth(13) hscan(15)"
     )]
     UnknownCommand,
     /// A required field of the command is missing.
@@ -46,10 +46,28 @@ pub enum Error {
     Frame(#[from] FrameError),
     /// The response would not fit in a frame the server may send.
     #[error(
-        "response of {len} bytes exceeds max_frame_bytes ({max}); read the table in parts with hmget"
+        "response of {len} bytes exceeds max_frame_bytes ({max}); page through a big table \
+         with hscan, or hmget fewer keys at a time"
     )]
     ResponseTooLarge {
         /// The encoded size of the response.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// One pair of an hscan page does not fit in any answer the server may
+    /// send. The answer's `cursor` is its key, so the scan can go on past it.
+    #[error(
+        "hscan: the pair at key {} of table {table:?} makes an answer of {len} bytes, over \
+         max_frame_bytes ({max}), so it cannot be sent; this answer's cursor skips it",
+        preview(.key)
+    )]
+    PairTooLarge {
+        /// The table scanned.
+        table: String,
+        /// The key of the pair.
+        key: String,
+        /// The encoded size of an answer carrying just that pair.
         len: usize,
         /// The configured maximum.
         max: usize,
@@ -69,7 +87,7 @@ impl Error {
             | Error::Decode(_) => status::BAD_REQUEST,
             Error::NotFound { .. } => status::NOT_FOUND,
             Error::Frame(e) => e.status(),
-            Error::ResponseTooLarge { .. } => status::TOO_LARGE,
+            Error::ResponseTooLarge { .. } | Error::PairTooLarge { .. } => status::TOO_LARGE,
             Error::Storage(_) => status::INTERNAL,
         }
     }
@@ -77,6 +95,20 @@ impl Error {
 
 impl From<Error> for CommandResponse {
     fn from(e: Error) -> Self {
-        CommandResponse::error(e.status(), e.to_string())
+        let mut res = CommandResponse::error(e.status(), e.to_string());
+        if let Error::PairTooLarge { key, .. } = e {
+            res.cursor = Some(key);
+        }
+        res
+    }
+}
+
+/// `key` quoted for a message; a long key is cut (it may be nearly a frame
+/// long, and the message must fit in one too).
+fn preview(key: &str) -> String {
+    const SHOWN: usize = 64;
+    match key.char_indices().nth(SHOWN) {
+        None => format!("{key:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &key[..cut], key.len()),
     }
 }

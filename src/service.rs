@@ -193,7 +193,7 @@ impl<Store: Storage> Service<Store> {
         let mut res = match chain.received.notify(ctx, req, &()) {
             ControlFlow::Break(refusal) => refusal,
             ControlFlow::Continue(()) => {
-                let res = dispatch(req, &self.inner.store).unwrap_or_else(|e| {
+                let res = dispatch(req, &self.inner.store, ctx.max_frame_bytes).unwrap_or_else(|e| {
                     if e.status() >= 500 {
                         // A failing disk fails every request: limited.
                         crate::log_limited!(error, conn = ctx.conn_id, command = req.command_name(), error = %e, "request failed");

@@ -349,3 +349,200 @@ users = [
     assert_eq!(res.values, vec![Value::empty()]);
     server.stop().await;
 }
+
+/// `reqs` as frames, back to back: one write, as a pipelining client sends them.
+fn frames(reqs: &[CommandRequest]) -> Vec<u8> {
+    use prost::Message;
+    let mut out = Vec::new();
+    for req in reqs {
+        let body = req.encode_to_vec();
+        out.extend((body.len() as u32).to_be_bytes());
+        out.extend(body);
+    }
+    out
+}
+
+/// Reads until the server closes the connection, failing if it answers.
+async fn closed(c: &mut hookv::client::Client) {
+    match bounded(c.read_response()).await {
+        Err(hookv::client::ClientError::Closed) | Err(hookv::client::ClientError::Io(_)) => {}
+        other => panic!("the connection should be closed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn max_failures_wrong_tokens_are_answered_then_the_connection_closes() {
+    for (max, option) in [(3, String::new()), (5, "max_failures = 5\n".to_owned())] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = auth_hook().replace("users = [", &format!("{option}users = ["));
+        let (server, service, _) = server(dir.path(), &config).await;
+        let mut c = server.client().await;
+        let mut reqs: Vec<_> = (0..max)
+            .map(|i| CommandRequest::new_auth(format!("guess-{i}")))
+            .collect();
+        // Pipelined behind the guesses: none of these may run.
+        reqs.push(CommandRequest::new_auth(ADMIN));
+        reqs.push(CommandRequest::new_hset("public", "k", "v"));
+        bounded(c.send_raw(&frames(&reqs))).await.unwrap();
+        for i in 1..=max {
+            let res = bounded(c.read_response()).await.unwrap();
+            assert_eq!(res.status, 401, "answer {i}: {res:?}");
+            assert!(res.message.contains("invalid token"), "{}", res.message);
+            let closes = res.message.contains("closing the connection");
+            assert_eq!(closes, i == max, "answer {i} of {max}: {}", res.message);
+        }
+        closed(&mut c).await;
+        assert!(
+            service.store().tables().unwrap().is_empty(),
+            "a request after the last failure executed"
+        );
+        // Other connections are not affected.
+        let mut admin = server.client().await;
+        assert_eq!(bounded(admin.auth(ADMIN)).await.unwrap().status, 200);
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_right_token_after_fewer_failures_works_and_does_not_reset_the_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _, _) = server(dir.path(), &auth_hook()).await;
+    let mut c = server.client().await;
+    let answers = bounded(c.pipeline(&[
+        CommandRequest::new_auth("wrong-1"),
+        CommandRequest::new_auth("wrong-2"),
+        CommandRequest::new_auth(ADMIN),
+        CommandRequest::new_hset("public", "k", "v"),
+    ]))
+    .await
+    .unwrap();
+    let statuses: Vec<u32> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [401, 401, 200, 200], "{answers:?}");
+    assert_eq!(answers[2].message, "authenticated as admin");
+    // The third failure on this connection closes it, success or not between.
+    let res = bounded(c.auth("wrong-3")).await.unwrap();
+    assert_eq!(res.status, 401);
+    assert!(
+        res.message.contains("too many failed attempts"),
+        "{}",
+        res.message
+    );
+    closed(&mut c).await;
+    server.stop().await;
+}
+
+#[test]
+fn max_failures_is_range_checked() {
+    for bad in ["0", "1001"] {
+        let err = config_error(&format!(
+            "[[hooks]]\nkind = \"auth\"\nmax_failures = {bad}\nusers = [{{ name = \"a\", token_sha256 = \"{}\" }}]\n",
+            hash_token("t")
+        ));
+        assert!(
+            err.contains("config.toml:1:")
+                && err.contains("hooks[1] (kind = \"auth\")")
+                && err.contains(&format!("max_failures = {bad}: must be between 1 and 1000")),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn failed_auth_is_logged_rate_limited_without_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n{}", auth_hook()),
+    )
+    .unwrap();
+    let server = support::Running::start(&config);
+    const SECRET_GUESS: &str = "guessed-token-XYZZY";
+    let started = std::time::Instant::now();
+    // 100 connections, each closed after its third wrong token: 300 failures.
+    let guesses: Vec<_> = (0..3)
+        .map(|_| CommandRequest::new_auth(SECRET_GUESS))
+        .collect();
+    for _ in 0..100 {
+        let mut c = server.client().await;
+        bounded(c.send_raw(&frames(&guesses))).await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(bounded(c.read_response()).await.unwrap().status, 401);
+        }
+        closed(&mut c).await;
+    }
+    let first = server.wait_for_log("auth failed");
+    assert!(
+        first.contains("conn=") && first.contains("peer=127.0.0.1:"),
+        "{first}"
+    );
+    // A line stands for those left out since the last one: keep failing
+    // until one says how many (the budget refills once a second).
+    let summary = loop {
+        let line = server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains("auth failed") && l.contains("suppressed="))
+            .cloned();
+        if let Some(line) = line {
+            break line;
+        }
+        assert!(started.elapsed() < support::LIMIT, "no suppressed= line");
+        let mut c = server.client().await;
+        assert_eq!(bounded(c.auth(SECRET_GUESS)).await.unwrap().status, 401);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(summary.contains("conn="), "{summary}");
+    let log = server.log_text();
+    assert!(!log.contains(SECRET_GUESS), "the token was logged:\n{log}");
+    // Two call sites (a failure, the failure that closes), each with a
+    // budget of BURST lines plus one a second.
+    let lines = log.lines().filter(|l| l.contains("auth failed")).count();
+    let budget = 2 * (hookv::log_limit::BURST as usize + started.elapsed().as_secs() as usize + 1);
+    assert!(
+        lines <= budget,
+        "{lines} lines for 300+ failures (budget {budget})"
+    );
+    assert!(server.terminate().success());
+}
+
+#[tokio::test]
+async fn hscan_is_a_read_for_auth_and_a_command_rewrite_rules_can_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}\n[[hooks]]\nkind = \"rewrite\"\nrules = [{{ command = \"hscan\", redact = \"***\" }}]\n",
+        auth_hook()
+    );
+    let (server, _, _) = server(dir.path(), &config).await;
+    let mut anonymous = server.client().await;
+    let res = bounded(anonymous.hscan("public", None, 0)).await.unwrap();
+    assert_eq!(res.status, 401, "{res:?}");
+    assert!(
+        res.message.starts_with("hscan: not authenticated"),
+        "{}",
+        res.message
+    );
+
+    let mut admin = server.client().await;
+    bounded(admin.auth(ADMIN)).await.unwrap();
+    for table in ["public", "private"] {
+        bounded(admin.hset(table, "k", "v")).await.unwrap();
+    }
+    let mut viewer = server.client().await;
+    bounded(viewer.auth(VIEWER)).await.unwrap();
+    let res = bounded(viewer.hscan("public", None, 0)).await.unwrap();
+    assert_eq!(res.status, 200, "{res:?}");
+    assert_eq!(res.pairs, vec![Kvpair::new("k", "***")]);
+    let res = bounded(viewer.hscan("private", None, 0)).await.unwrap();
+    assert_eq!(res.status, 403, "{res:?}");
+    assert!(
+        res.message
+            .contains("hscan: user viewer may not read table \"private\""),
+        "{}",
+        res.message
+    );
+    assert!(res.pairs.is_empty());
+    server.stop().await;
+}

@@ -109,3 +109,50 @@ fn token_authenticates_and_hash_token_prints_the_config_hash() {
     assert!(stderr(&o).contains("invalid token"), "{}", stderr(&o));
     assert!(server.terminate().success());
 }
+
+#[test]
+fn hscan_prints_a_page_and_the_next_cursor_and_hgetall_falls_back_to_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\nmax_frame_bytes = 65536\n",
+    )
+    .unwrap();
+    let server = Running::start(&config);
+    let addr = server.addr.to_string();
+
+    // 200 pairs of 1 KiB: about three times what one answer may carry.
+    let value = "v".repeat(1024);
+    let keys: Vec<String> = (0..200).map(|i| format!("k{i:03}")).collect();
+    for chunk in keys.chunks(40) {
+        let mut args = vec!["hmset", "big"];
+        for k in chunk {
+            args.extend([k.as_str(), value.as_str()]);
+        }
+        let o = cli(&addr, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+
+    let o = cli(&addr, &["hscan", "big", "--count", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), format!("k000 = {value}\nk001 = {value}\n"));
+    assert_eq!(stderr(&o), "next page: --cursor \"k001\"\n");
+    let o = cli(&addr, &["hscan", "big", "--cursor", "k001", "--count", "1"]);
+    assert_eq!(stdout(&o), format!("k002 = {value}\n"));
+    let o = cli(&addr, &["hscan", "big", "--cursor", "k198"]);
+    assert_eq!(stdout(&o), format!("k199 = {value}\n"));
+    assert_eq!(stderr(&o), "end of table\n");
+
+    // The whole table: 413 in one answer, so the CLI pages through it.
+    let o = cli(&addr, &["hgetall", "big"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let expected: String = keys.iter().map(|k| format!("{k} = {value}\n")).collect();
+    assert!(
+        stdout(&o) == expected,
+        "hgetall printed {} bytes",
+        o.stdout.len()
+    );
+    assert!(stderr(&o).contains("hscan pages"), "{}", stderr(&o));
+    assert!(server.terminate().success());
+}

@@ -1,10 +1,10 @@
 //! All nine commands over TCP, with the semantics DESIGN.md promises, on
-//! both backends.
+//! both backends; and paging through a table with hscan.
 
 mod support;
 
 use hookv::config::ServerConfig;
-use hookv::pb::{Kvpair, Value};
+use hookv::pb::{CommandResponse, Kvpair, Value};
 use hookv::{MemTable, Service, ServiceInner, SledDb, Storage};
 use support::{bounded, TestServer};
 
@@ -179,4 +179,204 @@ async fn pipelined_requests_are_answered_in_order() {
         assert_eq!(pair[1].values, vec![Value::from(i as i64)]);
     }
     server.stop().await;
+}
+
+/// A server on `backend` ("memory" or "sled", in `dir`) with `max_frame_bytes`.
+async fn server_on(backend: &str, dir: &std::path::Path, max_frame_bytes: usize) -> TestServer {
+    let config = ServerConfig {
+        max_frame_bytes,
+        ..ServerConfig::default()
+    };
+    match backend {
+        "memory" => {
+            TestServer::start(Service::from(ServiceInner::new(MemTable::new())), config).await
+        }
+        _ => {
+            let store = SledDb::open(dir.join("db")).unwrap();
+            TestServer::start(Service::from(ServiceInner::new(store)), config).await
+        }
+    }
+}
+
+/// Every page of `table` from the start, `count` at a time.
+async fn all_pages(c: &mut hookv::client::Client, table: &str, count: u32) -> Vec<CommandResponse> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = bounded(c.hscan(table, cursor.as_deref(), count))
+            .await
+            .unwrap();
+        assert_eq!(page.status, 200, "{}", page.message);
+        assert!(pages.len() < 10_000, "the scan does not end");
+        cursor = page.cursor.clone();
+        pages.push(page);
+        if cursor.is_none() {
+            return pages;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_table_too_large_for_hgetall_is_read_whole_by_hscan_pages() {
+    const MAX: usize = 64 * 1024;
+    for backend in ["memory", "sled"] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = server_on(backend, dir.path(), MAX).await;
+        let mut c = server.client().await;
+        // 400 pairs of about 1 KiB (keys in a shuffled order, "" among
+        // them): about 400 KiB, over six times a frame.
+        let mut keys: Vec<String> = (0..399)
+            .map(|i| format!("key-{:04}", (i * 7919) % 1000))
+            .collect();
+        keys.push(String::new());
+        let value = |k: &str| format!("{k}:{}", "v".repeat(1000));
+        for chunk in keys.chunks(40) {
+            let pairs = chunk
+                .iter()
+                .map(|k| Kvpair::new(k.clone(), value(k)))
+                .collect();
+            assert_eq!(bounded(c.hmset("big", pairs)).await.unwrap().status, 200);
+        }
+        let all = bounded(c.hgetall("big")).await.unwrap();
+        assert_eq!(all.status, 413, "{backend}: {}", all.message);
+        assert!(all.message.contains("hscan"), "{}", all.message);
+
+        keys.sort();
+        // 0 asks for the default (100 pairs: too big, so cut to fit); 7
+        // pages that fit anyway; 10000 (the cap) is cut to fit as well.
+        for count in [0, 7, 10_000] {
+            let pages = all_pages(&mut c, "big", count).await;
+            let mut seen = Vec::new();
+            for page in &pages {
+                assert!(!page.pairs.is_empty() || pages.len() == 1);
+                assert!(page.pairs.len() <= if count == 0 { 100 } else { count as usize });
+                if let Some(cursor) = &page.cursor {
+                    assert_eq!(Some(cursor), page.pairs.last().map(|p| &p.key));
+                }
+                for pair in &page.pairs {
+                    assert_eq!(pair.value, Some(Value::from(value(&pair.key))));
+                    seen.push(pair.key.clone());
+                }
+            }
+            assert_eq!(
+                seen, keys,
+                "{backend}, count {count}: every key once, in order"
+            );
+            if count != 7 {
+                assert!(
+                    pages.len() > 6,
+                    "{backend}: pages were not cut to fit: {}",
+                    pages.len()
+                );
+            }
+        }
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn hscan_cursor_edges() {
+    for backend in ["memory", "sled"] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = server_on(backend, dir.path(), 4 * 1024 * 1024).await;
+        let mut c = server.client().await;
+        let keys = |page: &CommandResponse| -> Vec<String> {
+            page.pairs.iter().map(|p| p.key.clone()).collect()
+        };
+        for k in ["", "a", "b", "c", "d"] {
+            bounded(c.hset("t", k, k)).await.unwrap();
+        }
+        // "" is a key: no cursor starts before it, cursor "" starts after it.
+        let page = bounded(c.hscan("t", None, 2)).await.unwrap();
+        assert_eq!(
+            (keys(&page), page.cursor.as_deref()),
+            (vec!["".into(), "a".into()], Some("a"))
+        );
+        let page = bounded(c.hscan("t", Some(""), 2)).await.unwrap();
+        assert_eq!(keys(&page), ["a", "b"]);
+        // A key deleted between pages, the cursor's own key included.
+        bounded(c.hmdel("t", &["b", "c"])).await.unwrap();
+        let page = bounded(c.hscan("t", Some("b"), 2)).await.unwrap();
+        assert_eq!((keys(&page), page.cursor), (vec!["d".to_string()], None));
+        // Past the end, and a table that does not exist: empty, complete.
+        for (table, cursor) in [("t", Some("d")), ("t", Some("zzz")), ("ghost", None)] {
+            let page = bounded(c.hscan(table, cursor, 10)).await.unwrap();
+            assert_eq!(
+                (page.status, page.pairs.len(), page.cursor),
+                (200, 0, None),
+                "{table} {cursor:?}"
+            );
+        }
+        assert_eq!(
+            bounded(c.hexist("ghost", "k")).await.unwrap().values,
+            vec![Value::from(false)]
+        );
+
+        // count 0 is 100; a count above the cap is 10000.
+        let many: Vec<Kvpair> = (0..10_050)
+            .map(|i| Kvpair::new(format!("{i:05}"), 1i64))
+            .collect();
+        for chunk in many.chunks(2000) {
+            assert_eq!(
+                bounded(c.hmset("many", chunk.to_vec()))
+                    .await
+                    .unwrap()
+                    .status,
+                200
+            );
+        }
+        let page = bounded(c.hscan("many", None, 0)).await.unwrap();
+        assert_eq!(
+            (page.pairs.len(), page.cursor.as_deref()),
+            (100, Some("00099"))
+        );
+        let page = bounded(c.hscan("many", None, 1_000_000)).await.unwrap();
+        assert_eq!(
+            (page.pairs.len(), page.cursor.as_deref()),
+            (10_000, Some("09999"))
+        );
+        let page = bounded(c.hscan("many", page.cursor.as_deref(), u32::MAX))
+            .await
+            .unwrap();
+        assert_eq!((page.pairs.len(), page.cursor), (50, None));
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_pair_too_large_for_any_answer_is_a_413_whose_cursor_skips_it() {
+    const MAX: usize = 64 * 1024;
+    for backend in ["memory", "sled"] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = server_on(backend, dir.path(), MAX).await;
+        let mut c = server.client().await;
+        // The key travels twice in an hscan answer (the pair, the cursor):
+        // a request that fits can store a pair no hscan answer can carry.
+        let huge_key = format!("b{}", "k".repeat(30 * 1024));
+        let set = bounded(c.hset("t", &huge_key, "v".repeat(30 * 1024)))
+            .await
+            .unwrap();
+        assert_eq!(set.status, 200, "{}", set.message);
+        bounded(c.hset("t", "a", "small")).await.unwrap();
+        bounded(c.hset("t", "c", "small")).await.unwrap();
+        let page = bounded(c.hscan("t", None, 10)).await.unwrap();
+        // The pairs before it come first.
+        assert_eq!(
+            (page.pairs.len(), page.cursor.as_deref()),
+            (1, Some("a")),
+            "{}",
+            page.message
+        );
+        let refused = bounded(c.hscan("t", Some("a"), 10)).await.unwrap();
+        assert_eq!(refused.status, 413, "{backend}");
+        assert!(refused.message.contains("\"bkkkk"), "{}", refused.message);
+        assert!(refused.message.len() < 1024, "{}", refused.message);
+        assert_eq!(refused.cursor.as_deref(), Some(huge_key.as_str()));
+        let rest = bounded(c.hscan("t", refused.cursor.as_deref(), 10))
+            .await
+            .unwrap();
+        assert_eq!((rest.status, rest.pairs.len(), rest.cursor), (200, 1, None));
+        assert_eq!(rest.pairs[0].key, "c");
+        server.stop().await;
+    }
 }

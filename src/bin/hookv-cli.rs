@@ -2,12 +2,19 @@
 //!
 //! Prints the answer readably; exit status 0 on 200, 1 on any other status,
 //! 2 on bad usage, 3 when the server cannot be reached or answers garbage.
+//!
+//! `hscan` prints one page and, on stderr, the cursor of the next. An
+//! `hgetall` whose answer is too large for one frame (413) is read again in
+//! `hscan` pages and printed as they come (said on stderr): the same pairs
+//! in the same order, though not a snapshot of one moment.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use hookv::client::{Client, ClientError};
-use hookv::pb::{CommandRequest, CommandResponse, Kvpair, Value};
+use hookv::command::HSCAN_MAX_COUNT;
+use hookv::pb::command_request::RequestData;
+use hookv::pb::{status, CommandRequest, CommandResponse, Kvpair, Value};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "The stock hookv client")]
@@ -43,8 +50,19 @@ enum Type {
 enum Command {
     /// Get one key.
     Hget { table: String, key: String },
-    /// Get every pair of a table, sorted by key.
+    /// Get every pair of a table, sorted by key (in hscan pages if it is too
+    /// large for one answer).
     Hgetall { table: String },
+    /// Get one page of a table, sorted by key; the next page's cursor goes to stderr.
+    Hscan {
+        table: String,
+        /// At most this many pairs (0: the server's default, 100; at most 10000).
+        #[arg(long, default_value_t = 0)]
+        count: u32,
+        /// Start after this key (the cursor a previous page printed); none: from the start.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
     /// Get several keys.
     Hmget {
         table: String,
@@ -115,6 +133,12 @@ fn main() -> ExitCode {
     match runtime.block_on(call(&args, &request)) {
         Ok(res) if res.is_ok() => {
             print(&res, keys.as_deref());
+            if let Command::Hscan { .. } = &args.command {
+                match &res.cursor {
+                    Some(next) => eprintln!("next page: --cursor {next:?}"),
+                    None => eprintln!("end of table"),
+                }
+            }
             ExitCode::SUCCESS
         }
         Ok(res) => {
@@ -136,7 +160,37 @@ async fn call(args: &Args, request: &CommandRequest) -> Result<CommandResponse, 
             return Ok(res);
         }
     }
-    client.send(request).await
+    let res = client.send(request).await?;
+    match &request.request_data {
+        Some(RequestData::Hgetall(r)) if res.status == status::TOO_LARGE => {
+            hgetall_in_pages(&mut client, &r.table).await
+        }
+        _ => Ok(res),
+    }
+}
+
+/// Reads and prints `table` page by page, for an `hgetall` whose answer does
+/// not fit in a frame. Answers the first refusal, or an empty 200 at the end.
+async fn hgetall_in_pages(
+    client: &mut Client,
+    table: &str,
+) -> Result<CommandResponse, ClientError> {
+    eprintln!("hgetall: the table does not fit in one answer; reading it in hscan pages");
+    // The server cuts pages to fit its frames; ask for as much as it allows.
+    let mut cursor = None;
+    loop {
+        let page = client
+            .hscan(table, cursor.as_deref(), HSCAN_MAX_COUNT)
+            .await?;
+        if !page.is_ok() {
+            return Ok(page);
+        }
+        print(&page, None);
+        match page.cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(CommandResponse::ok()),
+        }
+    }
 }
 
 /// The request, and the keys to label multi-key answers with.
@@ -144,6 +198,14 @@ fn build(command: &Command) -> Result<(CommandRequest, Option<Vec<String>>), Str
     Ok(match command {
         Command::Hget { table, key } => (CommandRequest::new_hget(table, key), None),
         Command::Hgetall { table } => (CommandRequest::new_hgetall(table), None),
+        Command::Hscan {
+            table,
+            count,
+            cursor,
+        } => (
+            CommandRequest::new_hscan(table, cursor.clone(), *count),
+            None,
+        ),
         Command::Hmget { table, keys } => (
             CommandRequest::new_hmget(table, keys.clone()),
             Some(keys.clone()),

@@ -8,7 +8,7 @@
 //!
 //! Every other request from an unauthenticated connection gets 401 and
 //! executes nothing. An authenticated user may read tables matching one of
-//! its `read` patterns (hget, hgetall, hmget, hexist, hmexist) and write
+//! its `read` patterns (hget, hgetall, hmget, hexist, hmexist, hscan) and write
 //! tables matching one of its `write` patterns (hset, hmset, hdel, hmdel);
 //! anything else gets 403 naming the table. Patterns use `*` wildcards.
 //!
@@ -20,12 +20,22 @@
 //! changes the auth hook (say, a leaked token replaced), every connection
 //! must authenticate again.
 //!
+//! Guessing is slowed per connection: every failed `auth` is logged
+//! (rate-limited; connection id and peer, never the token) and counted in
+//! [`HookCtx::auth_failures`]. The failure that reaches `max_failures`
+//! (default 3) is still answered 401, saying so, and the connection then
+//! closes: nothing pipelined after it is read. A success does not reset the
+//! count, so a client holding one valid token cannot guess another's forever
+//! on one connection. (A guesser can reconnect: each new connection costs a
+//! TCP handshake and is bounded by the server's connection limits.)
+//!
 //! Events: `on_received` (authenticate, refuse) and `on_before_send`
 //! (withhold previous values).
 //!
 //! ```toml
 //! [[hooks]]
 //! kind = "auth"
+//! max_failures = 3   # failed auth requests before the connection is closed (1..=1000)
 //! users = [
 //!   { name = "admin",  token_sha256 = "<hex>", read = ["*"], write = ["*"] },
 //!   { name = "viewer", token_sha256 = "<hex>", read = ["public*"] },
@@ -51,6 +61,19 @@ use super::{Events, Flow, Hook, HookCtx};
 pub struct AuthOptions {
     /// Who may connect.
     pub users: Vec<UserOptions>,
+    /// Failed `auth` requests a connection may make; the one that reaches
+    /// this number is answered, then the connection is closed.
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+}
+
+/// The default of [`AuthOptions::max_failures`].
+pub const DEFAULT_MAX_FAILURES: u32 = 3;
+/// The largest accepted [`AuthOptions::max_failures`].
+pub const MAX_FAILURES_LIMIT: u32 = 1000;
+
+fn default_max_failures() -> u32 {
+    DEFAULT_MAX_FAILURES
 }
 
 /// One user.
@@ -80,6 +103,7 @@ struct User {
 /// The auth hook.
 pub struct AuthHook {
     users: Vec<User>,
+    max_failures: u32,
 }
 
 /// The hex SHA-256 of `token`, as `token_sha256` expects it.
@@ -105,10 +129,17 @@ fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
 
 impl AuthHook {
     /// Checks the options: at least one user, unique names and hashes,
-    /// well-formed hashes.
+    /// well-formed hashes, `max_failures` in range.
     pub fn new(options: AuthOptions) -> Result<Self, String> {
         if options.users.is_empty() {
             return Err("users: at least one user is needed (nobody could connect)".into());
+        }
+        if !(1..=MAX_FAILURES_LIMIT).contains(&options.max_failures) {
+            return Err(format!(
+                "max_failures = {}: must be between 1 and {MAX_FAILURES_LIMIT} (failed auth \
+                 requests a connection may make before it is closed)",
+                options.max_failures
+            ));
         }
         let mut users = Vec::with_capacity(options.users.len());
         let mut by_name = HashMap::new();
@@ -142,7 +173,10 @@ impl AuthHook {
                 write: u.write,
             });
         }
-        Ok(Self { users })
+        Ok(Self {
+            users,
+            max_failures: options.max_failures,
+        })
     }
 
     /// The user whose hash matches `token`. Every user's hash is compared,
@@ -172,7 +206,8 @@ fn access(req: &CommandRequest) -> Option<(Access, &str)> {
         | RequestData::Hgetall(_)
         | RequestData::Hmget(_)
         | RequestData::Hexist(_)
-        | RequestData::Hmexist(_) => Access::Read,
+        | RequestData::Hmexist(_)
+        | RequestData::Hscan(_) => Access::Read,
         RequestData::Hset(_)
         | RequestData::Hmset(_)
         | RequestData::Hdel(_)
@@ -221,10 +256,7 @@ impl Hook for AuthHook {
                         ..CommandResponse::ok()
                     }
                 }
-                None => {
-                    ctx.principal = None;
-                    CommandResponse::error(status::UNAUTHENTICATED, "auth: invalid token")
-                }
+                None => self.refuse_token(ctx),
             });
         }
         let Some(user) = self.user_of(ctx) else {
@@ -273,6 +305,35 @@ impl Hook for AuthHook {
 }
 
 impl AuthHook {
+    /// A failed `auth`: the connection is unauthenticated from now on, the
+    /// failure is counted and logged, and the one that reaches
+    /// `max_failures` closes the connection after its answer.
+    fn refuse_token(&self, ctx: &mut HookCtx) -> CommandResponse {
+        ctx.principal = None;
+        ctx.auth_failures = ctx.auth_failures.saturating_add(1);
+        let failures = ctx.auth_failures;
+        let peer = ctx.peer_text();
+        if failures < self.max_failures {
+            // A guesser triggers this at will: limited. Never the token.
+            crate::log_limited!(warn, conn = ctx.conn_id, %peer, failures, "auth failed: invalid token");
+            return CommandResponse::error(status::UNAUTHENTICATED, "auth: invalid token");
+        }
+        crate::log_limited!(
+            warn,
+            conn = ctx.conn_id,
+            %peer,
+            failures,
+            "auth failed: invalid token; too many failed attempts, closing the connection"
+        );
+        ctx.close_after_answer();
+        CommandResponse::error(
+            status::UNAUTHENTICATED,
+            format!(
+                "auth: invalid token; too many failed attempts ({failures}); closing the connection"
+            ),
+        )
+    }
+
     /// Writes answer the previous (or removed) values; a user who may write a
     /// table but not read it must not learn them that way.
     fn withhold(&self, ctx: &HookCtx, req: &CommandRequest, res: &mut CommandResponse) {
@@ -314,21 +375,17 @@ mod tests {
             read: vec![],
             write: vec![],
         };
-        assert!(AuthHook::new(AuthOptions { users: vec![] }).is_err());
-        let err = AuthHook::new(AuthOptions {
-            users: vec![user("a", "1234")],
-        })
-        .err()
-        .unwrap();
+        let options = |users| AuthOptions {
+            users,
+            max_failures: DEFAULT_MAX_FAILURES,
+        };
+        assert!(AuthHook::new(options(vec![])).is_err());
+        let err = AuthHook::new(options(vec![user("a", "1234")]))
+            .err()
+            .unwrap();
         assert!(err.contains("token_sha256"), "{err}");
         let h = hash_token("t");
-        assert!(AuthHook::new(AuthOptions {
-            users: vec![user("a", &h), user("b", &h)]
-        })
-        .is_err());
-        assert!(AuthHook::new(AuthOptions {
-            users: vec![user("a", &h), user("a", &hash_token("u"))]
-        })
-        .is_err());
+        assert!(AuthHook::new(options(vec![user("a", &h), user("b", &h)])).is_err());
+        assert!(AuthHook::new(options(vec![user("a", &h), user("a", &hash_token("u"))])).is_err());
     }
 }

@@ -60,6 +60,15 @@ pub struct HookCtx {
     /// write that storage executed successfully), whatever hooks did to its
     /// answer afterwards. The connection then waits for the write barrier.
     pub wrote: bool,
+    /// Failed `auth` requests on this connection so far, counted by the auth
+    /// hook (which closes the connection once they reach its
+    /// `max_failures`). A success does not reset it: a client holding one
+    /// valid token must not be able to buy unlimited guesses at another.
+    pub auth_failures: u32,
+    /// The largest answer this connection may send (`[server]
+    /// max_frame_bytes`; the default until the connection sets it): an
+    /// `hscan` cuts its page to fit.
+    pub max_frame_bytes: usize,
     /// `peer` as text, formatted once per connection (plugins get it as a
     /// string on every call), with the address it was formatted from.
     peer_text: (SocketAddr, Arc<str>),
@@ -116,6 +125,8 @@ impl HookCtx {
             answered: now,
             request_frame: None,
             wrote: false,
+            auth_failures: 0,
+            max_frame_bytes: crate::frame::DEFAULT_MAX_FRAME_BYTES,
             close: false,
         }
     }

@@ -62,7 +62,7 @@ pub struct RewriteOptions {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
-    /// Command name(s): hget, hset, ..., auth, or "unknown" for malformed requests.
+    /// Command name(s): hget, hset, ..., hscan, auth, or "unknown" for malformed requests.
     pub command: Option<OneOrMany<String>>,
     /// Table pattern (`*` wildcards). Requests without a table never match it.
     pub table: Option<String>,
@@ -79,8 +79,8 @@ pub struct Rule {
 }
 
 const COMMANDS: &[&str] = &[
-    "hget", "hgetall", "hmget", "hset", "hmset", "hdel", "hmdel", "hexist", "hmexist", "auth",
-    "unknown",
+    "hget", "hgetall", "hmget", "hset", "hmset", "hdel", "hmdel", "hexist", "hmexist", "hscan",
+    "auth", "unknown",
 ];
 
 /// The rewrite hook.

@@ -1776,6 +1776,15 @@ impl Storage for WalStore {
         self.inner.get_iter(table)
     }
 
+    fn scan(
+        &self,
+        table: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Kvpair>, StorageError> {
+        self.inner.scan(table, after, limit)
+    }
+
     fn tables(&self) -> Result<Vec<String>, StorageError> {
         self.inner.tables()
     }

@@ -1,5 +1,8 @@
 //! [`MemTable`]: the in-memory backend.
 
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
 use ahash::RandomState;
 use dashmap::DashMap;
 use hookv_plugin::pb::{Kvpair, Value};
@@ -72,6 +75,47 @@ impl Storage for MemTable {
         Ok(StorageIter::new(self.get_all(table)?.into_iter().map(Ok)))
     }
 
+    /// A hash map has no key order to start from, so a page is one pass
+    /// over the table keeping the `limit` smallest keys after `after` in a
+    /// bounded max-heap: O(n log limit) at worst, and only pairs that enter
+    /// the heap are copied; nothing sorts the whole table. Paging through a
+    /// table of n keys therefore costs about n / limit passes: big pages
+    /// are cheaper per key.
+    fn scan(
+        &self,
+        table: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Kvpair>, StorageError> {
+        let Some(t) = self.tables.get(table) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut smallest: BinaryHeap<ByKey> = BinaryHeap::with_capacity(limit.min(t.len()));
+        for entry in t.iter() {
+            let key = entry.key().as_str();
+            if after.is_some_and(|after| key <= after) {
+                continue;
+            }
+            let pair = || ByKey(Kvpair::new(key, entry.value().clone()));
+            if smallest.len() < limit {
+                smallest.push(pair());
+            } else if let Some(mut largest) = smallest.peek_mut() {
+                // Replacing the top sifts it down when `largest` drops.
+                if key < largest.0.key.as_str() {
+                    *largest = pair();
+                }
+            }
+        }
+        Ok(smallest
+            .into_sorted_vec()
+            .into_iter()
+            .map(|p| p.0)
+            .collect())
+    }
+
     fn tables(&self) -> Result<Vec<String>, StorageError> {
         let mut names: Vec<String> = self
             .tables
@@ -81,5 +125,28 @@ impl Storage for MemTable {
             .collect();
         names.sort_unstable();
         Ok(names)
+    }
+}
+
+/// A pair ordered by its key alone (keys are unique within a table).
+struct ByKey(Kvpair);
+
+impl PartialEq for ByKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key == other.0.key
+    }
+}
+
+impl Eq for ByKey {}
+
+impl PartialOrd for ByKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ByKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.key.cmp(&other.0.key)
     }
 }

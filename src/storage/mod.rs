@@ -63,6 +63,36 @@ pub trait Storage: Send + Sync + 'static {
     }
     /// Iterates the pairs of `table` in key order (byte order).
     fn get_iter(&self, table: &str) -> Result<StorageIter, StorageError>;
+    /// One page of `table` in key order (byte order, as [`Storage::get_all`]):
+    /// the first `limit` pairs whose keys come strictly after `after`
+    /// (`None`: from the first key; `Some("")` skips only the key `""`).
+    /// Empty for a missing table. Paging with the last key of each page
+    /// returns every key present throughout exactly once.
+    ///
+    /// The default walks [`Storage::get_iter`] from the start: backends
+    /// override it to start at `after`.
+    fn scan(
+        &self,
+        table: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Kvpair>, StorageError> {
+        let mut page = Vec::new();
+        if limit == 0 {
+            return Ok(page);
+        }
+        for pair in self.get_iter(table)? {
+            let pair = pair?;
+            if after.is_some_and(|after| pair.key.as_str() <= after) {
+                continue;
+            }
+            page.push(pair);
+            if page.len() == limit {
+                break;
+            }
+        }
+        Ok(page)
+    }
     /// The names of all tables that hold at least one key, sorted.
     fn tables(&self) -> Result<Vec<String>, StorageError>;
     /// Makes everything written so far durable (a no-op in memory).
@@ -125,6 +155,14 @@ macro_rules! forward_storage {
             }
             fn get_iter(&self, table: &str) -> Result<StorageIter, StorageError> {
                 (**self).get_iter(table)
+            }
+            fn scan(
+                &self,
+                table: &str,
+                after: Option<&str>,
+                limit: usize,
+            ) -> Result<Vec<Kvpair>, StorageError> {
+                (**self).scan(table, after, limit)
             }
             fn tables(&self) -> Result<Vec<String>, StorageError> {
                 (**self).tables()
@@ -247,6 +285,102 @@ mod conformance {
             s.contains("ghost", "k").unwrap();
             s.del("ghost", "k").unwrap();
             assert_eq!(s.tables().unwrap(), vec!["t".to_string()]);
+        });
+    }
+
+    /// A backend that only has the trait's required methods, so the
+    /// default `scan` runs too.
+    struct Defaults(MemTable);
+
+    impl Storage for Defaults {
+        fn get(&self, table: &str, key: &str) -> Result<Option<Value>, StorageError> {
+            self.0.get(table, key)
+        }
+        fn set(&self, table: &str, key: &str, value: Value) -> Result<Option<Value>, StorageError> {
+            self.0.set(table, key, value)
+        }
+        fn contains(&self, table: &str, key: &str) -> Result<bool, StorageError> {
+            self.0.contains(table, key)
+        }
+        fn del(&self, table: &str, key: &str) -> Result<Option<Value>, StorageError> {
+            self.0.del(table, key)
+        }
+        fn get_iter(&self, table: &str) -> Result<StorageIter, StorageError> {
+            self.0.get_iter(table)
+        }
+        fn tables(&self) -> Result<Vec<String>, StorageError> {
+            self.0.tables()
+        }
+    }
+
+    /// Runs `check` on every backend and on the trait's default `scan`.
+    fn each_scan(check: impl Fn(&dyn Storage)) {
+        each(&check);
+        eprintln!("backend: trait defaults");
+        check(&Defaults(MemTable::new()));
+    }
+
+    fn keys_of(pairs: &[Kvpair]) -> Vec<&str> {
+        pairs.iter().map(|p| p.key.as_str()).collect()
+    }
+
+    #[test]
+    fn scan_pages_follow_get_all_order_and_cover_every_key_once() {
+        each_scan(|s| {
+            let keys = [
+                "b", "", "a", "\0", "aa", "é", "a\0", "Z", "10", "9", "ключ", "b ",
+            ];
+            for (i, k) in keys.iter().enumerate() {
+                s.set("t", k, (i as i64).into()).unwrap();
+            }
+            // Neighbouring tables whose names extend this one's.
+            s.set("t\0", "a", "x".into()).unwrap();
+            s.set("tt", "a", "x".into()).unwrap();
+            s.set("", "t", "x".into()).unwrap();
+            let all = s.get_all("t").unwrap();
+            assert_eq!(all.len(), keys.len());
+            for limit in [1, 2, 5, keys.len(), keys.len() + 1, 1000] {
+                let mut paged = Vec::new();
+                let mut after: Option<String> = None;
+                // Bounded: a scan that does not advance must fail, not hang.
+                for _ in 0..=keys.len() {
+                    let page = s.scan("t", after.as_deref(), limit).unwrap();
+                    assert!(page.len() <= limit);
+                    let Some(last) = page.last() else { break };
+                    after = Some(last.key.clone());
+                    paged.extend(page);
+                }
+                assert_eq!(paged, all, "limit {limit}");
+            }
+        });
+    }
+
+    #[test]
+    fn scan_cursor_edges() {
+        each_scan(|s| {
+            for k in ["", "a", "b", "c"] {
+                s.set("t", k, k.into()).unwrap();
+            }
+            // "" is a key: after Some("") skips it alone, None includes it.
+            assert_eq!(keys_of(&s.scan("t", None, 2).unwrap()), ["", "a"]);
+            assert_eq!(keys_of(&s.scan("t", Some(""), 2).unwrap()), ["a", "b"]);
+            // A cursor between keys, or past the end.
+            assert_eq!(keys_of(&s.scan("t", Some("aa"), 10).unwrap()), ["b", "c"]);
+            assert!(s.scan("t", Some("c"), 10).unwrap().is_empty());
+            assert!(s.scan("t", Some("zzz"), 10).unwrap().is_empty());
+            // No pairs asked, or none there; values come along.
+            assert!(s.scan("t", None, 0).unwrap().is_empty());
+            assert_eq!(
+                s.scan("t", Some("b"), 1).unwrap(),
+                vec![Kvpair::new("c", "c")]
+            );
+            assert!(s.scan("ghost", None, 10).unwrap().is_empty());
+            assert_eq!(s.tables().unwrap(), vec!["t".to_string()]);
+            // A key deleted between pages: the scan goes on after it.
+            let first = s.scan("t", None, 3).unwrap();
+            assert_eq!(keys_of(&first), ["", "a", "b"]);
+            s.del("t", "b").unwrap();
+            assert_eq!(keys_of(&s.scan("t", Some("b"), 3).unwrap()), ["c"]);
         });
     }
 }

@@ -12,6 +12,7 @@
 //! key `c` are different records, and a prefix scan of one table can never
 //! reach another, whatever bytes the names contain.
 
+use std::ops::Bound;
 use std::path::Path;
 
 use hookv_plugin::pb::{Kvpair, Value};
@@ -84,6 +85,18 @@ fn decode_value(table: &str, key: &str, raw: &[u8]) -> Result<Value, StorageErro
     Ok(value)
 }
 
+/// A record of `table` (its key starts with the table's prefix) as a pair.
+fn decode_pair(table: &str, (raw_key, raw_value): (IVec, IVec)) -> Result<Kvpair, StorageError> {
+    let raw = &raw_key[4 + table.len()..];
+    let key = std::str::from_utf8(raw).map_err(|_| StorageError::Corrupt {
+        table: table.to_owned(),
+        key: String::from_utf8_lossy(raw).into_owned(),
+        reason: "key is not UTF-8".to_owned(),
+    })?;
+    let value = decode_value(table, key, &raw_value)?;
+    Ok(Kvpair::new(key, value))
+}
+
 fn decode_opt(table: &str, key: &str, raw: Option<IVec>) -> Result<Option<Value>, StorageError> {
     raw.map(|raw| decode_value(table, key, &raw)).transpose()
 }
@@ -122,20 +135,36 @@ impl Storage for SledDb {
     }
 
     fn get_iter(&self, table: &str) -> Result<StorageIter, StorageError> {
-        let prefix_len = 4 + table.len();
         let table = table.to_owned();
-        let iter = self.db.scan_prefix(table_prefix(&table)).map(move |item| {
-            let (raw_key, raw_value) = item?;
-            let key =
-                std::str::from_utf8(&raw_key[prefix_len..]).map_err(|_| StorageError::Corrupt {
-                    table: table.clone(),
-                    key: String::from_utf8_lossy(&raw_key[prefix_len..]).into_owned(),
-                    reason: "key is not UTF-8".to_owned(),
-                })?;
-            let value = decode_value(&table, key, &raw_value)?;
-            Ok(Kvpair::new(key, value))
-        });
+        let iter = self
+            .db
+            .scan_prefix(table_prefix(&table))
+            .map(move |item| decode_pair(&table, item?));
         Ok(StorageIter::new(iter))
+    }
+
+    /// A range scan from the first record after `after`'s, so a page costs
+    /// what it returns, wherever it starts.
+    fn scan(
+        &self,
+        table: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Kvpair>, StorageError> {
+        let prefix = table_prefix(table);
+        let end = match prefix_successor(&prefix) {
+            Some(end) => Bound::Excluded(end),
+            None => Bound::Unbounded,
+        };
+        let start = match after {
+            Some(after) => Bound::Excluded(record_key(table, after)),
+            None => Bound::Included(prefix),
+        };
+        self.db
+            .range((start, end))
+            .take(limit)
+            .map(|item| decode_pair(table, item?))
+            .collect()
     }
 
     fn tables(&self) -> Result<Vec<String>, StorageError> {

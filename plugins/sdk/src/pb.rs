@@ -109,6 +109,16 @@ impl CommandRequest {
         }))
     }
 
+    /// `hscan table [--cursor KEY] [--count N]`: the pairs after `cursor`
+    /// (`None`: from the start), at most `count` (0: the server's default).
+    pub fn new_hscan(table: impl Into<String>, cursor: Option<String>, count: u32) -> Self {
+        Self::with(RequestData::Hscan(Hscan {
+            table: table.into(),
+            cursor,
+            count,
+        }))
+    }
+
     /// `auth token`
     pub fn new_auth(token: impl Into<String>) -> Self {
         Self::with(RequestData::Auth(Auth {
@@ -130,6 +140,7 @@ impl CommandRequest {
             Some(RequestData::Hexist(_)) => "hexist",
             Some(RequestData::Hmexist(_)) => "hmexist",
             Some(RequestData::Auth(_)) => "auth",
+            Some(RequestData::Hscan(_)) => "hscan",
             None => "unknown",
         }
     }
@@ -146,11 +157,14 @@ impl CommandRequest {
             RequestData::Hmdel(r) => Some(&r.table),
             RequestData::Hexist(r) => Some(&r.table),
             RequestData::Hmexist(r) => Some(&r.table),
+            RequestData::Hscan(r) => Some(&r.table),
             RequestData::Auth(_) => None,
         }
     }
 
     /// The keys the request addresses, in request order (no allocation).
+    /// `hgetall` and `hscan` address none: which keys they read is up to
+    /// the table (an hscan's cursor is a position, not a key it reads).
     pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
         let (one, many, pairs): (Option<&str>, &[String], &[Kvpair]) = match &self.request_data {
             Some(RequestData::Hget(r)) => (Some(&r.key), &[], &[]),
@@ -161,14 +175,19 @@ impl CommandRequest {
             Some(RequestData::Hmdel(r)) => (None, &r.keys, &[]),
             Some(RequestData::Hmexist(r)) => (None, &r.keys, &[]),
             Some(RequestData::Hmset(r)) => (None, &[], &r.pairs),
-            Some(RequestData::Hgetall(_)) | Some(RequestData::Auth(_)) | None => (None, &[], &[]),
+            Some(RequestData::Hgetall(_))
+            | Some(RequestData::Hscan(_))
+            | Some(RequestData::Auth(_))
+            | None => (None, &[], &[]),
         };
         one.into_iter()
             .chain(many.iter().map(String::as_str))
             .chain(pairs.iter().map(|p| p.key.as_str()))
     }
 
-    /// True for the commands that change stored data (hset, hmset, hdel, hmdel).
+    /// True for the commands that change stored data (hset, hmset, hdel,
+    /// hmdel); the reads (hget, hgetall, hmget, hexist, hmexist, hscan) and
+    /// `auth` are not.
     pub fn is_write(&self) -> bool {
         matches!(
             self.request_data,

@@ -208,6 +208,7 @@ impl Lazy<'_, CommandRequest> {
             8 => Some("hexist"),
             9 => Some("hmexist"),
             13 => Some("auth"),
+            15 => Some("hscan"),
             _ => None,
         }
     }
@@ -421,6 +422,7 @@ mod tests {
             CommandRequest::new_hexist("t", "k"),
             CommandRequest::new_hmexist("t", vec![]),
             CommandRequest::new_auth("secret"),
+            CommandRequest::new_hscan("t", Some("k".into()), 10),
             CommandRequest::new_hset("t".repeat(300), "k".repeat(200), "v"),
             CommandRequest::default(),
         ]

@@ -29,6 +29,9 @@ enum Kind {
     Auth,
     /// `hgetall`: a table, no keys.
     TableOnly,
+    /// `hscan`: a table, an optional cursor (field 2, a string) and a count
+    /// (field 3, a varint); no keys (the cursor is a position).
+    Scan,
     /// `hget`, `hdel`, `hexist`: field 2 is the key (absent means "").
     Key,
     /// `hmget`, `hmdel`, `hmexist`: field 2 repeats, one key each.
@@ -52,6 +55,7 @@ impl<'a> RequestView<'a> {
             4 => Kind::Pair,
             5 => Kind::Pairs,
             13 => Kind::Auth,
+            15 => Kind::Scan,
             _ => return None,
         };
         let (table, has_key) = check_body(kind, body)?;
@@ -94,13 +98,13 @@ impl<'a> Iterator for RawKeys<'a> {
         if std::mem::take(&mut self.pending_default) {
             return Some("");
         }
-        if matches!(self.kind, Kind::Auth | Kind::TableOnly) {
+        if matches!(self.kind, Kind::Auth | Kind::TableOnly | Kind::Scan) {
             return None;
         }
         // Checked by `parse`: every field is well-formed and of the
         // expected type, every string UTF-8.
         for field in self.fields.by_ref() {
-            let Ok(Field(2, bytes)) = field else {
+            let Ok(Field::Bytes(2, bytes)) = field else {
                 continue;
             };
             return Some(key_in(self.kind, bytes).unwrap_or_default());
@@ -114,20 +118,29 @@ impl<'a> Iterator for RawKeys<'a> {
 fn check_body(kind: Kind, body: &[u8]) -> Option<(&str, bool)> {
     let mut table = None;
     let mut seen_two = false;
+    let mut seen_count = false;
     for field in Fields(body) {
         match (kind, field.ok()?) {
             // `auth`'s token: never looked at here.
-            (Kind::Auth, Field(1, _)) => {}
+            (Kind::Auth, Field::Bytes(1, _)) => {}
             (Kind::Auth, _) => return None,
-            (_, Field(1, bytes)) if table.is_none() => table = Some(str::from_utf8(bytes).ok()?),
-            (Kind::Key | Kind::Pair, Field(2, bytes)) if !seen_two => {
+            (_, Field::Bytes(1, bytes)) if table.is_none() => {
+                table = Some(str::from_utf8(bytes).ok()?)
+            }
+            (Kind::Key | Kind::Pair, Field::Bytes(2, bytes)) if !seen_two => {
                 seen_two = true;
                 key_in(kind, bytes)?;
             }
-            (Kind::Keys | Kind::Pairs, Field(2, bytes)) => {
+            (Kind::Keys | Kind::Pairs, Field::Bytes(2, bytes)) => {
                 seen_two = true;
                 key_in(kind, bytes)?;
             }
+            // hscan's cursor: a string (decoding checks it is UTF-8).
+            (Kind::Scan, Field::Bytes(2, bytes)) if !seen_two => {
+                seen_two = true;
+                str::from_utf8(bytes).ok()?;
+            }
+            (Kind::Scan, Field::Varint(3)) if !seen_count => seen_count = true,
             _ => return None,
         }
     }
@@ -140,7 +153,9 @@ fn check_body(kind: Kind, body: &[u8]) -> Option<(&str, bool)> {
 /// for a oneof).
 pub(crate) fn command_field(bytes: &[u8]) -> Option<(u32, &[u8])> {
     let mut outer = Fields(bytes);
-    let Field(number, body) = outer.next()?.ok()?;
+    let Field::Bytes(number, body) = outer.next()?.ok()? else {
+        return None;
+    };
     if outer.next().is_some() {
         return None;
     }
@@ -162,18 +177,23 @@ fn pair_key(pair: &[u8]) -> Option<&str> {
     let (mut key, mut value) = (None, false);
     for field in Fields(pair) {
         match field.ok()? {
-            Field(1, bytes) if key.is_none() => key = Some(str::from_utf8(bytes).ok()?),
-            Field(2, _) if !value => value = true,
+            Field::Bytes(1, bytes) if key.is_none() => key = Some(str::from_utf8(bytes).ok()?),
+            Field::Bytes(2, _) if !value => value = true,
             _ => return None,
         }
     }
     Some(key.unwrap_or_default())
 }
 
-/// One length-delimited field of a message: its number and bytes. (Every
-/// field of a command is length-delimited; another wire type is an `Err`.)
+/// One field of a message, by number. Commands' fields are length-delimited
+/// but for hscan's `count`, a varint; any other wire type is an `Err`.
 #[derive(Debug, Clone, Copy)]
-struct Field<'a>(u32, &'a [u8]);
+enum Field<'a> {
+    /// Wire type 2 (strings, embedded messages): the field's bytes.
+    Bytes(u32, &'a [u8]),
+    /// Wire type 0: a well-formed varint (its value is never needed here).
+    Varint(u32),
+}
 
 /// The fields of an encoded message, in order; an `Err` ends it.
 #[derive(Debug, Clone)]
@@ -201,16 +221,22 @@ impl<'a> Fields<'a> {
         if number == 0 {
             return Err(());
         }
-        if key & 7 != 2 {
-            return Err(());
+        match key & 7 {
+            0 => {
+                self.varint()?;
+                Ok(Field::Varint(number))
+            }
+            2 => {
+                let len = usize::try_from(self.varint()?).map_err(|_| ())?;
+                if len > self.0.len() {
+                    return Err(());
+                }
+                let (bytes, rest) = self.0.split_at(len);
+                self.0 = rest;
+                Ok(Field::Bytes(number, bytes))
+            }
+            _ => Err(()),
         }
-        let len = usize::try_from(self.varint()?).map_err(|_| ())?;
-        if len > self.0.len() {
-            return Err(());
-        }
-        let (bytes, rest) = self.0.split_at(len);
-        self.0 = rest;
-        Ok(Field(number, bytes))
     }
 
     fn varint(&mut self) -> Result<u64, ()> {
@@ -254,6 +280,9 @@ mod tests {
             CommandRequest::new_hexist("t", "k"),
             CommandRequest::new_hmexist("t", vec!["a".into()]),
             CommandRequest::new_auth("token"),
+            CommandRequest::new_hscan("t", None, 0),
+            CommandRequest::new_hscan("t", Some(String::new()), 7),
+            CommandRequest::new_hscan("", Some("ü表".into()), 100_000),
             CommandRequest::default(),
         ]
     }
@@ -315,6 +344,41 @@ mod tests {
         for req in odd {
             assert!(agrees(&req.encode_to_vec()), "{req:?}");
         }
+    }
+
+    #[test]
+    fn an_hscan_has_a_table_and_no_keys_and_odd_hscan_layouts_have_no_view() {
+        let bytes = CommandRequest::new_hscan("t", Some("k".into()), 5).encode_to_vec();
+        let view = RequestView::parse(&bytes).unwrap();
+        assert_eq!(view.table(), Some("t"));
+        assert_eq!(view.keys().count(), 0);
+        // Field bodies of an hscan: table "t", cursor "k", count 5 (a varint).
+        let scan = |body: &[u8]| {
+            let mut req = vec![15 << 3 | 2, body.len() as u8];
+            req.extend(body);
+            req
+        };
+        let plain = scan(&[0x0a, 1, b't', 0x12, 1, b'k', 0x18, 5]);
+        assert!(RequestView::parse(&plain).is_some());
+        assert!(agrees(&plain));
+        for odd in [
+            // The count twice, or the cursor twice: the last one wins when decoded.
+            scan(&[0x0a, 1, b't', 0x18, 5, 0x18, 6]),
+            scan(&[0x0a, 1, b't', 0x12, 1, b'a', 0x12, 1, b'b']),
+            // The count as bytes, the cursor as a varint: not what hscan is.
+            scan(&[0x0a, 1, b't', 0x1a, 1, 5]),
+            scan(&[0x0a, 1, b't', 0x10, 5]),
+            // A cursor that is not UTF-8.
+            scan(&[0x0a, 1, b't', 0x12, 1, 0xff]),
+        ] {
+            assert!(RequestView::parse(&odd).is_none(), "{odd:?}");
+        }
+        // A varint field in any other command is not its plain layout either.
+        let mut hget = CommandRequest::new_hget("t", "k").encode_to_vec();
+        hget[1] += 2;
+        hget.extend([0x18, 5]);
+        assert!(RequestView::parse(&hget).is_none());
+        assert!(CommandRequest::decode(&hget[..]).is_ok());
     }
 
     #[test]
