@@ -369,7 +369,7 @@ impl Sink<'_> {
                     written += n;
                     if written == bytes.len() {
                         if self.failing {
-                            tracing::info!(path = %self.path.display(), "audit writes succeed again");
+                            crate::log_limited!(info, path = %self.path.display(), "audit writes succeed again");
                         }
                         self.failing = false;
                         self.cache.wrote(&self.file, written);
