@@ -10,6 +10,7 @@
 #   core     hookv memory and sled vs redis-server, 50/50 hset/hget   (baseline: redis)
 #   hooks    no hooks vs auth+audit+wal(everysec)+rewrite, 50/50      (baseline: no hooks)
 #   wal      hset only: wal everysec vs wal always vs redis appendfsync always (baseline: everysec)
+#   sled     hset only: sled with [storage] sync = no vs everysec vs always  (baseline: sync no)
 #   plugins  no hooks vs key-guard + rate-limit plugins, 50/50        (baseline: no hooks)
 #   reload   the full chain, with and without a SIGHUP reload every 100 ms (baseline: no reload)
 #
@@ -18,7 +19,7 @@
 # package (`apt-get install redis-server`); without it redis cells are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SUITE=${1:?usage: scripts/loadtest.sh core|hooks|wal|plugins|reload [ROUNDS] [SECONDS]}
+SUITE=${1:?usage: scripts/loadtest.sh core|hooks|wal|sled|plugins|reload [ROUNDS] [SECONDS]}
 ROUNDS=${2:-5}
 SECS=${3:-5}
 HOOKV_PORT=19527
@@ -98,6 +99,7 @@ worker_threads = 1
 [storage]
 backend = "$2"
 path = "$work/sled"
+sync = "$(case $1 in *sync-no) echo no ;; *sync-everysec) echo everysec ;; *) echo always ;; esac)"
 [log]
 filter = "warn"
 TOML
@@ -168,6 +170,10 @@ for round in $(seq "$ROUNDS"); do
         hookv_cell wal-everysec memory $p 1.0
         hookv_cell wal-always memory $p 1.0
         redis_cell redis-appendfsync-always $p 1.0 --appendonly yes --appendfsync always ;;
+      sled) baseline=sled-sync-no
+        hookv_cell sled-sync-no sled $p 1.0
+        hookv_cell sled-sync-everysec sled $p 1.0
+        hookv_cell sled-sync-always sled $p 1.0 ;;
       plugins) baseline=no-hooks
         hookv_cell no-hooks memory $p 0.5
         hookv_cell plugins memory $p 0.5 ;;

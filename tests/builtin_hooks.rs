@@ -546,3 +546,76 @@ async fn hscan_is_a_read_for_auth_and_a_command_rewrite_rules_can_name() {
     assert!(res.pairs.is_empty());
     server.stop().await;
 }
+
+/// Sends `n` hgets, pipelined 100 at a time; returns how many were answered.
+async fn load(c: &mut hookv::client::Client, n: usize) -> u64 {
+    let reqs: Vec<_> = (0..n)
+        .map(|i| CommandRequest::new_hget("t", format!("k{i}")))
+        .collect();
+    let mut answered = 0;
+    for batch in reqs.chunks(100) {
+        answered += bounded(c.pipeline(batch)).await.unwrap().len() as u64;
+    }
+    answered
+}
+
+/// The audit file on a full disk: the real server runs under a file-size
+/// limit (`ulimit -f`, with SIGXFSZ ignored so that a write past it fails
+/// with EFBIG, part way through a batch of lines), is loaded, gets its space
+/// back (`prlimit`), is loaded again and stopped. Every line of the file is
+/// JSON, and the records in it plus the counts of those dropped or lost are
+/// the requests sent.
+#[tokio::test]
+async fn audit_on_a_full_disk_counts_what_it_lost_and_leaves_no_broken_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[[hooks]]\nkind = \"audit\"\npath = \"audit.jsonl\"\n",
+    )
+    .unwrap();
+    // dash counts 512-byte blocks: 32 KiB, about 200 records. A soft limit,
+    // which the process's owner may raise again (a hard one needs privileges).
+    let server = support::Running::spawn(
+        std::process::Command::new("sh")
+            .args([
+                "-c",
+                "trap '' XFSZ; ulimit -S -f 64; exec \"$0\" \"$@\"",
+                support::SERVER,
+                "--config",
+            ])
+            .arg(&config)
+            .args(["--log", "info"]),
+    );
+    let mut c = server.client().await;
+    let mut sent = load(&mut c, 3000).await;
+    server.wait_for_log("audit write failed");
+    let space_back = std::process::Command::new("prlimit")
+        .args(["--pid", &server.child.id().to_string(), "--fsize=unlimited"])
+        .status()
+        .unwrap();
+    assert!(space_back.success());
+    sent += load(&mut c, 500).await;
+    drop(c);
+    assert!(server.terminate().success());
+
+    let text = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    let mut recorded = 0;
+    let mut counted = 0;
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+        if v.get("command").is_some() {
+            recorded += 1;
+        } else {
+            assert!(v["event"] == "lost" || v["event"] == "dropped", "{v}");
+            counted += v["count"].as_u64().unwrap();
+        }
+    }
+    assert!(counted > 0, "the full disk lost nothing?");
+    assert_eq!(
+        recorded + counted,
+        sent,
+        "recorded {recorded} + counted as lost or dropped {counted}"
+    );
+}

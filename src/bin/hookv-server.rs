@@ -16,6 +16,7 @@ use hookv::config::{Backend, Config};
 
 use hookv::hooks::build::{rebuild, BuildEnv, HookError};
 use hookv::hooks::wal::{self, Wal};
+use hookv::hooks::{BothBarriers, WriteBarrier};
 use hookv::reload::Reloader;
 use hookv::{MemTable, Service, ServiceInner, SledDb, Storage};
 use tokio::net::TcpListener;
@@ -61,15 +62,22 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     init_logging(args.log.as_deref(), &config.log.filter)?;
 
-    let store: Arc<dyn Storage> = match config.storage.backend {
-        Backend::Memory => Arc::new(MemTable::new()),
-        Backend::Sled => Arc::new(SledDb::open(&config.storage.path).map_err(|e| {
-            format!(
-                "storage.path {}: cannot open sled database: {e}",
-                config.storage.path.display()
-            )
-        })?),
-    };
+    // sled with `sync = "always"` answers writes only once flushed: its barrier.
+    let (store, sled_barrier): (Arc<dyn Storage>, Option<Arc<dyn WriteBarrier>>) =
+        match config.storage.backend {
+            Backend::Memory => (Arc::new(MemTable::new()), None),
+            Backend::Sled => {
+                let db =
+                    SledDb::open_with(&config.storage.path, config.storage.sync).map_err(|e| {
+                        format!(
+                            "storage.path {}: cannot open sled database: {e}",
+                            config.storage.path.display()
+                        )
+                    })?;
+                let barrier = db.barrier().map(|b| b as Arc<dyn WriteBarrier>);
+                (Arc::new(db), barrier)
+            }
+        };
     // The WAL wraps the storage, so it opens (and replays) before the
     // service and the hook chain are built.
     let (wal, store) = match wal::find_in_config(&config)? {
@@ -86,8 +94,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let built = rebuild(&env, &[])?.built;
     let mut inner = ServiceInner::new(store).hooks(&built.chain);
-    if let Some(wal) = &wal {
-        inner = inner.write_barrier(wal.barrier());
+    // Both the log and sled must hold before a write is answered.
+    match (wal.as_ref().map(|wal| wal.barrier()), sled_barrier) {
+        (Some(wal), Some(sled)) => inner = inner.write_barrier(Arc::new(BothBarriers(wal, sled))),
+        (Some(one), None) | (None, Some(one)) => inner = inner.write_barrier(one),
+        (None, None) => {}
     }
     let service: Service<Arc<dyn Storage>> = inner.into();
     let reloader = Reloader::new(from_file, built, wal.clone());

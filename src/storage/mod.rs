@@ -2,7 +2,9 @@
 //!
 //! - [`MemTable`]: in memory, a `DashMap` of tables (lost on exit unless the
 //!   WAL hook is on).
-//! - [`SledDb`]: on disk, one sled database.
+//! - [`SledDb`]: on disk, one sled database; `[storage] sync` decides when
+//!   its writes are flushed, and with `always` answers to writes wait for
+//!   its [`SledBarrier`] (see `sled_store.rs`).
 //!
 //! Every method is fallible: a backend that cannot read what it stored says so
 //! with a [`StorageError`] (which reaches the client as a 500), never with a
@@ -15,7 +17,7 @@ mod memory;
 mod sled_store;
 
 pub use memory::MemTable;
-pub use sled_store::SledDb;
+pub use sled_store::{SledBarrier, SledDb};
 
 use std::sync::Arc;
 

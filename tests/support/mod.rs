@@ -115,10 +115,18 @@ pub struct Running {
 
 impl Running {
     pub fn start(config: &Path) -> Self {
-        let mut child = Command::new(SERVER)
-            .arg("--config")
-            .arg(config)
-            .args(["--log", "info"])
+        Self::spawn(
+            Command::new(SERVER)
+                .arg("--config")
+                .arg(config)
+                .args(["--log", "info"]),
+        )
+    }
+
+    /// Runs `cmd`, which starts the server (e.g. through a shell that sets
+    /// limits first), and waits for the address it reports.
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
