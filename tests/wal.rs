@@ -320,6 +320,85 @@ async fn corruption_before_the_end_stops_the_start_naming_file_and_offset() {
     assert_eq!(std::fs::read(&segment).unwrap(), bytes, "left as it was");
 }
 
+/// Where each record of a log file starts (the file must end in a whole record).
+fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut offsets = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        offsets.push(at);
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        at += 8 + len as usize;
+    }
+    assert_eq!(at, bytes.len(), "the log ends in a torn record");
+    offsets
+}
+
+/// A flipped bit in the length of a record in the middle of the newest
+/// segment makes the record run past the end of the file, like a torn last
+/// write; but whole records follow it, so it is damage: the start is
+/// refused and nothing is cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_length_mid_segment_stops_the_start_and_cuts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "everysec", "");
+    let server = Server::start(&config);
+    const KEYS: i64 = 4000;
+    let mut c = server.client().await;
+    for batch in 0..KEYS / 100 {
+        let reqs: Vec<CommandRequest> = (batch * 100..(batch + 1) * 100)
+            .map(|i| CommandRequest::new_hset("t", format!("k{i}"), i))
+            .collect();
+        for res in bounded(c.pipeline(&reqs)).await.unwrap() {
+            assert_eq!(res.status, 200, "{}", res.message);
+        }
+    }
+    drop(c);
+    server.kill_hard();
+
+    let segment = segments(&dir.path().join("wal")).pop().unwrap();
+    let good = std::fs::read(&segment).unwrap();
+    let offsets = record_offsets(&good);
+    assert_eq!(offsets.len(), KEYS as usize);
+    let middle = offsets[offsets.len() / 2];
+    // The most significant byte of the little-endian length: its top bit
+    // (a length over 2 GiB) or its lowest (16 MiB more than the file holds).
+    for flip in [0x80u8, 0x01] {
+        let mut bad = good.clone();
+        bad[middle + 3] ^= flip;
+        std::fs::write(&segment, &bad).unwrap();
+        let stderr = support::exits_failing(Command::new(SERVER).arg("--config").arg(&config));
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(
+            errors.len(),
+            1,
+            "{flip:#04x}: want one clear line, got:\n{stderr}"
+        );
+        let line = errors[0];
+        eprintln!("{line}");
+        assert!(line.contains(&segment.display().to_string()), "{line}");
+        assert!(line.contains(&format!("byte offset {middle}:")), "{line}");
+        assert!(!stderr.contains("cutting off"), "{flip:#04x}: {stderr}");
+        assert_eq!(
+            std::fs::read(&segment).unwrap(),
+            bad,
+            "{flip:#04x}: a refused log must be left as it was"
+        );
+    }
+
+    // Repaired, the log starts with every acknowledged write.
+    std::fs::write(&segment, &good).unwrap();
+    let server = Server::start(&config);
+    let mut c = server.client().await;
+    let res = bounded(c.hgetall("t")).await.unwrap();
+    assert_eq!(res.pairs.len(), KEYS as usize);
+    for pair in &res.pairs {
+        let i: i64 = pair.key[1..].parse().unwrap();
+        assert_eq!(int(pair.value.as_ref().unwrap()), i, "{}", pair.key);
+    }
+    drop(c);
+    server.stop_cleanly();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg(target_os = "linux")]
 async fn a_second_server_on_the_same_log_is_refused() {

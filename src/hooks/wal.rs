@@ -102,22 +102,45 @@
 //! segment numbered `K` or more, in order (with no snapshot: every segment,
 //! from 1). Segments must be numbered without gaps; a missing one is an
 //! error. Only the last segment may end badly, and only in the way a crash
-//! during a write leaves it:
+//! during a write leaves it. A crash leaves a *prefix* of what was written
+//! (plus, on some file systems, zeros where data had not landed yet), so
 //!
-//! - a record whose header or body runs past the end of the file,
+//! - a record whose header or body runs past the end of the file, or
 //! - a record whose checksum fails and that ends exactly at the end of the
-//!   file, or
+//!   file,
+//!
+//! is a torn write only if nothing whole comes after it: the bytes after
+//! it are searched, at every byte offset, for a valid record (a length
+//! from the smallest body to the largest, that fits in the file, an op of
+//! 1 or 2, the checksum over length and body, a body that decodes), and
+//! the rest of the file is checked for being the bad record itself under
+//! another length. Either one means that a flipped bit in a length field
+//! made good records look like a torn tail: corruption. The search reads a
+//! window of 1 MiB at a time and is cheap, since almost every offset fails
+//! on its length or its op before any checksum is computed; a tail crafted
+//! to pass those tests everywhere gets a budget of checksummed bytes (256
+//! MiB plus the tail's size), past which it is taken for corruption rather
+//! than cut. Besides those,
+//!
 //! - zero bytes from the record to the end of the file (some file systems
 //!   extend a file before its data lands)
 //!
-//! is a *torn* last write: it was never acknowledged (with `always`), so it
-//! is cut off (the file is truncated) with a warning. Anything else — a bad
-//! record with records after it, a bad record in an older segment or a
-//! snapshot, a record whose checksum is right but whose content is not — is
-//! corruption: the server refuses to start with an error naming the file and
-//! the byte offset of the bad record. A flipped bit in the *length* of the
-//! last records can make them look torn; the warning says how many bytes
-//! were cut.
+//! are torn too. A *torn* last write was never acknowledged (with
+//! `always`), so it is cut off (the file is truncated) with a warning that
+//! says how many bytes were cut. Anything else — a bad record with whole
+//! records after it, a bad record in an older segment or a snapshot, a
+//! record whose checksum is right but whose content is not — is
+//! corruption: the server refuses to start with one error naming the file
+//! and the byte offset of the bad record, and changes no file (leftover
+//! `.tmp` snapshots are removed only once the whole log has replayed).
+//!
+//! What cannot be told apart: damage to the checksum or body (not the
+//! length) of the very last record looks like a torn write of it, and is
+//! cut with the warning. The other way round, a torn write of a record
+//! whose *value* holds the bytes of a whole valid record (a client storing
+//! log records), torn just after them, is taken for corruption: the start
+//! is refused, nothing is lost, and truncating to the offset named is the
+//! fix.
 //!
 //! New records are appended to the last segment (a new one is created if
 //! there is none).
@@ -629,20 +652,210 @@ fn replay_file(path: &Path, store: &dyn Storage, last: bool) -> Result<Replayed,
                 reason,
                 tail,
             } => {
-                if last && (tail || rest_is_zero(path, offset)?) {
-                    return Ok(Replayed {
-                        records,
-                        good_len: offset,
-                        torn: Some((offset, reason)),
-                    });
-                }
-                return Err(WalError::Corrupt {
+                let corrupt = |reason| WalError::Corrupt {
                     path: path.to_owned(),
                     offset,
                     reason,
+                };
+                if !last {
+                    return Err(corrupt(reason));
+                }
+                if tail {
+                    // It looks torn; a crash leaves only a prefix of what
+                    // was written, so nothing whole may follow.
+                    let damage = Scanner::open(path, len)?.damage(offset)?;
+                    if let Some(damage) = damage {
+                        return Err(corrupt(format!("{reason}, {damage}")));
+                    }
+                } else if !rest_is_zero(path, offset)? {
+                    return Err(corrupt(reason));
+                }
+                return Ok(Replayed {
+                    records,
+                    good_len: offset,
+                    torn: Some((offset, reason)),
                 });
             }
         }
+    }
+}
+
+/// The smallest body a record can have: its op and two empty names.
+const MIN_BODY: u64 = 1 + 4 + 4;
+
+/// How many bytes [`Scanner`] reads at a time.
+const SCAN_WINDOW: usize = 1 << 20;
+
+/// Bytes [`Scanner::damage`] may checksum besides the tail itself: enough
+/// for any tail a crash leaves (most offsets fail on the length or the op
+/// before any checksum is computed), far from the quadratic worst case of
+/// a tail crafted to look like record headers at every offset.
+const SCAN_BUDGET: u64 = 256 << 20;
+
+/// Tells a torn last write from damage by looking for whole records after
+/// the bad one, reading the file in windows of [`SCAN_WINDOW`] bytes.
+struct Scanner<'a> {
+    path: &'a Path,
+    file: File,
+    /// The file's size.
+    len: u64,
+    /// The file's bytes from `base` on.
+    window: Vec<u8>,
+    base: u64,
+    /// Bytes that may still be checksummed.
+    budget: u64,
+}
+
+/// A valid record where [`Scanner::record_at`] looked, or not, or the
+/// scan's budget ran out.
+enum Found {
+    Record,
+    Nothing,
+    OutOfBudget,
+}
+
+impl<'a> Scanner<'a> {
+    fn open(path: &'a Path, len: u64) -> Result<Self, WalError> {
+        let file = File::open(path).map_err(io_error(path, "open the log file"))?;
+        Ok(Self {
+            path,
+            file,
+            len,
+            window: Vec::new(),
+            base: 0,
+            budget: 0,
+        })
+    }
+
+    /// `None` when the bad record at `offset`, which runs past the end of
+    /// the file or fails its checksum right at it, may be a torn last
+    /// write: nothing whole follows it, and it is not itself a whole
+    /// record behind a damaged length. Otherwise why it is damage.
+    fn damage(&mut self, offset: u64) -> Result<Option<String>, WalError> {
+        self.budget = SCAN_BUDGET.saturating_add(self.len - offset);
+        let read = |e| io_error(self.path, "read the log file")(e);
+        // The bad record itself, as the whole rest of the file under
+        // another length: a flipped bit in the length of the last record.
+        let rest = self.len - offset;
+        if rest >= HEADER as u64 + MIN_BODY {
+            let header = self.header(offset).map_err(read)?;
+            let body_len = rest - HEADER as u64;
+            if u64::from(u32::from_le_bytes([
+                header[0], header[1], header[2], header[3],
+            ])) != body_len
+            {
+                let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+                match self.record_at(offset, body_len, crc).map_err(read)? {
+                    Found::Record => {
+                        return Ok(Some(format!(
+                            "yet the {rest} bytes from it to the end of the file are a whole \
+                             record of {body_len} bytes: its length field is damaged"
+                        )))
+                    }
+                    Found::OutOfBudget => return Ok(Some(self.undecided())),
+                    Found::Nothing => {}
+                }
+            }
+        }
+        let mut pos = offset + 1;
+        while pos + HEADER as u64 + MIN_BODY <= self.len {
+            let header = self.header(pos).map_err(read)?;
+            let body_len = u64::from(u32::from_le_bytes([
+                header[0], header[1], header[2], header[3],
+            ]));
+            // The cheap test that almost every offset fails.
+            if (MIN_BODY..=MAX_BODY).contains(&body_len)
+                && body_len <= self.len - pos - HEADER as u64
+            {
+                let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+                match self.record_at(pos, body_len, crc).map_err(read)? {
+                    Found::Record => {
+                        return Ok(Some(format!(
+                            "yet a whole record starts at byte offset {pos} after it: \
+                             this is damage, not a torn last write"
+                        )))
+                    }
+                    Found::OutOfBudget => return Ok(Some(self.undecided())),
+                    Found::Nothing => {}
+                }
+            }
+            pos += 1;
+        }
+        Ok(None)
+    }
+
+    fn undecided(&self) -> String {
+        format!(
+            "and the bytes after it could not be searched for whole records within \
+             {SCAN_BUDGET} bytes of checksums, so it is not taken for a torn last write"
+        )
+    }
+
+    /// Moves the window so that it holds the header at `pos` and the op
+    /// after it (the file has them); returns where `pos` is in it.
+    fn fill(&mut self, pos: u64) -> io::Result<usize> {
+        let end = self.base + self.window.len() as u64;
+        if pos < self.base || pos + HEADER as u64 + 1 > end {
+            let n = (self.len - pos).min(SCAN_WINDOW as u64) as usize;
+            self.window.resize(n, 0);
+            self.base = pos;
+            io::Seek::seek(&mut self.file, io::SeekFrom::Start(pos))?;
+            self.file.read_exact(&mut self.window)?;
+        }
+        Ok((pos - self.base) as usize)
+    }
+
+    /// The header at `pos`.
+    fn header(&mut self, pos: u64) -> io::Result<[u8; HEADER]> {
+        let at = self.fill(pos)?;
+        let mut header = [0u8; HEADER];
+        header.copy_from_slice(&self.window[at..at + HEADER]);
+        Ok(header)
+    }
+
+    /// Whether the `body_len` bytes after the header at `pos` (which fit
+    /// in the file) are a valid body under the length `body_len` and the
+    /// checksum `crc`.
+    fn record_at(&mut self, pos: u64, body_len: u64, crc: u32) -> io::Result<Found> {
+        let start = pos + HEADER as u64;
+        let at = self.fill(pos)? + HEADER;
+        if ![OP_SET, OP_DEL].contains(&self.window[at]) {
+            return Ok(Found::Nothing);
+        }
+        if body_len > self.budget {
+            return Ok(Found::OutOfBudget);
+        }
+        self.budget -= body_len;
+        // Frames are at most 1 GiB, so a plausible length fits in a u32.
+        let len_bytes = (body_len as u32).to_le_bytes();
+        let mut actual = crc32c::crc32c(&len_bytes);
+        let in_window = at + body_len as usize <= self.window.len();
+        if in_window {
+            actual = crc32c::crc32c_append(actual, &self.window[at..at + body_len as usize]);
+        } else {
+            let mut chunk = vec![0u8; 64 << 10];
+            io::Seek::seek(&mut self.file, io::SeekFrom::Start(start))?;
+            let mut left = body_len;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                self.file.read_exact(&mut chunk[..n])?;
+                actual = crc32c::crc32c_append(actual, &chunk[..n]);
+                left -= n as u64;
+            }
+        }
+        if actual != crc {
+            return Ok(Found::Nothing);
+        }
+        // Almost surely a record; make sure it is one we could replay.
+        let valid = if in_window {
+            decode_body(&self.window[at..at + body_len as usize]).is_ok()
+        } else {
+            let mut body = vec![0u8; body_len as usize];
+            io::Seek::seek(&mut self.file, io::SeekFrom::Start(start))?;
+            self.file.read_exact(&mut body)?;
+            decode_body(&body).is_ok()
+        };
+        Ok(if valid { Found::Record } else { Found::Nothing })
     }
 }
 
@@ -677,10 +890,6 @@ struct Recovered {
 /// interrupted compaction. See the module docs, "Recovery".
 fn recover(dir: &Path, store: &dyn Storage) -> Result<Recovered, WalError> {
     let listing = list(dir)?;
-    for tmp in &listing.temps {
-        fs::remove_file(tmp).map_err(io_error(tmp, "remove an unfinished snapshot"))?;
-        info!(file = %tmp.display(), "removed a snapshot left unfinished by a crash");
-    }
     let mut records = 0;
     let base = listing.snapshots.last_key_value().map(|(&k, p)| (k, p));
     let mut snapshot = None;
@@ -751,6 +960,12 @@ fn recover(dir: &Path, store: &dyn Storage) -> Result<Recovered, WalError> {
         if last {
             last_segment = Some((index, replayed.good_len));
         }
+    }
+    // Nothing is removed before the whole log has replayed: a refused start
+    // leaves every file as it was.
+    for tmp in &listing.temps {
+        fs::remove_file(tmp).map_err(io_error(tmp, "remove an unfinished snapshot"))?;
+        info!(file = %tmp.display(), "removed a snapshot left unfinished by a crash");
     }
     // Leftovers of a compaction that made its snapshot but did not get to
     // delete what it replaces.
@@ -2155,6 +2370,45 @@ mod tests {
             assert_eq!(fs::metadata(&path).unwrap().len(), good);
             drop((wal, store));
         }
+        // A batch of records torn anywhere: the whole records in it
+        // replay, the rest is cut. One of them is larger than the window
+        // the torn-tail check reads, so it reads across windows.
+        let big = "v".repeat(SCAN_WINDOW + 4096);
+        let mut batch = set("t", "c", "3");
+        batch.extend(set("t", "big", &big));
+        batch.extend(del("t", "a"));
+        let ends = [
+            set("t", "c", "3").len(),
+            batch.len() - del("t", "a").len(),
+            batch.len(),
+        ];
+        let step = |cut: usize| {
+            if cut < 64 || batch.len() - cut < 64 {
+                1
+            } else {
+                65_537
+            }
+        };
+        let mut cut = 1;
+        while cut < batch.len() {
+            let mut torn = seg.clone();
+            torn.extend_from_slice(&batch[..cut]);
+            fs::write(&path, &torn).unwrap();
+            let store = MemTable::new();
+            recover(d, &store).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            let whole = ends.iter().filter(|&&end| end <= cut).count();
+            assert_eq!(
+                fs::metadata(&path).unwrap().len(),
+                good + whole.checked_sub(1).map_or(0, |i| ends[i] as u64),
+                "cut at {cut}"
+            );
+            assert_eq!(
+                store.get("t", "big").unwrap().is_some(),
+                whole >= 2,
+                "cut at {cut}"
+            );
+            cut += step(cut);
+        }
         // Corruption in the first record with a good one after it.
         let mut bad = seg.clone();
         bad[HEADER + 2] ^= 1;
@@ -2166,6 +2420,65 @@ mod tests {
             "{msg}"
         );
         assert_eq!(fs::read(&path).unwrap(), bad, "a refused log is left alone");
+    }
+
+    /// Writes `bytes` as the only segment of `d`, expects the log to refuse
+    /// to start naming the record at `offset`, and the file untouched.
+    fn refused_at(d: &Path, bytes: &[u8], offset: usize) -> String {
+        let path = d.join(segment_name(1));
+        fs::write(&path, bytes).unwrap();
+        let msg = open_err(d).to_string();
+        assert!(
+            msg.contains(&format!(
+                "wal-000001.log: corrupt record at byte offset {offset}:"
+            )),
+            "{msg}"
+        );
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            bytes,
+            "a refused log is left alone"
+        );
+        msg
+    }
+
+    #[test]
+    fn a_damaged_length_is_corruption_even_when_it_runs_past_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut seg = Vec::new();
+        let mut starts = Vec::new();
+        for i in 0..50 {
+            starts.push(seg.len());
+            seg.extend(set("t", &format!("k{i}"), &format!("v{i}")));
+        }
+        // Any record but the last: whole records follow it.
+        for (record, byte, flip) in [(25, 3, 0x80u8), (25, 3, 0x01), (0, 2, 0x10), (48, 3, 0x40)] {
+            let mut bad = seg.clone();
+            bad[starts[record] + byte] ^= flip;
+            let msg = refused_at(d, &bad, starts[record]);
+            assert!(msg.contains("whole record starts at byte offset"), "{msg}");
+        }
+        // The last record: it is whole, only its length is wrong.
+        let last = starts[49];
+        for (byte, flip) in [(3, 0x80u8), (3, 0x01), (0, 0x40)] {
+            let mut bad = seg.clone();
+            bad[last + byte] ^= flip;
+            let msg = refused_at(d, &bad, last);
+            assert!(msg.contains("length field is damaged"), "{msg}");
+        }
+        // Found after a record larger than a scan window, and itself larger.
+        let big = "v".repeat(SCAN_WINDOW * 2);
+        let mut log = set("t", "a", "1");
+        log.extend(set("t", "big", &big));
+        log.extend(set("t", "big2", &big));
+        log[3] ^= 0x01;
+        let msg = refused_at(d, &log, 0);
+        let second = set("t", "a", "1").len();
+        assert!(
+            msg.contains(&format!("whole record starts at byte offset {second}")),
+            "{msg}"
+        );
     }
 
     #[test]
