@@ -320,6 +320,85 @@ async fn corruption_before_the_end_stops_the_start_naming_file_and_offset() {
     assert_eq!(std::fs::read(&segment).unwrap(), bytes, "left as it was");
 }
 
+/// Where each record of a log file starts (the file must end in a whole record).
+fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut offsets = Vec::new();
+    let mut at = 0;
+    while at + 8 <= bytes.len() {
+        offsets.push(at);
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        at += 8 + len as usize;
+    }
+    assert_eq!(at, bytes.len(), "the log ends in a torn record");
+    offsets
+}
+
+/// A flipped bit in the length of a record in the middle of the newest
+/// segment makes the record run past the end of the file, like a torn last
+/// write; but whole records follow it, so it is damage: the start is
+/// refused and nothing is cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_length_mid_segment_stops_the_start_and_cuts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "everysec", "");
+    let server = Server::start(&config);
+    const KEYS: i64 = 4000;
+    let mut c = server.client().await;
+    for batch in 0..KEYS / 100 {
+        let reqs: Vec<CommandRequest> = (batch * 100..(batch + 1) * 100)
+            .map(|i| CommandRequest::new_hset("t", format!("k{i}"), i))
+            .collect();
+        for res in bounded(c.pipeline(&reqs)).await.unwrap() {
+            assert_eq!(res.status, 200, "{}", res.message);
+        }
+    }
+    drop(c);
+    server.kill_hard();
+
+    let segment = segments(&dir.path().join("wal")).pop().unwrap();
+    let good = std::fs::read(&segment).unwrap();
+    let offsets = record_offsets(&good);
+    assert_eq!(offsets.len(), KEYS as usize);
+    let middle = offsets[offsets.len() / 2];
+    // The most significant byte of the little-endian length: its top bit
+    // (a length over 2 GiB) or its lowest (16 MiB more than the file holds).
+    for flip in [0x80u8, 0x01] {
+        let mut bad = good.clone();
+        bad[middle + 3] ^= flip;
+        std::fs::write(&segment, &bad).unwrap();
+        let stderr = support::exits_failing(Command::new(SERVER).arg("--config").arg(&config));
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(
+            errors.len(),
+            1,
+            "{flip:#04x}: want one clear line, got:\n{stderr}"
+        );
+        let line = errors[0];
+        eprintln!("{line}");
+        assert!(line.contains(&segment.display().to_string()), "{line}");
+        assert!(line.contains(&format!("byte offset {middle}:")), "{line}");
+        assert!(!stderr.contains("cutting off"), "{flip:#04x}: {stderr}");
+        assert_eq!(
+            std::fs::read(&segment).unwrap(),
+            bad,
+            "{flip:#04x}: a refused log must be left as it was"
+        );
+    }
+
+    // Repaired, the log starts with every acknowledged write.
+    std::fs::write(&segment, &good).unwrap();
+    let server = Server::start(&config);
+    let mut c = server.client().await;
+    let res = bounded(c.hgetall("t")).await.unwrap();
+    assert_eq!(res.pairs.len(), KEYS as usize);
+    for pair in &res.pairs {
+        let i: i64 = pair.key[1..].parse().unwrap();
+        assert_eq!(int(pair.value.as_ref().unwrap()), i, "{}", pair.key);
+    }
+    drop(c);
+    server.stop_cleanly();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg(target_os = "linux")]
 async fn a_second_server_on_the_same_log_is_refused() {
@@ -547,14 +626,157 @@ async fn a_failed_log_refuses_writes_and_keeps_serving_reads() {
         .await
         .unwrap();
     assert_eq!(res.status, 500);
-    // Reads still work (k was applied, just never acknowledged).
+    // Reads still work, and see none of the refused writes: k, which was
+    // applied before its record failed to reach the log, was undone.
     let res = bounded(c.hget("t", "k2")).await.unwrap();
     assert_eq!(res.status, 404);
-    assert_eq!(bounded(c.hexist("t", "k")).await.unwrap().status, 200);
+    assert_eq!(bounded(c.hget("t", "k")).await.unwrap().status, 404);
+    assert_eq!(bounded(c.hget("t", "a")).await.unwrap().status, 404);
     assert!(wal.sync().is_err());
     drop(c);
     // (Stopping would report the failed flush, rightly.)
     drop(server);
+}
+
+// ---------------------------------------------------------------------------
+// A full disk under load
+
+/// What one writer had answered: 200, or anything else (500, or the
+/// connection closed without an answer).
+#[derive(Default)]
+struct Answered {
+    acked: Vec<(String, i64)>,
+    not_acked: Vec<String>,
+}
+
+/// Writes fresh keys `w{writer}-{i}` = i, `depth` per pipelined batch,
+/// until three writes were not acknowledged (reconnecting after a
+/// connection closed). Fails after `max` batches.
+async fn write_until_refused(addr: SocketAddr, writer: usize, depth: i64, max: i64) -> Answered {
+    let mut seen = Answered::default();
+    let mut c = bounded(Client::connect(addr)).await.unwrap();
+    let mut refusals = 0;
+    for batch in 0..max {
+        let keys: Vec<(String, i64)> = (batch * depth..(batch + 1) * depth)
+            .map(|i| (format!("w{writer}-{i}"), i))
+            .collect();
+        let reqs: Vec<CommandRequest> = keys
+            .iter()
+            .map(|(k, i)| CommandRequest::new_hset("t", k, *i))
+            .collect();
+        match bounded(c.pipeline(&reqs)).await {
+            Ok(answers) => {
+                for ((key, i), res) in keys.into_iter().zip(answers) {
+                    match res.status {
+                        200 => seen.acked.push((key, i)),
+                        500 => {
+                            assert!(res.message.contains("write-ahead log"), "{}", res.message);
+                            seen.not_acked.push(key);
+                        }
+                        other => panic!("{key}: status {other}: {}", res.message),
+                    }
+                }
+            }
+            Err(_) => {
+                seen.not_acked.extend(keys.into_iter().map(|(k, _)| k));
+                c = bounded(Client::connect(addr)).await.unwrap();
+            }
+        }
+        if seen.not_acked.len() > refusals {
+            refusals = seen.not_acked.len();
+            if refusals >= 3 {
+                return seen;
+            }
+        }
+    }
+    panic!("writer {writer}: {max} batches and the log never failed");
+}
+
+/// Every acknowledged write is readable, and no other.
+async fn check_answered(client: &mut Client, writers: &[Answered], when: &str) {
+    for (w, seen) in writers.iter().enumerate() {
+        for (key, i) in &seen.acked {
+            let res = bounded(client.hget("t", key)).await.unwrap();
+            assert_eq!(
+                res.status, 200,
+                "{when}: writer {w}: acknowledged {key} is gone"
+            );
+            assert_eq!(int(&res.values[0]), *i, "{when}: {key}");
+        }
+        for key in &seen.not_acked {
+            let res = bounded(client.hget("t", key)).await.unwrap();
+            assert_eq!(
+                res.status, 404,
+                "{when}: writer {w}: {key} was never acknowledged, yet it is readable"
+            );
+        }
+    }
+}
+
+/// 8 writers (some pipelining) on a server whose log runs out of space
+/// (a 64 KiB file size limit): whatever each was told, the server holds
+/// exactly the acknowledged writes, before and after a restart.
+async fn a_full_disk_keeps_exactly_the_acknowledged_writes(fsync: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), fsync, "");
+    let server = Server::start_with_file_size_limit(&config, 128);
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            tokio::spawn(write_until_refused(
+                server.addr,
+                w,
+                1 + w as i64 % 3,
+                20_000,
+            ))
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for w in writers {
+        seen.push(bounded(w).await.unwrap());
+    }
+    let log = server.log_text();
+    assert!(log.contains("write-ahead log failed"), "{log}");
+    let acked: usize = seen.iter().map(|s| s.acked.len()).sum();
+    let refused: usize = seen.iter().map(|s| s.not_acked.len()).sum();
+    eprintln!("fsync = {fsync}: {acked} writes acknowledged, {refused} not");
+    assert!(acked > 100, "{acked}");
+    let mut c = server.client().await;
+    check_answered(&mut c, &seen, "while running").await;
+
+    // With space back the log stays failed: a write is refused, not applied.
+    server.lift_file_size_limit();
+    let res = bounded(c.hset("t", "after", 1)).await.unwrap();
+    assert_eq!(res.status, 500, "{}", res.message);
+    assert_eq!(bounded(c.hget("t", "after")).await.unwrap().status, 404);
+    drop(c);
+
+    server.kill_hard();
+    // What reached the file of the batch that failed part-way was cut off.
+    let segment = segments(&dir.path().join("wal")).pop().unwrap();
+    record_offsets(&std::fs::read(&segment).unwrap());
+    let server = Server::start(&config);
+    let mut c = server.client().await;
+    check_answered(&mut c, &seen, "after a restart").await;
+    drop(c);
+    server.stop_cleanly();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg(target_os = "linux")]
+async fn a_full_disk_keeps_exactly_the_acknowledged_writes_with_fsync_always() {
+    a_full_disk_keeps_exactly_the_acknowledged_writes("always").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg(target_os = "linux")]
+async fn a_full_disk_keeps_exactly_the_acknowledged_writes_with_fsync_everysec() {
+    a_full_disk_keeps_exactly_the_acknowledged_writes("everysec").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg(target_os = "linux")]
+async fn a_full_disk_keeps_exactly_the_acknowledged_writes_with_fsync_no() {
+    a_full_disk_keeps_exactly_the_acknowledged_writes("no").await;
 }
 
 #[tokio::test]

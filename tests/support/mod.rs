@@ -115,12 +115,38 @@ pub struct Running {
 
 impl Running {
     pub fn start(config: &Path) -> Self {
-        Self::spawn(
-            Command::new(SERVER)
-                .arg("--config")
-                .arg(config)
-                .args(["--log", "info"]),
-        )
+        let mut cmd = Command::new(SERVER);
+        cmd.arg("--config").arg(config).args(["--log", "info"]);
+        Self::spawn(&mut cmd)
+    }
+
+    /// Starts the server on `config` with files limited to `blocks` of 512
+    /// bytes, as on a full disk: a write past the limit fails with EFBIG
+    /// (`SIGXFSZ` is ignored, and that survives the `exec`). Only the soft
+    /// limit is set, so [`Running::lift_file_size_limit`] can give the
+    /// space back without privileges.
+    pub fn start_with_file_size_limit(config: &Path, blocks: u64) -> Self {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "trap '' XFSZ; ulimit -S -f {blocks}; exec \"$0\" \"$@\""
+            ))
+            .arg(SERVER)
+            .arg("--config")
+            .arg(config)
+            .args(["--log", "info"]);
+        Self::spawn(&mut cmd)
+    }
+
+    /// Lifts the limit set by [`Running::start_with_file_size_limit`].
+    pub fn lift_file_size_limit(&self) {
+        let ok = Command::new("prlimit")
+            .arg("--pid")
+            .arg(self.child.id().to_string())
+            .arg("--fsize=unlimited")
+            .status()
+            .unwrap();
+        assert!(ok.success());
     }
 
     /// Runs `cmd`, which starts the server (e.g. through a shell that sets
