@@ -121,7 +121,7 @@ impl Client {
             self.codec.encode(req, &mut self.wbuf)?;
         }
         self.stream.write_all(&self.wbuf).await?;
-        // TLS holds written records until flushed (a no-op on plain TCP).
+        // An AsyncWrite may hold bytes until flushed (plain TCP does not).
         self.stream.flush().await?;
         let mut out = Vec::with_capacity(reqs.len());
         while out.len() < reqs.len() {

@@ -784,4 +784,20 @@ mod tests {
         std::fs::write(&path, "[server]\n").unwrap();
         Config::load(&path).unwrap();
     }
+
+    #[test]
+    fn the_checked_in_server_tls_example_parses_once_uncommented() {
+        let text = include_str!("../config.toml");
+        let start = text.find("# [server.tls]\n").unwrap();
+        let block: String = text[start..]
+            .lines()
+            .take_while(|line| line.starts_with('#'))
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let tls = parse(&block).unwrap().server.tls.unwrap();
+        assert_eq!(tls.client_ca, Some(PathBuf::from("certs/ca.pem")));
+        assert!(tls.plaintext_listen.is_some());
+    }
 }
