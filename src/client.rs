@@ -1,5 +1,8 @@
 //! A small async client: one method per command, plus raw and pipelined sends.
 //!
+//! [`Client::connect`] speaks plain TCP; [`Client::connect_tls`] speaks TLS
+//! (see [`crate::tls::client`] for the options). Everything else is the same.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), hookv::client::ClientError> {
 //! let mut client = hookv::client::Client::connect("127.0.0.1:9527").await?;
@@ -14,17 +17,28 @@ use hookv_plugin::pb::{CommandRequest, CommandResponse, Kvpair, Value};
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio_rustls::client::TlsStream;
 use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::either::Either;
 
 use crate::config::MAX_FRAME_BYTES_LIMIT;
 use crate::frame::{FrameCodec, FrameError};
+use crate::tls::client::HandshakeError;
+use crate::tls::{ClientTls, TlsError};
 
 /// Why a call failed before a response arrived.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Connecting, reading or writing failed.
     #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+    /// TLS files or options cannot be used.
+    #[error("TLS: {0}")]
+    TlsSetup(#[from] TlsError),
+    /// The TLS handshake failed, or the server ended the session (a
+    /// refused client certificate shows on the first read under TLS 1.3).
+    #[error("TLS: {0}")]
+    Tls(#[from] HandshakeError),
     /// The server sent a frame this client cannot accept.
     #[error("bad frame from server: {0}")]
     Frame(#[from] FrameError),
@@ -36,10 +50,21 @@ pub enum ClientError {
     Closed,
 }
 
+impl From<std::io::Error> for ClientError {
+    /// A TLS failure inside an I/O error becomes [`ClientError::Tls`].
+    fn from(e: std::io::Error) -> Self {
+        match HandshakeError::from_io(&e) {
+            Some(tls) => ClientError::Tls(tls),
+            None => ClientError::Io(e),
+        }
+    }
+}
+
 /// One connection to a hookv server.
 #[derive(Debug)]
 pub struct Client {
-    stream: TcpStream,
+    /// Plain TCP or TLS over it; boxed, the TLS state is a few KiB.
+    stream: Either<TcpStream, Box<TlsStream<TcpStream>>>,
     codec: FrameCodec,
     rbuf: BytesMut,
     wbuf: BytesMut,
@@ -50,12 +75,34 @@ impl Client {
     pub async fn connect(addr: impl ToSocketAddrs) -> Result<Self, ClientError> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        Ok(Self {
+        Ok(Self::over(Either::Left(stream)))
+    }
+
+    /// Connects to `addr` (`host:port`) with TLS. The server's
+    /// certificate must be signed by a CA `tls` trusts and carry its server
+    /// name (by default the host of `addr`).
+    pub async fn connect_tls(addr: &str, tls: &ClientTls) -> Result<Self, ClientError> {
+        let name = tls.server_name_for(addr)?;
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let stream = tls
+            .connector()
+            .connect(name, tcp)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => ClientError::Tls(HandshakeError::Closed),
+                _ => ClientError::from(e),
+            })?;
+        Ok(Self::over(Either::Right(Box::new(stream))))
+    }
+
+    fn over(stream: Either<TcpStream, Box<TlsStream<TcpStream>>>) -> Self {
+        Self {
             stream,
             codec: FrameCodec::new(MAX_FRAME_BYTES_LIMIT),
             rbuf: BytesMut::with_capacity(8 * 1024),
             wbuf: BytesMut::with_capacity(8 * 1024),
-        })
+        }
     }
 
     /// Sends one request and waits for its response.
@@ -74,6 +121,8 @@ impl Client {
             self.codec.encode(req, &mut self.wbuf)?;
         }
         self.stream.write_all(&self.wbuf).await?;
+        // An AsyncWrite may hold bytes until flushed (plain TCP does not).
+        self.stream.flush().await?;
         let mut out = Vec::with_capacity(reqs.len());
         while out.len() < reqs.len() {
             out.push(self.read_response().await?);
@@ -95,7 +144,8 @@ impl Client {
 
     /// Writes raw bytes to the server (for tests of malformed input).
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        Ok(self.stream.write_all(bytes).await?)
+        self.stream.write_all(bytes).await?;
+        Ok(self.stream.flush().await?)
     }
 
     /// Closes the write half (for tests of truncated input); responses can

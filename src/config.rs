@@ -108,7 +108,54 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Threads serving connections; 0 = one per CPU core. Default 0.
     pub worker_threads: usize,
+    /// `[server.tls]`: speak TLS on `listen`. Default none (plain TCP).
+    pub tls: Option<TlsConfig>,
 }
+
+/// `[server.tls]`: with it, `listen` speaks TLS only (rustls; see the
+/// `tls` module). Relative paths are relative to the config file's
+/// directory. The files themselves are read and checked by
+/// `tls::ServerTls::load`, which names the file and the problem.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain, PEM: its own certificate first,
+    /// then any intermediates. Required.
+    pub cert: PathBuf,
+    /// The certificate's private key, PEM, unencrypted (PKCS#8, or PKCS#1
+    /// RSA, or SEC1 EC). Required.
+    pub key: PathBuf,
+    /// CA certificates, PEM. With it, every client must present a
+    /// certificate signed by one of them (mutual TLS), and the
+    /// certificate's names are its identity. Default none: no client
+    /// certificates asked for.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// A second listener without TLS (for local clients). Default none.
+    #[serde(default)]
+    pub plaintext_listen: Option<SocketAddr>,
+}
+
+impl TlsConfig {
+    /// Resolves relative paths against `dir` (the config file's directory).
+    fn resolve(&mut self, dir: &Path) {
+        for path in [&mut self.cert, &mut self.key]
+            .into_iter()
+            .chain(self.client_ca.as_mut())
+        {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
+    }
+}
+
+/// Whether this build's `hookv-server` serves `[server.tls]`. The TLS
+/// material, the identity and the client are in place (the `tls` module);
+/// the listener is wired to them in a second step (issue 14, phase 2). Until
+/// then [`Config::load`] refuses a `[server.tls]` table: a server told to
+/// speak TLS must never answer in clear instead.
+pub const TLS_LISTENER: bool = false;
 
 impl ServerConfig {
     /// `max_unauthenticated` as it applies: as configured, or a quarter of
@@ -148,6 +195,7 @@ impl Default for ServerConfig {
             max_unsent_bytes: 256 << 20,
             shutdown_grace_secs: 10,
             worker_threads: 0,
+            tls: None,
         }
     }
 }
@@ -277,22 +325,56 @@ pub enum ConfigError {
         /// Why it is refused, saying what is accepted.
         reason: String,
     },
+    /// A section this build of the server does not serve yet.
+    #[error("{path}:{line}:{column}: {key}: {reason}")]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the section.
+        line: usize,
+        /// 1-based column of the section.
+        column: usize,
+        /// The section, e.g. `server.tls`.
+        key: &'static str,
+        /// What to do instead.
+        reason: &'static str,
+    },
 }
 
 impl Config {
-    /// Reads and checks the file at `path`. A relative `storage.path` is
-    /// resolved against the file's directory.
+    /// Reads and checks the file at `path`. Relative paths (`storage.path`,
+    /// the `[server.tls]` files) are resolved against the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
         let mut config = Self::parse(&text, path)?;
-        config.dir = path.parent().map(Path::to_owned).unwrap_or_default();
-        if config.storage.path.is_relative() {
-            config.storage.path = config.dir.join(&config.storage.path);
+        config.resolve_paths(path.parent().map(Path::to_owned).unwrap_or_default());
+        if config.server.tls.is_some() && !TLS_LISTENER {
+            let (line, column) = position(&text, "server.tls").unwrap_or((1, 1));
+            return Err(ConfigError::Unsupported {
+                path: path.to_owned(),
+                line,
+                column,
+                key: "server.tls",
+                reason: "this hookv-server cannot serve TLS yet (its listener is not wired to \
+                         the tls module), and it will not answer in clear instead: remove \
+                         [server.tls], or put a TLS proxy in front",
+            });
         }
         Ok(config)
+    }
+
+    /// Sets `dir` and resolves the config's relative paths against it.
+    fn resolve_paths(&mut self, dir: PathBuf) {
+        self.dir = dir;
+        if self.storage.path.is_relative() {
+            self.storage.path = self.dir.join(&self.storage.path);
+        }
+        if let Some(tls) = &mut self.server.tls {
+            tls.resolve(&self.dir);
+        }
     }
 
     /// Parses and checks `text`; `path` only names the source in errors.
@@ -394,6 +476,25 @@ impl Config {
             };
             return Err(invalid(key, value, reason));
         }
+        if let Some(tls) = &s.tls {
+            for (key, path) in [
+                ("server.tls.cert", Some(&tls.cert)),
+                ("server.tls.key", Some(&tls.key)),
+                ("server.tls.client_ca", tls.client_ca.as_ref()),
+            ] {
+                if path.is_some_and(|p| p.as_os_str().is_empty()) {
+                    return Err(invalid(key, "\"\"".into(), "needs a file".into()));
+                }
+            }
+            // Port 0 picks a free port for each listener, so they differ.
+            if tls.plaintext_listen == Some(s.listen) && s.listen.port() != 0 {
+                return Err(invalid(
+                    "server.tls.plaintext_listen",
+                    format!("\"{}\"", s.listen),
+                    "must differ from server.listen, which speaks TLS".into(),
+                ));
+            }
+        }
         if self.storage.backend == Backend::Sled && self.storage.path.as_os_str().is_empty() {
             return Err(invalid(
                 "storage.path",
@@ -439,22 +540,44 @@ fn wide(n: usize) -> u64 {
 #[derive(Deserialize)]
 struct Positions {
     #[serde(default)]
-    server: std::collections::BTreeMap<String, toml::Spanned<serde::de::IgnoredAny>>,
+    server: Spans,
     #[serde(default)]
-    storage: std::collections::BTreeMap<String, toml::Spanned<serde::de::IgnoredAny>>,
+    storage: Spans,
 }
 
-/// 1-based line and column of the value of `key` (`"server.max_connections"`)
-/// in `text`, if the key is written there.
+/// Where each key of a table is written.
+type Spans = std::collections::BTreeMap<String, toml::Spanned<serde::de::IgnoredAny>>;
+
+/// `[server.tls]`, the one nested table whose keys are range-checked.
+#[derive(Deserialize)]
+struct TlsPositions {
+    server: TlsSection,
+}
+
+#[derive(Deserialize)]
+struct TlsSection {
+    tls: Spans,
+}
+
+/// 1-based line and column of the value of `key` (`"server.max_connections"`,
+/// `"server.tls.cert"`) in `text`, if the key is written there.
 fn position(text: &str, key: &str) -> Option<(usize, usize)> {
-    let (section, name) = key.split_once('.')?;
-    let positions: Positions = toml::from_str(text).ok()?;
-    let table = match section {
-        "server" => &positions.server,
-        "storage" => &positions.storage,
+    let span = match key.split('.').collect::<Vec<_>>()[..] {
+        ["server", "tls", name] => {
+            let positions: TlsPositions = toml::from_str(text).ok()?;
+            positions.server.tls.get(name)?.span()
+        }
+        [section, name] => {
+            let positions: Positions = toml::from_str(text).ok()?;
+            let table = match section {
+                "server" => &positions.server,
+                "storage" => &positions.storage,
+                _ => return None,
+            };
+            table.get(name)?.span()
+        }
         _ => return None,
     };
-    let span = table.get(name)?.span();
     Some(line_column(text, span.start))
 }
 
@@ -599,5 +722,82 @@ mod tests {
             "{msg}"
         );
         parse("[server]\nmax_frame_bytes = 1073741824\nmax_unsent_bytes = 2151677952\n").unwrap();
+    }
+
+    const TLS: &str = "[server]\nlisten = \"127.0.0.1:9527\"\n\n[server.tls]\n\
+                       cert = \"certs/server.pem\"\nkey = \"/etc/hookv/server.key\"\n";
+
+    #[test]
+    fn server_tls_paths_are_relative_to_the_config_file() {
+        let text =
+            format!("{TLS}client_ca = \"clients.pem\"\nplaintext_listen = \"127.0.0.1:9528\"\n");
+        let mut c = parse(&text).unwrap();
+        c.resolve_paths(PathBuf::from("/srv/hookv"));
+        let tls = c.server.tls.unwrap();
+        assert_eq!(tls.cert, Path::new("/srv/hookv/certs/server.pem"));
+        assert_eq!(tls.key, Path::new("/etc/hookv/server.key"));
+        assert_eq!(tls.client_ca.unwrap(), Path::new("/srv/hookv/clients.pem"));
+        assert_eq!(
+            tls.plaintext_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9528)))
+        );
+        assert_eq!(parse("").unwrap().server.tls, None);
+    }
+
+    #[test]
+    fn server_tls_mistakes_name_file_line_and_key() {
+        let one_line = |text: &str| {
+            let msg = parse(text).unwrap_err().to_string();
+            assert!(!msg.contains('\n'), "{msg}");
+            msg
+        };
+        let msg = one_line("[server.tls]\ncert = \"c.pem\"\n");
+        assert!(msg.starts_with("config.toml:1:"), "{msg}");
+        assert!(msg.contains("missing field `key`"), "{msg}");
+        let msg = one_line(&format!("{TLS}ca = \"clients.pem\"\n"));
+        assert!(msg.starts_with("config.toml:7:1:"), "{msg}");
+        assert!(msg.contains("unknown field `ca`"), "{msg}");
+        let msg = one_line("[server.tls]\ncert = \"c.pem\"\nkey = \"\"\n");
+        assert_eq!(msg, "config.toml:3:7: server.tls.key = \"\": needs a file");
+        let msg = one_line(&format!("{TLS}plaintext_listen = \"127.0.0.1:9527\"\n"));
+        assert!(
+            msg.starts_with(
+                "config.toml:7:20: server.tls.plaintext_listen = \"127.0.0.1:9527\": must differ"
+            ),
+            "{msg}"
+        );
+        // Two listeners on port 0 get two ports.
+        parse("[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncert = \"c\"\nkey = \"k\"\nplaintext_listen = \"127.0.0.1:0\"\n").unwrap();
+    }
+
+    #[test]
+    fn a_server_without_a_tls_listener_refuses_server_tls_rather_than_serve_in_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, TLS).unwrap();
+        let msg = Config::load(&path).unwrap_err().to_string();
+        assert!(msg.starts_with(&format!("{}:4:", path.display())), "{msg}");
+        assert!(
+            msg.contains("server.tls: this hookv-server cannot serve TLS yet"),
+            "{msg}"
+        );
+        std::fs::write(&path, "[server]\n").unwrap();
+        Config::load(&path).unwrap();
+    }
+
+    #[test]
+    fn the_checked_in_server_tls_example_parses_once_uncommented() {
+        let text = include_str!("../config.toml");
+        let start = text.find("# [server.tls]\n").unwrap();
+        let block: String = text[start..]
+            .lines()
+            .take_while(|line| line.starts_with('#'))
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let tls = parse(&block).unwrap().server.tls.unwrap();
+        assert_eq!(tls.client_ca, Some(PathBuf::from("certs/ca.pem")));
+        assert!(tls.plaintext_listen.is_some());
     }
 }

@@ -20,6 +20,8 @@
 //! - [`storage`]: the [`Storage`] trait, [`MemTable`] and [`SledDb`].
 //! - [`config`], [`error`]: `config.toml`, and the error → status mapping.
 //! - [`reload`]: swapping in a new hook chain from `config.toml` on SIGHUP.
+//! - [`tls`]: TLS material (rustls): `[server.tls]` loaded and reloadable,
+//!   client certificates as identities, the client's side.
 //! - [`client`]: a small async client used by `hookv-cli`, the examples and tests.
 //! - [`log_limit`]: rate-limited logging for events a client can trigger.
 //!
@@ -41,6 +43,7 @@ pub mod reload;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod tls;
 
 pub use hookv_plugin::pb;
 pub use service::{Service, ServiceInner};

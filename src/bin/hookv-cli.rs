@@ -1,4 +1,5 @@
-//! `hookv-cli [--addr A] [--token T] <command> ...`: the stock client.
+//! `hookv-cli [--addr A] [--token T] [--tls [--ca FILE] [--cert FILE --key FILE]
+//! [--server-name NAME]] <command> ...`: the stock client.
 //!
 //! Prints the answer readably; exit status 0 on 200, 1 on any other status,
 //! 2 on bad usage, 3 when the server cannot be reached or answers garbage.
@@ -8,6 +9,7 @@
 //! `hscan` pages and printed as they come (said on stderr): the same pairs
 //! in the same order, though not a snapshot of one moment.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -15,6 +17,7 @@ use hookv::client::{Client, ClientError};
 use hookv::command::HSCAN_MAX_COUNT;
 use hookv::pb::command_request::RequestData;
 use hookv::pb::{status, CommandRequest, CommandResponse, Kvpair, Value};
+use hookv::tls::{ClientCertFiles, ClientTls, TlsOptions};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "The stock hookv client")]
@@ -30,6 +33,22 @@ struct Args {
     /// Authenticate with this token before the command.
     #[arg(long, env = "HOOKV_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// Connect with TLS.
+    #[arg(long, global = true)]
+    tls: bool,
+    /// CA certificates (PEM) to trust for the server's certificate; default:
+    /// the system's trust store.
+    #[arg(long, value_name = "FILE", global = true, requires = "tls")]
+    ca: Option<PathBuf>,
+    /// A client certificate (PEM) to present; needs --key.
+    #[arg(long = "cert", id = "tls_cert", value_name = "FILE", global = true, requires_all = ["tls", "tls_key"])]
+    cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long = "key", id = "tls_key", value_name = "FILE", global = true, requires_all = ["tls", "tls_cert"])]
+    key: Option<PathBuf>,
+    /// The name the server's certificate must carry; default: the host of --addr.
+    #[arg(long, value_name = "NAME", global = true, requires = "tls")]
+    server_name: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -120,6 +139,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tls = match tls_options(&args).map(|o| o.load()).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("hookv-cli: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -130,7 +156,7 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    match runtime.block_on(call(&args, &request)) {
+    match runtime.block_on(call(&args, tls.as_ref(), &request)) {
         Ok(res) if res.is_ok() => {
             print(&res, keys.as_deref());
             if let Command::Hscan { .. } = &args.command {
@@ -152,8 +178,28 @@ fn main() -> ExitCode {
     }
 }
 
-async fn call(args: &Args, request: &CommandRequest) -> Result<CommandResponse, ClientError> {
-    let mut client = Client::connect(args.addr.as_str()).await?;
+/// `--tls` and its options, if given.
+fn tls_options(args: &Args) -> Option<TlsOptions> {
+    args.tls.then(|| TlsOptions {
+        ca: args.ca.clone(),
+        client_cert: args
+            .cert
+            .clone()
+            .zip(args.key.clone())
+            .map(|(cert, key)| ClientCertFiles { cert, key }),
+        server_name: args.server_name.clone(),
+    })
+}
+
+async fn call(
+    args: &Args,
+    tls: Option<&ClientTls>,
+    request: &CommandRequest,
+) -> Result<CommandResponse, ClientError> {
+    let mut client = match tls {
+        Some(tls) => Client::connect_tls(&args.addr, tls).await?,
+        None => Client::connect(args.addr.as_str()).await?,
+    };
     if let Some(token) = &args.token {
         let res = client.auth(token).await?;
         if !res.is_ok() {

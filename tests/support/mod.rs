@@ -1,6 +1,7 @@
 //! Shared test helpers: a real server on 127.0.0.1:0, bounded waits.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod plugins;
 
 use std::future::Future;
