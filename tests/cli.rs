@@ -156,3 +156,48 @@ fn hscan_prints_a_page_and_the_next_cursor_and_hgetall_falls_back_to_pages() {
     assert!(stderr(&o).contains("hscan pages"), "{}", stderr(&o));
     assert!(server.terminate().success());
 }
+
+/// A server binary on `config_toml` (its `[server] listen` is port 0), in a
+/// temp dir kept alive alongside it.
+fn server_on(config_toml: &str) -> (tempfile::TempDir, Running) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n{config_toml}"),
+    )
+    .unwrap();
+    let server = Running::start(&config);
+    (dir, server)
+}
+
+#[test]
+fn hget_says_whether_the_table_or_the_key_is_missing() {
+    for storage in ["", "[storage]\nbackend = \"sled\"\npath = \"db\"\n"] {
+        let (_dir, server) = server_on(storage);
+        let addr = server.addr.to_string();
+        let o = cli(&addr, &["hget", "users", "alice"]);
+        assert_eq!(o.status.code(), Some(1));
+        assert_eq!(
+            stderr(&o),
+            "error 404: key \"alice\" not found: table \"users\" does not exist\n",
+            "{storage}"
+        );
+        cli(&addr, &["hset", "users", "bob", "admin"]);
+        let o = cli(&addr, &["hget", "users", "alice"]);
+        assert_eq!(
+            stderr(&o),
+            "error 404: key \"alice\" not found in table \"users\"\n",
+            "{storage}"
+        );
+        // A table whose last key was deleted is gone again.
+        cli(&addr, &["hdel", "users", "bob"]);
+        let o = cli(&addr, &["hget", "users", "alice"]);
+        assert!(
+            stderr(&o).contains("table \"users\" does not exist"),
+            "{storage}: {}",
+            stderr(&o)
+        );
+        assert!(server.terminate().success());
+    }
+}

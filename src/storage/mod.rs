@@ -97,6 +97,18 @@ pub trait Storage: Send + Sync + 'static {
     }
     /// The names of all tables that hold at least one key, sorted.
     fn tables(&self) -> Result<Vec<String>, StorageError>;
+    /// Whether `table` holds at least one key: a table exists from its first
+    /// write until its last key is deleted (reads never create one). Asked
+    /// only off the fast path, e.g. to tell a missing table from a missing
+    /// key in `hget`'s 404.
+    ///
+    /// The default probes with a one-pair [`Storage::scan`], which costs one
+    /// seek in a backend kept in key order; a backend without key order
+    /// overrides it (in memory: a map lookup), and a backend that wraps
+    /// another forwards it.
+    fn has_table(&self, table: &str) -> Result<bool, StorageError> {
+        Ok(!self.scan(table, None, 1)?.is_empty())
+    }
     /// Makes everything written so far durable (a no-op in memory).
     fn flush(&self) -> Result<(), StorageError> {
         Ok(())
@@ -168,6 +180,9 @@ macro_rules! forward_storage {
             }
             fn tables(&self) -> Result<Vec<String>, StorageError> {
                 (**self).tables()
+            }
+            fn has_table(&self, table: &str) -> Result<bool, StorageError> {
+                (**self).has_table(table)
             }
             fn flush(&self) -> Result<(), StorageError> {
                 (**self).flush()
@@ -354,6 +369,28 @@ mod conformance {
                 }
                 assert_eq!(paged, all, "limit {limit}");
             }
+        });
+    }
+
+    #[test]
+    fn has_table_is_true_while_the_table_holds_a_key() {
+        each_scan(|s| {
+            assert!(!s.has_table("t").unwrap());
+            s.set("t", "k", "v".into()).unwrap();
+            s.set("t", "", "v".into()).unwrap();
+            assert!(s.has_table("t").unwrap());
+            // Neighbours whose names extend or prefix it are other tables.
+            assert!(!s.has_table("").unwrap());
+            assert!(!s.has_table("tt").unwrap());
+            assert!(!s.has_table("t\0").unwrap());
+            s.set("tt", "k", "v".into()).unwrap();
+            s.del("t", "k").unwrap();
+            assert!(s.has_table("t").unwrap(), "one key is left");
+            s.del("t", "").unwrap();
+            assert!(!s.has_table("t").unwrap(), "the last key is gone");
+            assert!(s.has_table("tt").unwrap());
+            // Asking creates nothing.
+            assert_eq!(s.tables().unwrap(), vec!["tt".to_string()]);
         });
     }
 

@@ -310,6 +310,14 @@ impl Storage for SledDb {
             .collect()
     }
 
+    /// One seek: the first record with the table's prefix, if any.
+    fn has_table(&self, table: &str) -> Result<bool, StorageError> {
+        match self.db.scan_prefix(table_prefix(table)).keys().next() {
+            Some(key) => key.map(|_| true).map_err(StorageError::from),
+            None => Ok(false),
+        }
+    }
+
     fn tables(&self) -> Result<Vec<String>, StorageError> {
         // Jump from table to table instead of reading every record.
         let mut names = Vec::new();
