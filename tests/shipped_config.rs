@@ -10,6 +10,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use hookv::hooks::auth::hash_token;
 use support::plugins::plugin;
 use support::Running;
 
@@ -57,8 +58,50 @@ fn start(text: &str) -> (tempfile::TempDir, Running) {
     (dir, server)
 }
 
+fn cli(server: &Running, args: &[&str]) -> Output {
+    Command::new(CLI)
+        .args(["--addr", &server.addr.to_string()])
+        .args(args)
+        .env_remove("HOOKV_TOKEN")
+        .output()
+        .unwrap()
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn with_auth_on_a_wrong_token_and_no_token_read_differently() {
+    let token = "my-long-random-token";
+    let text = uncomment(&checked_in(), "kind = \"auth\"")
+        .replacen(
+            "token_sha256 = \"<64 hex digits>\"",
+            &format!("token_sha256 = {:?}", hash_token(token)),
+            1,
+        )
+        .replacen(
+            "token_sha256 = \"<64 hex digits>\"",
+            &format!("token_sha256 = {:?}", hash_token("the viewer's token")),
+            1,
+        );
+    let (_dir, server) = start(&text);
+
+    let o = cli(&server, &["--token", "wrong", "hget", "users", "alice"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "error 401: auth: invalid token\n");
+    let o = cli(&server, &["hget", "users", "alice"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "error 401: not authenticated: connect with hookv-cli --token TOKEN\n"
+    );
+    let o = cli(
+        &server,
+        &["--token", token, "hset", "users", "alice", "admin"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(server.terminate().success());
 }
 
 #[test]
