@@ -101,6 +101,28 @@ fn with_auth_on_a_wrong_token_and_no_token_read_differently() {
         &["--token", token, "hset", "users", "alice", "admin"],
     );
     assert!(o.status.success(), "{}", stderr(&o));
+
+    // README.md's session (auth, "Built-in hooks"), typed as at a terminal.
+    let page = std::fs::read_to_string(support::plugins::workspace().join("README.md")).unwrap();
+    let session = page
+        .split("```text auth-session\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README.md shows an auth session");
+    let mut got = String::new();
+    for line in session.lines() {
+        let Some(args) = line.strip_prefix("$ hookv-cli ") else {
+            continue;
+        };
+        let args: Vec<&str> = args.split_whitespace().collect();
+        let o = cli(&server, &[&["--no-raw"], &args[..]].concat());
+        got.push_str(&format!(
+            "{line}\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            stderr(&o)
+        ));
+    }
+    assert_eq!(got, session, "README.md's auth session differs");
     assert!(server.terminate().success());
 }
 
