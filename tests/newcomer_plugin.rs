@@ -206,6 +206,8 @@ fn the_write_a_plugin_guide_works_as_written() {
             "sh" => {
                 // Before the build: the shared target dir and lock file.
                 if body.contains("cargo build") {
+                    // It may not exist yet: a link to it must not dangle.
+                    std::fs::create_dir_all(target_dir()).unwrap();
                     std::os::unix::fs::symlink(target_dir(), cwd.join("target")).unwrap();
                     std::fs::copy(workspace().join("Cargo.lock"), cwd.join("Cargo.lock")).unwrap();
                 }
