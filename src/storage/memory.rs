@@ -118,8 +118,8 @@ impl Storage for MemTable {
 
     /// A lookup, whatever the table's size: a table left empty by deletes
     /// is still in the map, and counts as missing.
-    fn has_table(&self, table: &str) -> Result<bool, StorageError> {
-        Ok(self.tables.get(table).is_some_and(|t| !t.is_empty()))
+    fn table_exists(&self, table: &str) -> Result<Option<bool>, StorageError> {
+        Ok(Some(self.tables.get(table).is_some_and(|t| !t.is_empty())))
     }
 
     fn tables(&self) -> Result<Vec<String>, StorageError> {

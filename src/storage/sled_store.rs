@@ -311,10 +311,10 @@ impl Storage for SledDb {
     }
 
     /// One seek: the first record with the table's prefix, if any.
-    fn has_table(&self, table: &str) -> Result<bool, StorageError> {
+    fn table_exists(&self, table: &str) -> Result<Option<bool>, StorageError> {
         match self.db.scan_prefix(table_prefix(table)).keys().next() {
-            Some(key) => key.map(|_| true).map_err(StorageError::from),
-            None => Ok(false),
+            Some(key) => Ok(Some(key.map(|_| true)?)),
+            None => Ok(Some(false)),
         }
     }
 
