@@ -5,7 +5,9 @@
 //!   value(s), an empty `Value` where there was none.
 //! - `hdel`/`hmdel` answer what they removed, an empty `Value` for a missing
 //!   key (still 200).
-//! - `hget` of a missing key is 404; `hmget` answers one value per key in
+//! - `hget` of a missing key is 404, saying when the table itself is
+//!   missing (holds no key) if the store can tell cheaply
+//!   ([`Storage::table_exists`]); `hmget` answers one value per key in
 //!   request order, an empty `Value` for a missing key.
 //! - `hexist`/`hmexist` answer bool values (false for a missing table).
 //! - `hgetall` answers pairs sorted by key (byte order); a missing table is an
@@ -50,6 +52,13 @@ pub fn dispatch(
     let response = match data {
         RequestData::Hget(r) => match store.get(&r.table, &r.key)? {
             Some(v) => vec![v].into(),
+            // Which is missing is asked only here, off the fast path.
+            None if store.table_exists(&r.table)? == Some(false) => {
+                return Err(Error::NoTable {
+                    table: r.table.clone(),
+                    key: r.key.clone(),
+                })
+            }
             None => {
                 return Err(Error::NotFound {
                     table: r.table.clone(),

@@ -35,6 +35,15 @@ pub enum Error {
         /// The key asked.
         key: String,
     },
+    /// The table holds no keys at all (hget only): said apart from a missing
+    /// key, so a typo in the table's name does not read as a missing key.
+    #[error("key {key:?} not found: table {table:?} does not exist")]
+    NoTable {
+        /// The table asked.
+        table: String,
+        /// The key asked.
+        key: String,
+    },
     /// An `auth` request reached a server with no auth hook configured.
     #[error("auth: this server has no auth hook configured, so no token is needed")]
     AuthNotEnabled,
@@ -85,7 +94,7 @@ impl Error {
             | Error::MissingField { .. }
             | Error::AuthNotEnabled
             | Error::Decode(_) => status::BAD_REQUEST,
-            Error::NotFound { .. } => status::NOT_FOUND,
+            Error::NotFound { .. } | Error::NoTable { .. } => status::NOT_FOUND,
             Error::Frame(e) => e.status(),
             Error::ResponseTooLarge { .. } | Error::PairTooLarge { .. } => status::TOO_LARGE,
             Error::Storage(_) => status::INTERNAL,

@@ -1,22 +1,38 @@
 //! `hookv-cli [--addr A] [--token T] [--tls [--ca FILE] [--cert FILE --key FILE]
 //! [--server-name NAME]] <command> ...`: the stock client.
 //!
-//! Prints the answer readably; exit status 0 on 200, 1 on any other status,
-//! 2 on bad usage, 3 when the server cannot be reached or answers garbage.
+//! Exit status 0 on 200, 1 on any other status, 2 on bad usage, 3 when the
+//! server cannot be reached or answers garbage.
+//!
+//! Two forms of output, as redis-cli has:
+//!
+//! - **typed** (the default at a terminal, or `--no-raw`): every value says
+//!   its type, so the string `"42"` and `(integer) 42` differ, as do the
+//!   string `"0xdeadbeef"` and `(binary) 0xdeadbeef`; strings are quoted
+//!   and escaped, a missing value is `(nil)`, an empty table `(empty table)`.
+//! - **raw** (the default when stdout is not a terminal, or `--raw`): the
+//!   plain text scripts read: values as they are (binary as `0x` hex), a
+//!   missing value `(nil)`, nothing at all for an empty table.
 //!
 //! `hscan` prints one page and, on stderr, the cursor of the next. An
 //! `hgetall` whose answer is too large for one frame (413) is read again in
 //! `hscan` pages and printed as they come (said on stderr): the same pairs
 //! in the same order, though not a snapshot of one moment.
+//!
+//! `hset ... --file PATH` (`-`: stdin) reads the value from a file, so binary
+//! values need not go through the command line as hex (where the kernel caps
+//! one argument at 128 KiB, 64 KiB of bytes).
 
-use std::path::PathBuf;
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use hookv::client::{Client, ClientError};
 use hookv::command::HSCAN_MAX_COUNT;
+use hookv::config::MAX_FRAME_BYTES_LIMIT;
 use hookv::pb::command_request::RequestData;
-use hookv::pb::{status, CommandRequest, CommandResponse, Kvpair, Value};
+use hookv::pb::{status, value, CommandRequest, CommandResponse, Kvpair, Value};
 use hookv::tls::{ClientCertFiles, ClientTls, TlsOptions};
 
 #[derive(Debug, Parser)]
@@ -49,6 +65,14 @@ struct Args {
     /// The name the server's certificate must carry; default: the host of --addr.
     #[arg(long, value_name = "NAME", global = true, requires = "tls")]
     server_name: Option<String>,
+    /// Plain output for scripts (the default when stdout is not a terminal):
+    /// values as they are, binary as 0x hex, nothing for an empty table.
+    #[arg(long, global = true, conflicts_with = "no_raw")]
+    raw: bool,
+    /// Typed output (the default at a terminal): "string", (integer) 42,
+    /// (float) 1.5, (bool) true, (binary) 0x00ff, (nil), (empty table).
+    #[arg(long, global = true)]
+    no_raw: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -92,10 +116,17 @@ enum Command {
     Hset {
         table: String,
         key: String,
-        value: String,
+        /// The value (or --file).
+        #[arg(required_unless_present = "file")]
+        value: Option<String>,
         /// Type of VALUE.
         #[arg(short, long, value_enum, default_value = "string")]
         r#type: Type,
+        /// Read the value from PATH ("-": stdin) instead: with -t binary its
+        /// bytes as they are (not hex), else its text (numbers and bools
+        /// trimmed of surrounding whitespace).
+        #[arg(long, value_name = "PATH", conflicts_with = "value")]
+        file: Option<PathBuf>,
     },
     /// Set several keys: KEY VALUE [KEY VALUE ...]; prints the previous values.
     Hmset {
@@ -146,6 +177,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let form = if args.raw {
+        Form::Raw
+    } else if args.no_raw || std::io::stdout().is_terminal() {
+        Form::Typed
+    } else {
+        Form::Raw
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -156,9 +194,11 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    match runtime.block_on(call(&args, tls.as_ref(), &request)) {
-        Ok(res) if res.is_ok() => {
-            print(&res, keys.as_deref());
+    match runtime.block_on(call(&args, tls.as_ref(), &request, form)) {
+        Ok(Answer { res, printed }) if res.is_ok() => {
+            if !printed {
+                print(&res, keys.as_deref(), form, listing(&args.command));
+            }
             if let Command::Hscan { .. } = &args.command {
                 match &res.cursor {
                     Some(next) => eprintln!("next page: --cursor {next:?}"),
@@ -167,7 +207,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Ok(res) => {
+        Ok(Answer { res, .. }) => {
             eprintln!("error {}: {}", res.status, res.message);
             ExitCode::from(1)
         }
@@ -191,11 +231,23 @@ fn tls_options(args: &Args) -> Option<TlsOptions> {
     })
 }
 
+/// The server's answer, and whether its pairs were printed already (page by
+/// page, for an `hgetall` too large for one answer).
+struct Answer {
+    res: CommandResponse,
+    printed: bool,
+}
+
 async fn call(
     args: &Args,
     tls: Option<&ClientTls>,
     request: &CommandRequest,
-) -> Result<CommandResponse, ClientError> {
+    form: Form,
+) -> Result<Answer, ClientError> {
+    let answer = |res| Answer {
+        res,
+        printed: false,
+    };
     let mut client = match tls {
         Some(tls) => Client::connect_tls(&args.addr, tls).await?,
         None => Client::connect(args.addr.as_str()).await?,
@@ -203,15 +255,16 @@ async fn call(
     if let Some(token) = &args.token {
         let res = client.auth(token).await?;
         if !res.is_ok() {
-            return Ok(res);
+            return Ok(answer(res));
         }
     }
     let res = client.send(request).await?;
     match &request.request_data {
         Some(RequestData::Hgetall(r)) if res.status == status::TOO_LARGE => {
-            hgetall_in_pages(&mut client, &r.table).await
+            let res = hgetall_in_pages(&mut client, &r.table, form).await?;
+            Ok(Answer { res, printed: true })
         }
-        _ => Ok(res),
+        _ => Ok(answer(res)),
     }
 }
 
@@ -220,6 +273,7 @@ async fn call(
 async fn hgetall_in_pages(
     client: &mut Client,
     table: &str,
+    form: Form,
 ) -> Result<CommandResponse, ClientError> {
     eprintln!("hgetall: the table does not fit in one answer; reading it in hscan pages");
     // The server cuts pages to fit its frames; ask for as much as it allows.
@@ -231,7 +285,7 @@ async fn hgetall_in_pages(
         if !page.is_ok() {
             return Ok(page);
         }
-        print(&page, None);
+        print(&page, None, form, None);
         match page.cursor {
             Some(next) => cursor = Some(next),
             None => return Ok(CommandResponse::ok()),
@@ -261,10 +315,16 @@ fn build(command: &Command) -> Result<(CommandRequest, Option<Vec<String>>), Str
             key,
             value,
             r#type,
-        } => (
-            CommandRequest::new_hset(table, key, parse_value(value, *r#type)?),
-            None,
-        ),
+            file,
+        } => {
+            let value = match (value, file) {
+                (Some(text), _) => parse_value(text, *r#type)?,
+                (None, Some(path)) => value_from_file(path, *r#type)?,
+                // clap requires one of them.
+                (None, None) => return Err("hset: give VALUE or --file PATH".into()),
+            };
+            (CommandRequest::new_hset(table, key, value), None)
+        }
         Command::Hmset {
             table,
             pairs,
@@ -321,22 +381,116 @@ fn parse_value(text: &str, ty: Type) -> Result<Value, String> {
     })
 }
 
-fn print(res: &CommandResponse, keys: Option<&[String]>) {
+/// Reads the value of `hset --file PATH` (`-`: stdin), at most the largest
+/// frame any server accepts.
+fn value_from_file(path: &Path, ty: Type) -> Result<Value, String> {
+    let name = path.display();
+    let limit = MAX_FRAME_BYTES_LIMIT as u64;
+    let mut bytes = Vec::new();
+    let read = if path == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .take(limit + 1)
+            .read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
+    };
+    read.map_err(|e| format!("--file {name}: {e}"))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!(
+            "--file {name}: larger than any frame a server accepts ({limit} bytes)"
+        ));
+    }
+    if let Type::Binary = ty {
+        return Ok(bytes.into());
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("--file {name}: not UTF-8 text; -t binary stores its bytes"))?;
+    match ty {
+        Type::String => Ok(text.into()),
+        _ => parse_value(text.trim(), ty).map_err(|e| format!("--file {name}: {e}")),
+    }
+}
+
+/// How answers are printed: see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Typed,
+    Raw,
+}
+
+/// What an empty list of pairs is called in the typed form, for the
+/// commands that answer pairs.
+fn listing(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::Hgetall { .. } => Some("(empty table)"),
+        Command::Hscan { .. } => Some("(empty page)"),
+        _ => None,
+    }
+}
+
+/// One value in `form`.
+fn show(value: &Value, form: Form) -> String {
+    if form == Form::Raw {
+        return value.to_string();
+    }
+    match &value.value {
+        None => "(nil)".to_owned(),
+        Some(value::Value::String(s)) => format!("{s:?}"),
+        Some(value::Value::Integer(i)) => format!("(integer) {i}"),
+        Some(value::Value::Float(x)) => format!("(float) {x:?}"),
+        Some(value::Value::Bool(b)) => format!("(bool) {b}"),
+        // Hex, as `-t binary` takes it: what is printed can be set again.
+        Some(value::Value::Binary(_)) => format!("(binary) {value}"),
+    }
+}
+
+/// A key in `form`: quoted when typed, so `""` and spaces show.
+fn show_key(key: &str, form: Form) -> String {
+    match form {
+        Form::Typed => format!("{key:?}"),
+        Form::Raw => key.to_owned(),
+    }
+}
+
+/// Prints an answer: its pairs (`key = value`), its values (labelled with
+/// `keys` for multi-key commands), and its message on stderr. `empty`
+/// names an answer without pairs in the typed form (hgetall, hscan).
+fn print(res: &CommandResponse, keys: Option<&[String]>, form: Form, empty: Option<&str>) {
+    let mut out = String::new();
     for pair in &res.pairs {
-        println!("{} = {}", pair.key, pair.value.clone().unwrap_or_default());
+        let value = pair.value.clone().unwrap_or_default();
+        out.push_str(&format!(
+            "{} = {}\n",
+            show_key(&pair.key, form),
+            show(&value, form)
+        ));
+    }
+    match (empty, form) {
+        (Some(empty), Form::Typed) if res.pairs.is_empty() => {
+            out.push_str(empty);
+            out.push('\n');
+        }
+        _ => {}
     }
     match keys {
         Some(keys) => {
             for (key, value) in keys.iter().zip(&res.values) {
-                println!("{key} = {value}");
+                out.push_str(&format!(
+                    "{} = {}\n",
+                    show_key(key, form),
+                    show(value, form)
+                ));
             }
         }
         None => {
             for value in &res.values {
-                println!("{value}");
+                out.push_str(&show(value, form));
+                out.push('\n');
             }
         }
     }
+    print!("{out}");
     if !res.message.is_empty() {
         eprintln!("{}", res.message);
     }

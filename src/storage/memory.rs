@@ -116,6 +116,12 @@ impl Storage for MemTable {
             .collect())
     }
 
+    /// A lookup, whatever the table's size: a table left empty by deletes
+    /// is still in the map, and counts as missing.
+    fn table_exists(&self, table: &str) -> Result<Option<bool>, StorageError> {
+        Ok(Some(self.tables.get(table).is_some_and(|t| !t.is_empty())))
+    }
+
     fn tables(&self) -> Result<Vec<String>, StorageError> {
         let mut names: Vec<String> = self
             .tables

@@ -97,6 +97,24 @@ pub trait Storage: Send + Sync + 'static {
     }
     /// The names of all tables that hold at least one key, sorted.
     fn tables(&self) -> Result<Vec<String>, StorageError>;
+    /// Whether `table` holds at least one key (a table exists from its first
+    /// write until its last key is deleted; reads never create one), if the
+    /// backend can tell at the cost of a lookup: `None` when it cannot. Asked
+    /// off the fast path, to tell a missing table from a missing key in
+    /// `hget`'s 404, so it must never walk a table: a client could make every
+    /// miss cost that.
+    ///
+    /// The default says `None`. Backends override it (memory: a map lookup;
+    /// sled: a one-key prefix probe), and a backend that wraps another
+    /// should forward it: one that does not (today `WalStore`, the wal
+    /// hook's) leaves `hget` saying only that the key was not found. Not a
+    /// one-pair [`Storage::scan`] by default: in memory that is a pass over
+    /// the whole table (4.3 ms per miss at 100,000 keys, measured through
+    /// the wal hook, against 0.7 µs for a hit).
+    fn table_exists(&self, table: &str) -> Result<Option<bool>, StorageError> {
+        let _ = table;
+        Ok(None)
+    }
     /// Makes everything written so far durable (a no-op in memory).
     fn flush(&self) -> Result<(), StorageError> {
         Ok(())
@@ -168,6 +186,9 @@ macro_rules! forward_storage {
             }
             fn tables(&self) -> Result<Vec<String>, StorageError> {
                 (**self).tables()
+            }
+            fn table_exists(&self, table: &str) -> Result<Option<bool>, StorageError> {
+                (**self).table_exists(table)
             }
             fn flush(&self) -> Result<(), StorageError> {
                 (**self).flush()
@@ -355,6 +376,33 @@ mod conformance {
                 assert_eq!(paged, all, "limit {limit}");
             }
         });
+    }
+
+    #[test]
+    fn table_exists_while_the_table_holds_a_key() {
+        each(|s| {
+            let exists = |t: &str| s.table_exists(t).unwrap().expect("both backends can tell");
+            assert!(!exists("t"));
+            s.set("t", "k", "v".into()).unwrap();
+            s.set("t", "", "v".into()).unwrap();
+            assert!(exists("t"));
+            // Neighbours whose names extend or prefix it are other tables.
+            assert!(!exists(""));
+            assert!(!exists("tt"));
+            assert!(!exists("t\0"));
+            s.set("tt", "k", "v".into()).unwrap();
+            s.del("t", "k").unwrap();
+            assert!(exists("t"), "one key is left");
+            s.del("t", "").unwrap();
+            assert!(!exists("t"), "the last key is gone");
+            assert!(exists("tt"));
+            // Asking creates nothing.
+            assert_eq!(s.tables().unwrap(), vec!["tt".to_string()]);
+        });
+        // A backend that does not override it cannot tell.
+        let s = Defaults(MemTable::new());
+        s.set("t", "k", "v".into()).unwrap();
+        assert_eq!(s.table_exists("t").unwrap(), None);
     }
 
     #[test]

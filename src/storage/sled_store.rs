@@ -310,6 +310,14 @@ impl Storage for SledDb {
             .collect()
     }
 
+    /// One seek: the first record with the table's prefix, if any.
+    fn table_exists(&self, table: &str) -> Result<Option<bool>, StorageError> {
+        match self.db.scan_prefix(table_prefix(table)).keys().next() {
+            Some(key) => Ok(Some(key.map(|_| true)?)),
+            None => Ok(Some(false)),
+        }
+    }
+
     fn tables(&self) -> Result<Vec<String>, StorageError> {
         // Jump from table to table instead of reading every record.
         let mut names = Vec::new();

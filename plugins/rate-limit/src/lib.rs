@@ -9,9 +9,12 @@
 //! ```toml
 //! [[hooks]]
 //! plugin = "target/release/librate_limit.so"
-//! per_second = 100.0   # sustained rate; > 0
-//! burst = 20           # requests at once; >= 1
+//! per_second = 100.0   # sustained rate; above 0
+//! burst = 20           # requests at once; at least 1 (default 1)
 //! ```
+//!
+//! A refusal reads `rate limit for 127.0.0.1: at most 100 requests a second,
+//! 20 at once; retry in 7 ms`.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -80,11 +83,13 @@ impl Plugin for RateLimit {
         options.only(&["per_second", "burst"])?;
         let per_second: f64 = options.require("per_second")?;
         if !(per_second.is_finite() && per_second > 0.0) {
-            return Err(format!("option `per_second` must be > 0, got {per_second}"));
+            return Err(format!(
+                "per_second = {per_second}: must be a number above 0 (requests a second, per client)"
+            ));
         }
         let burst: u32 = options.get("burst")?.unwrap_or(1);
         if burst == 0 {
-            return Err("option `burst` must be at least 1".to_owned());
+            return Err("burst = 0: must be at least 1 (requests at once, per client)".to_owned());
         }
         Ok(Self {
             per_second,
@@ -100,13 +105,22 @@ impl Plugin for RateLimit {
             Err(wait) => ControlFlow::Break(CommandResponse::error(
                 status::TOO_MANY_REQUESTS,
                 format!(
-                    "rate limit for {who}: {} requests/s, bursts of {}; retry in {} ms",
-                    self.per_second,
+                    "rate limit for {who}: at most {} a second, {} at once; retry in {} ms",
+                    requests(self.per_second),
                     self.burst,
                     (wait * 1000.0).ceil()
                 ),
             )),
         }
+    }
+}
+
+/// `1 request`, `2 requests`, `0.5 requests`.
+fn requests(n: f64) -> String {
+    if n == 1.0 {
+        "1 request".to_owned()
+    } else {
+        format!("{n} requests")
     }
 }
 
