@@ -41,6 +41,7 @@ pub mod reload;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod wal;
 
 pub use hookv_plugin::pb;
 pub use service::{Service, ServiceInner};

@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use hookv::client::Client;
 use hookv::config::ServerConfig;
-use hookv::hooks::wal::{Fsync, Wal, WalOptions};
+use hookv::hooks::wal::WalHook;
+use hookv::hooks::Hook;
 use hookv::pb::{value, CommandRequest, Value};
+use hookv::wal::{Fsync, Wal, WalOptions};
 use hookv::{MemTable, Service, ServiceInner, Storage};
 use support::{bounded, Running as Server, TestServer};
 
@@ -453,7 +455,7 @@ fn dir_bytes(dir: &Path) -> (u64, Vec<String>) {
     let mut names = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let e = e.unwrap();
-        if e.file_name() == hookv::hooks::wal::LOCK_FILE {
+        if e.file_name() == hookv::wal::LOCK_FILE {
             continue;
         }
         total += e.metadata().map(|m| m.len()).unwrap_or(0);
@@ -527,8 +529,8 @@ async fn compaction_keeps_the_log_small_and_loses_nothing() {
 
 async fn wal_server(options: WalOptions) -> (Arc<Wal>, TestServer) {
     let (wal, store) = Wal::open(options, Path::new("/"), Arc::new(MemTable::new())).unwrap();
-    let service: Service<Arc<dyn Storage>> = ServiceInner::new(store)
-        .hook(wal.hook())
+    let service: Service<Arc<dyn Storage>> = ServiceInner::new(Arc::new(store) as Arc<dyn Storage>)
+        .hook(Arc::new(WalHook::new(Some(&wal)).unwrap()))
         .write_barrier(wal.barrier())
         .into();
     let server = TestServer::start(service, ServerConfig::default()).await;
@@ -801,7 +803,7 @@ async fn shutdown_flushes_and_the_data_replays() {
     want.remove("k2");
     drop(c);
     server.stop().await;
-    wal.hook().shutdown();
+    WalHook::new(Some(&wal)).unwrap().shutdown();
     // Close it here: a connection task may drop its last clone of the
     // service (and so of the log) an instant after the server stopped, and
     // until the log closes its directory stays locked against the reopen.

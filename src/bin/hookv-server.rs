@@ -14,10 +14,10 @@ use std::sync::Arc;
 use clap::Parser;
 use hookv::config::{Backend, Config};
 
-use hookv::hooks::build::{rebuild, BuildEnv, HookError};
-use hookv::hooks::wal::{self, Wal};
+use hookv::hooks::build::{rebuild, wal_entry, BuildEnv, HookError};
 use hookv::hooks::{BothBarriers, WriteBarrier};
 use hookv::reload::Reloader;
+use hookv::wal::Wal;
 use hookv::{MemTable, Service, ServiceInner, SledDb, Storage};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -80,11 +80,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         };
     // The WAL wraps the storage, so it opens (and replays) before the
     // service and the hook chain are built.
-    let (wal, store) = match wal::find_in_config(&config)? {
+    let (wal, store) = match wal_entry(&config)? {
         Some((entry, options)) => {
             let (wal, store) = Wal::open(options, &config.dir, store)
-                .map_err(|e| HookError::new(&config.path, entry, e.to_string()))?;
-            (Some(wal), store)
+                .map_err(|e| HookError::new(&config.path, entry, e))?;
+            (Some(wal), Arc::new(store) as Arc<dyn Storage>)
         }
         None => (None, store),
     };

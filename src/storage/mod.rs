@@ -39,10 +39,11 @@ pub enum StorageError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The write-ahead log wrapping this store has stopped (failed or
-    /// closed), so writes are refused rather than applied unlogged.
-    #[error("write-ahead log {0}")]
-    WriteAheadLog(String),
+    /// A layer wrapping this store refused or failed the operation, e.g. the
+    /// write-ahead log (`crate::wal`) once it has stopped: writes are refused
+    /// rather than applied unlogged. The layer's own error says which and why.
+    #[error(transparent)]
+    Layer(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// A key-value store of named tables.
