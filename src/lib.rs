@@ -28,6 +28,7 @@
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![deny(unsafe_code)]
 
+pub mod bootstrap;
 pub mod client;
 pub mod command;
 pub mod config;
@@ -43,6 +44,7 @@ pub mod service;
 pub mod storage;
 pub mod wal;
 
+pub use bootstrap::Server;
 pub use hookv_plugin::pb;
 pub use service::{Service, ServiceInner};
 pub use storage::{MemTable, SledDb, Storage, StorageError, StorageIter};

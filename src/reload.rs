@@ -37,6 +37,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::signal::unix::Signal;
+
 use crate::config::{Config, ConfigError};
 use crate::hooks::build::{rebuild, wal_entry, BuildEnv, BuiltChain, Changes, HookError, Rebuilt};
 use crate::hooks::{Hook, HookChain};
@@ -145,6 +147,50 @@ impl Reloader {
             changes,
             needs_restart,
         })
+    }
+
+    /// Reloads on every SIGHUP (`hangups`) until the task is dropped,
+    /// logging what each reload did. Building hooks may open files and load
+    /// libraries, so each reload runs off the threads that serve
+    /// connections.
+    pub async fn on_hangups<S: Storage>(mut self, mut hangups: Signal, service: Service<S>) {
+        while hangups.recv().await.is_some() {
+            let svc = service.clone();
+            let (back, outcome) = match tokio::task::spawn_blocking(move || {
+                let outcome = self.reload(&svc);
+                (self, outcome)
+            })
+            .await
+            {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::error!(error = %e, "reload task failed; hook reload is off");
+                    return;
+                }
+            };
+            self = back;
+            match outcome {
+                Ok(done) => {
+                    tracing::info!(
+                        added = ?done.changes.added,
+                        replaced = ?done.changes.replaced,
+                        removed = ?done.changes.removed,
+                        kept = ?done.changes.kept,
+                        hooks = ?service.hooks(),
+                        "hook chain reloaded"
+                    );
+                    if !done.needs_restart.is_empty() {
+                        tracing::warn!(
+                            sections = ?done.needs_restart,
+                            "these config sections changed but take effect only on restart"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reload failed; the running hook chain stays")
+                }
+            }
+        }
     }
 }
 
