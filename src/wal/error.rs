@@ -79,10 +79,11 @@ pub enum WalError {
     },
 }
 
-/// The log is a layer over the storage: what it refuses, storage refuses.
+/// The log is a layer over the storage: what it refuses, storage refuses,
+/// in the log's words.
 impl From<WalError> for StorageError {
     fn from(e: WalError) -> Self {
-        StorageError::Layer(Box::new(e))
+        StorageError::Layer(e.to_string())
     }
 }
 
