@@ -129,17 +129,18 @@ impl Server {
         self.wal.as_ref()
     }
 
-    /// Serves until `shutdown` completes, then stops: see [`Server::serve`].
-    /// The hook chain is not reloaded.
+    /// Serves until `shutdown` completes. Then it stops accepting, lets
+    /// open connections finish what they sent (up to
+    /// `shutdown_grace_secs`), flushes storage, shuts the hooks down (the
+    /// audit queue drains) and closes the log; a failed flush is the error,
+    /// once all of that is done. The hook chain is not reloaded here
+    /// ([`serve`] reloads it on SIGHUP).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         self.serve(shutdown, None).await
     }
 
-    /// Serves until `shutdown` completes, reloading the hook chain on every
-    /// signal of `hangups`. Then it stops accepting, lets connections
-    /// finish (`crate::server::run`), flushes storage, shuts the hooks down
-    /// (the audit queue drains) and closes the log. A failed flush is the
-    /// error, after everything else has been done.
+    /// [`Server::run`], reloading the hook chain on every signal of
+    /// `hangups` (if any) meanwhile.
     async fn serve(
         self,
         shutdown: impl Future<Output = ()>,

@@ -8,6 +8,9 @@
 //!                  └─ write ─ hooks(on_after_send)
 //! ```
 //!
+//! - [`bootstrap`]: [`Server::from_config`] builds what `config.toml` describes
+//!   (storage, the log over it, the hook chain, barriers, listener): what
+//!   `hookv-server` runs and tests start.
 //! - [`server`]: accept loop, connection limit, graceful shutdown.
 //! - [`frame`]: 4-byte big-endian length + protobuf, size-checked before allocating.
 //! - [`connection`]: one client: read, answer in order (pipelined), write, after-send.
@@ -18,6 +21,8 @@
 //!   in `plugin/ffi.rs`).
 //! - [`command`]: one match from request to storage calls.
 //! - [`storage`]: the [`Storage`] trait, [`MemTable`] and [`SledDb`].
+//! - [`wal`]: the write-ahead log, a layer over [`Storage`] that logs every
+//!   write before it is answered.
 //! - [`config`], [`error`]: `config.toml`, and the error → status mapping.
 //! - [`reload`]: swapping in a new hook chain from `config.toml` on SIGHUP.
 //! - [`client`]: a small async client used by `hookv-cli`, the examples and tests.
