@@ -2,8 +2,9 @@
 //! once it has parsed its arguments, and what tests start in process.
 //!
 //! ```text
-//! config ─ storage (memory | sled) ─ wal layer (a wal entry) ─ service ─ listener ─ run
-//!            └ sled barrier ───────────┴ wal barrier ─ both ──┘   └ hook chain ([[hooks]])
+//! config ─ storage (memory | sled) ─ WalStore over it (a wal entry) ─ service ─ listener ─ run
+//!                                                                       ├ hook chain ([[hooks]])
+//!                                                                       └ write barrier: the log's, sled's, or both
 //! ```
 //!
 //! In that order, because each wraps or needs the one before: the log

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use hookv::client::Client;
 use hookv::pb::CommandRequest;
-use hookv::wal::{Fsync, Wal, WalOptions};
+use hookv::wal::{Fsync, Stopped, Wal, WalOptions};
 use hookv::{MemTable, Storage};
 use support::bounded;
 use support::wal::{int, wal_server};
@@ -108,4 +108,35 @@ async fn shutdown_flushes_and_the_data_replays() {
         .map(|p| (p.key, int(p.value.as_ref().unwrap())))
         .collect();
     assert_eq!(got, want);
+}
+
+/// Once `Server::run` returns, the log is closed and its directory free:
+/// no clone of the service or the log that outlives the server (as a
+/// connection task's may, for an instant) keeps it locked.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_stopped_server_has_closed_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions {
+        path: dir.path().to_owned(),
+        fsync: Fsync::No,
+        compact_bytes: 1 << 30,
+    };
+    let (wal, server) = wal_server(options.clone()).await;
+    let mut c = server.client().await;
+    assert_eq!(bounded(c.hset("t", "k", 7i64)).await.unwrap().status, 200);
+    drop(c);
+    let service = server.service.clone();
+    server.stop().await;
+    assert!(
+        matches!(wal.stopped(), Some(Stopped::Closed)),
+        "{:?}",
+        wal.stopped()
+    );
+
+    let mem = Arc::new(MemTable::new());
+    let reopened = Wal::open(options, Path::new("/"), mem.clone());
+    assert!(reopened.is_ok(), "{:?}", reopened.err());
+    assert_eq!(int(&mem.get("t", "k").unwrap().unwrap()), 7);
+    drop((service, wal));
 }
