@@ -8,6 +8,9 @@
 //!                  └─ write ─ hooks(on_after_send)
 //! ```
 //!
+//! - [`bootstrap`]: [`Server::from_config`] builds what `config.toml` describes
+//!   (storage, the log over it, the hook chain, barriers, listener): what
+//!   `hookv-server` runs and tests start.
 //! - [`server`]: accept loop, connection limit, graceful shutdown.
 //! - [`frame`]: 4-byte big-endian length + protobuf, size-checked before allocating.
 //! - [`connection`]: one client: read, answer in order (pipelined), write, after-send.
@@ -18,6 +21,8 @@
 //!   in `plugin/ffi.rs`).
 //! - [`command`]: one match from request to storage calls.
 //! - [`storage`]: the [`Storage`] trait, [`MemTable`] and [`SledDb`].
+//! - [`wal`]: the write-ahead log, a layer over [`Storage`] that logs every
+//!   write before it is answered.
 //! - [`config`], [`error`]: `config.toml`, and the error → status mapping.
 //! - [`reload`]: swapping in a new hook chain from `config.toml` on SIGHUP.
 //! - [`tls`]: TLS material (rustls): `[server.tls]` loaded and reloadable,
@@ -30,6 +35,7 @@
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![deny(unsafe_code)]
 
+pub mod bootstrap;
 pub mod client;
 pub mod command;
 pub mod config;
@@ -44,7 +50,9 @@ pub mod server;
 pub mod service;
 pub mod storage;
 pub mod tls;
+pub mod wal;
 
+pub use bootstrap::Server;
 pub use hookv_plugin::pb;
 pub use service::{Service, ServiceInner};
 pub use storage::{MemTable, SledDb, Storage, StorageError, StorageIter};

@@ -37,13 +37,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::signal::unix::Signal;
+
 use crate::config::{Config, ConfigError};
-use crate::hooks::build::{rebuild, BuildEnv, BuiltChain, Changes, HookError, Rebuilt};
-use crate::hooks::wal::{find_in_config, Wal, WalOptions};
-use crate::hooks::Hook;
-use crate::hooks::HookChain;
+use crate::hooks::build::{rebuild, wal_entry, BuildEnv, BuiltChain, Changes, HookError, Rebuilt};
+use crate::hooks::{Hook, HookChain};
 use crate::service::Service;
 use crate::storage::Storage;
+use crate::wal::{Wal, WalOptions};
 
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -84,17 +85,12 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// `config` is the running config (loaded from its `path`), `built` the
-    /// chain the service runs.
-    /// `config` is also the one `wal` (if any) was opened from.
+    /// `config` is the running config as loaded from its `path` (without
+    /// command-line overrides, so that reloading the same file changes
+    /// nothing), `built` the chain the service runs, `wal` the log opened
+    /// at start (from this config's wal entry).
     pub fn new(config: Config, built: BuiltChain, wal: Option<Arc<Wal>>) -> Self {
-        // The start found these options in this config before opening the
-        // log; should they not be found now, no wal entry will compare
-        // equal, which only makes every reload ask for a restart.
-        let opened = wal
-            .as_ref()
-            .and_then(|_| find_in_config(&config).ok().flatten())
-            .map(|(_, options)| options);
+        let opened = wal.as_ref().map(|wal| wal.options().clone());
         Self {
             path: config.path.clone(),
             running: config,
@@ -121,7 +117,7 @@ impl Reloader {
         // The write-ahead log wraps the storage: it cannot be added, removed
         // or re-optioned while serving. The open log goes on as it is, but a
         // wal entry must still be valid, so that the next restart works.
-        let wanted = find_in_config(&config)?.map(|(_, options)| options);
+        let wanted = wal_entry(&config)?.map(|(_, options)| options);
         if self.wal.is_none() && wanted.is_some() {
             return Err(ReloadError::WalAdded);
         }
@@ -151,6 +147,50 @@ impl Reloader {
             changes,
             needs_restart,
         })
+    }
+
+    /// Reloads on every SIGHUP (`hangups`) until the task is dropped,
+    /// logging what each reload did. Building hooks may open files and load
+    /// libraries, so each reload runs off the threads that serve
+    /// connections.
+    pub async fn on_hangups<S: Storage>(mut self, mut hangups: Signal, service: Service<S>) {
+        while hangups.recv().await.is_some() {
+            let svc = service.clone();
+            let (back, outcome) = match tokio::task::spawn_blocking(move || {
+                let outcome = self.reload(&svc);
+                (self, outcome)
+            })
+            .await
+            {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::error!(error = %e, "reload task failed; hook reload is off");
+                    return;
+                }
+            };
+            self = back;
+            match outcome {
+                Ok(done) => {
+                    tracing::info!(
+                        added = ?done.changes.added,
+                        replaced = ?done.changes.replaced,
+                        removed = ?done.changes.removed,
+                        kept = ?done.changes.kept,
+                        hooks = ?service.hooks(),
+                        "hook chain reloaded"
+                    );
+                    if !done.needs_restart.is_empty() {
+                        tracing::warn!(
+                            sections = ?done.needs_restart,
+                            "these config sections changed but take effect only on restart"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reload failed; the running hook chain stays")
+                }
+            }
+        }
     }
 }
 

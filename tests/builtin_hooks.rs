@@ -9,9 +9,8 @@ use std::sync::Arc;
 
 use hookv::config::Config;
 use hookv::hooks::auth::hash_token;
-use hookv::hooks::build::{build_chain, BuildEnv};
 use hookv::pb::{CommandRequest, Kvpair, Value};
-use hookv::{MemTable, Service, ServiceInner, Storage};
+use hookv::{Service, Storage};
 use support::{bounded, TestServer};
 
 const ADMIN: &str = "admin-token-0123456789";
@@ -32,19 +31,14 @@ users = [
     )
 }
 
-/// Loads `hooks` as a config file in `dir` and builds the server from it.
+/// Loads `hooks` as a config file in `dir` and starts the server from it,
+/// as the binary does.
 async fn server(dir: &Path, hooks: &str) -> (TestServer, Service<Arc<dyn Storage>>, Config) {
     let path = dir.join("config.toml");
     std::fs::write(&path, hooks).unwrap();
     let config = Config::load(&path).unwrap();
-    let chain = build_chain(&BuildEnv {
-        config: &config,
-        wal: None,
-    })
-    .unwrap();
-    let store: Arc<dyn Storage> = Arc::new(MemTable::new());
-    let service: Service<Arc<dyn Storage>> = ServiceInner::new(store).hooks(&chain).into();
-    let server = TestServer::start(service.clone(), config.server.clone()).await;
+    let server = TestServer::from_config(&config).await;
+    let service = server.service.clone().expect("started from a config");
     (server, service, config)
 }
 
@@ -273,11 +267,12 @@ fn config_error(hooks: &str) -> String {
     let path = dir.path().join("config.toml");
     std::fs::write(&path, hooks).unwrap();
     let config = Config::load(&path).unwrap();
-    match build_chain(&BuildEnv {
-        config: &config,
-        wal: None,
-    }) {
-        Ok(_) => panic!("hooks built from a bad config: {hooks}"),
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match runtime.block_on(TestServer::try_from_config(&config)) {
+        Ok(_) => panic!("a server started from a bad config: {hooks}"),
         Err(e) => e.to_string(),
     }
 }

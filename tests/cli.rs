@@ -334,7 +334,11 @@ fn binary_values_come_from_a_file_or_stdin() {
 
 #[test]
 fn hget_says_whether_the_table_or_the_key_is_missing() {
-    for storage in ["", "[storage]\nbackend = \"sled\"\npath = \"db\"\n"] {
+    for storage in [
+        "",
+        "[storage]\nbackend = \"sled\"\npath = \"db\"\n",
+        "[[hooks]]\nkind = \"wal\"\npath = \"wal\"\n",
+    ] {
         let (_dir, server) = server_on(storage);
         let addr = server.addr.to_string();
         let o = cli(&addr, &["hget", "users", "alice"]);

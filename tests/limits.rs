@@ -4,15 +4,13 @@
 mod support;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use hookv::client::{Client, ClientError};
 use hookv::config::{Config, ServerConfig};
 use hookv::hooks::auth::hash_token;
-use hookv::hooks::build::{build_chain, BuildEnv};
 use hookv::pb::{CommandRequest, CommandResponse};
-use hookv::{MemTable, Service, ServiceInner, Storage};
+use hookv::{MemTable, Service, ServiceInner};
 use support::{bounded, Running, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -272,15 +270,9 @@ async fn auth_server(dir: &Path, server: ServerConfig) -> TestServer {
         hash_token(TOKEN)
     );
     std::fs::write(&path, hooks).unwrap();
-    let config = Config::load(&path).unwrap();
-    let chain = build_chain(&BuildEnv {
-        config: &config,
-        wal: None,
-    })
-    .unwrap();
-    let store: Arc<dyn Storage> = Arc::new(MemTable::new());
-    let service: Service<Arc<dyn Storage>> = ServiceInner::new(store).hooks(&chain).into();
-    TestServer::start(service, server).await
+    let mut config = Config::load(&path).unwrap();
+    config.server = server;
+    TestServer::from_config(&config).await
 }
 
 #[tokio::test]

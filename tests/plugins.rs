@@ -9,24 +9,17 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hookv::config::Config;
-use hookv::hooks::build::{build_chain, BuildEnv};
 use hookv::hooks::{Hook, HookCtx};
 use hookv::pb::{CommandRequest, Kvpair, Value};
 use hookv::plugin::PluginHook;
-use hookv::{MemTable, Service, ServiceInner};
 use support::plugins::{example, mapped_copies, plugin};
 use support::{bounded, TestServer};
 
-/// A memory server whose hooks are the `[[hooks]]` of `hooks_toml`.
+/// A memory server whose hooks are the `[[hooks]]` of `hooks_toml`,
+/// started as the binary starts one.
 async fn server_with(hooks_toml: &str) -> TestServer {
     let config = Config::parse(hooks_toml, Path::new("test.toml")).expect("config");
-    let chain = build_chain(&BuildEnv {
-        config: &config,
-        wal: None,
-    })
-    .expect("hooks");
-    let service: Service = ServiceInner::new(MemTable::new()).hooks(&chain).into();
-    TestServer::start(service, config.server).await
+    TestServer::from_config(&config).await
 }
 
 fn hooks_entry(library: &Path, options: &str) -> String {

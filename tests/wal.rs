@@ -1,63 +1,26 @@
-//! The `wal` hook: acknowledged writes survive SIGKILL, torn tails are cut,
-//! corruption stops the start, compaction keeps the log small, concurrent
-//! writers share fsyncs, and a failed log refuses writes.
+//! The write-ahead log through the real `hookv-server` binary: acknowledged
+//! writes survive SIGKILL, torn tails are cut, corruption stops the start,
+//! a second server is kept off the log, compaction keeps the log small.
 //!
-//! Most tests run the real `hookv-server` binary on a config in a temp dir.
+//! Group commit and shutdown (in process): `wal_group_commit.rs`; a failing
+//! log and a full disk: `wal_failure.rs`.
 
 mod support;
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hookv::client::Client;
-use hookv::config::ServerConfig;
-use hookv::hooks::wal::{Fsync, Wal, WalOptions};
-use hookv::pb::{value, CommandRequest, Value};
-use hookv::{MemTable, Service, ServiceInner, Storage};
-use support::{bounded, Running as Server, TestServer};
+use hookv::pb::{value, CommandRequest};
+use support::wal::{int, record_offsets, segments, write_config};
+use support::{bounded, Running as Server};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_hookv-server");
-
-/// A config for a memory server on a free port with the wal hook; the log
-/// lives in `wal/` next to the config.
-fn write_config(dir: &Path, fsync: &str, extra: &str) -> PathBuf {
-    let path = dir.join("config.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nbackend = \"memory\"\n\
-             [[hooks]]\nkind = \"wal\"\npath = \"wal\"\nfsync = \"{fsync}\"\n{extra}"
-        ),
-    )
-    .unwrap();
-    path
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy();
-            name.starts_with("wal-") && name.ends_with(".log")
-        })
-        .collect();
-    files.sort();
-    files
-}
-
-fn int(v: &Value) -> i64 {
-    match v.value {
-        Some(value::Value::Integer(i)) => i,
-        ref other => panic!("expected an integer, got {other:?}"),
-    }
-}
 
 // ---------------------------------------------------------------------------
 // SIGKILL under load
@@ -320,19 +283,6 @@ async fn corruption_before_the_end_stops_the_start_naming_file_and_offset() {
     assert_eq!(std::fs::read(&segment).unwrap(), bytes, "left as it was");
 }
 
-/// Where each record of a log file starts (the file must end in a whole record).
-fn record_offsets(bytes: &[u8]) -> Vec<usize> {
-    let mut offsets = Vec::new();
-    let mut at = 0;
-    while at + 8 <= bytes.len() {
-        offsets.push(at);
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
-        at += 8 + len as usize;
-    }
-    assert_eq!(at, bytes.len(), "the log ends in a torn record");
-    offsets
-}
-
 /// A flipped bit in the length of a record in the middle of the newest
 /// segment makes the record run past the end of the file, like a torn last
 /// write; but whole records follow it, so it is damage: the start is
@@ -453,7 +403,7 @@ fn dir_bytes(dir: &Path) -> (u64, Vec<String>) {
     let mut names = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let e = e.unwrap();
-        if e.file_name() == hookv::hooks::wal::LOCK_FILE {
+        if e.file_name() == hookv::wal::LOCK_FILE {
             continue;
         }
         total += e.metadata().map(|m| m.len()).unwrap_or(0);
@@ -520,301 +470,4 @@ async fn compaction_keeps_the_log_small_and_loses_nothing() {
     }
     drop(c);
     server.stop_cleanly();
-}
-
-// ---------------------------------------------------------------------------
-// In process: group commit and failure
-
-async fn wal_server(options: WalOptions) -> (Arc<Wal>, TestServer) {
-    let (wal, store) = Wal::open(options, Path::new("/"), Arc::new(MemTable::new())).unwrap();
-    let service: Service<Arc<dyn Storage>> = ServiceInner::new(store)
-        .hook(wal.hook())
-        .write_barrier(wal.barrier())
-        .into();
-    let server = TestServer::start(service, ServerConfig::default()).await;
-    (wal, server)
-}
-
-/// `conns` connections each send `rounds` batches of `depth` writes;
-/// returns how many were acknowledged.
-async fn write_load(addr: SocketAddr, conns: usize, rounds: usize, depth: usize) -> u64 {
-    let tasks: Vec<_> = (0..conns)
-        .map(|conn| {
-            tokio::spawn(async move {
-                let mut c = bounded(Client::connect(addr)).await.unwrap();
-                let mut acked = 0;
-                for round in 0..rounds {
-                    let reqs: Vec<CommandRequest> = (0..depth)
-                        .map(|i| CommandRequest::new_hset("g", format!("{conn}:{i}"), round as i64))
-                        .collect();
-                    for res in bounded(c.pipeline(&reqs)).await.unwrap() {
-                        assert_eq!(res.status, 200, "{}", res.message);
-                        acked += 1;
-                    }
-                }
-                acked
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for t in tasks {
-        total += bounded(t).await.unwrap();
-    }
-    total
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_writers_share_fsyncs() {
-    // Under the target dir rather than /tmp, which may be a tmpfs, where an
-    // fsync costs nothing and nobody needs to share one.
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let (wal, server) = wal_server(WalOptions {
-        path: dir.path().to_owned(),
-        fsync: Fsync::Always,
-        compact_bytes: 1 << 30,
-    })
-    .await;
-    let before = wal.fsync_count();
-    let writes = write_load(server.addr, 50, 10, 8).await;
-    let fsyncs = wal.fsync_count() - before;
-    eprintln!("pipelined: {writes} acknowledged writes, {fsyncs} fsyncs");
-    assert_eq!(writes, 50 * 10 * 8);
-    assert!(fsyncs > 0);
-    assert!(fsyncs < writes / 2, "{fsyncs} fsyncs for {writes} writes");
-
-    // One write in flight per connection: batching can only come from
-    // several connections sharing an fsync.
-    let before = wal.fsync_count();
-    let writes = write_load(server.addr, 50, 40, 1).await;
-    let fsyncs = wal.fsync_count() - before;
-    eprintln!("one at a time: {writes} acknowledged writes, {fsyncs} fsyncs");
-    assert!(fsyncs < writes / 2, "{fsyncs} fsyncs for {writes} writes");
-    server.stop().await;
-}
-
-/// A log whose segment cannot take writes (`/dev/full`: every write fails
-/// with ENOSPC).
-#[cfg(target_os = "linux")]
-#[tokio::test]
-async fn a_failed_log_refuses_writes_and_keeps_serving_reads() {
-    let dir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink("/dev/full", dir.path().join("wal-000001.log")).unwrap();
-    let (wal, server) = wal_server(WalOptions {
-        path: dir.path().to_owned(),
-        fsync: Fsync::Always,
-        compact_bytes: 1 << 30,
-    })
-    .await;
-
-    // The write that hits the failure is never acknowledged.
-    let mut c = server.client().await;
-    let err = bounded(c.hset("t", "k", "v")).await.unwrap_err();
-    assert!(
-        matches!(err, hookv::client::ClientError::Closed),
-        "expected the connection to close without an answer, got {err:?}"
-    );
-
-    let mut c = server.client().await;
-    let res = bounded(c.hset("t", "k2", "v")).await.unwrap();
-    assert_eq!(res.status, 500);
-    assert!(
-        res.message.contains("write-ahead log failed") && res.message.contains("No space left"),
-        "{}",
-        res.message
-    );
-    let res = bounded(c.hmset("t", vec![hookv::pb::Kvpair::new("a", 1i64)]))
-        .await
-        .unwrap();
-    assert_eq!(res.status, 500);
-    // Reads still work, and see none of the refused writes: k, which was
-    // applied before its record failed to reach the log, was undone.
-    let res = bounded(c.hget("t", "k2")).await.unwrap();
-    assert_eq!(res.status, 404);
-    assert_eq!(bounded(c.hget("t", "k")).await.unwrap().status, 404);
-    assert_eq!(bounded(c.hget("t", "a")).await.unwrap().status, 404);
-    assert!(wal.sync().is_err());
-    drop(c);
-    // (Stopping would report the failed flush, rightly.)
-    drop(server);
-}
-
-// ---------------------------------------------------------------------------
-// A full disk under load
-
-/// What one writer had answered: 200, or anything else (500, or the
-/// connection closed without an answer).
-#[derive(Default)]
-struct Answered {
-    acked: Vec<(String, i64)>,
-    not_acked: Vec<String>,
-}
-
-/// Writes fresh keys `w{writer}-{i}` = i, `depth` per pipelined batch,
-/// until three writes were not acknowledged (reconnecting after a
-/// connection closed). Fails after `max` batches.
-async fn write_until_refused(addr: SocketAddr, writer: usize, depth: i64, max: i64) -> Answered {
-    let mut seen = Answered::default();
-    let mut c = bounded(Client::connect(addr)).await.unwrap();
-    let mut refusals = 0;
-    for batch in 0..max {
-        let keys: Vec<(String, i64)> = (batch * depth..(batch + 1) * depth)
-            .map(|i| (format!("w{writer}-{i}"), i))
-            .collect();
-        let reqs: Vec<CommandRequest> = keys
-            .iter()
-            .map(|(k, i)| CommandRequest::new_hset("t", k, *i))
-            .collect();
-        match bounded(c.pipeline(&reqs)).await {
-            Ok(answers) => {
-                for ((key, i), res) in keys.into_iter().zip(answers) {
-                    match res.status {
-                        200 => seen.acked.push((key, i)),
-                        500 => {
-                            assert!(res.message.contains("write-ahead log"), "{}", res.message);
-                            seen.not_acked.push(key);
-                        }
-                        other => panic!("{key}: status {other}: {}", res.message),
-                    }
-                }
-            }
-            Err(_) => {
-                seen.not_acked.extend(keys.into_iter().map(|(k, _)| k));
-                c = bounded(Client::connect(addr)).await.unwrap();
-            }
-        }
-        if seen.not_acked.len() > refusals {
-            refusals = seen.not_acked.len();
-            if refusals >= 3 {
-                return seen;
-            }
-        }
-    }
-    panic!("writer {writer}: {max} batches and the log never failed");
-}
-
-/// Every acknowledged write is readable, and no other.
-async fn check_answered(client: &mut Client, writers: &[Answered], when: &str) {
-    for (w, seen) in writers.iter().enumerate() {
-        for (key, i) in &seen.acked {
-            let res = bounded(client.hget("t", key)).await.unwrap();
-            assert_eq!(
-                res.status, 200,
-                "{when}: writer {w}: acknowledged {key} is gone"
-            );
-            assert_eq!(int(&res.values[0]), *i, "{when}: {key}");
-        }
-        for key in &seen.not_acked {
-            let res = bounded(client.hget("t", key)).await.unwrap();
-            assert_eq!(
-                res.status, 404,
-                "{when}: writer {w}: {key} was never acknowledged, yet it is readable"
-            );
-        }
-    }
-}
-
-/// 8 writers (some pipelining) on a server whose log runs out of space
-/// (a 64 KiB file size limit): whatever each was told, the server holds
-/// exactly the acknowledged writes, before and after a restart.
-async fn a_full_disk_keeps_exactly_the_acknowledged_writes(fsync: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), fsync, "");
-    let server = Server::start_with_file_size_limit(&config, 128);
-    let writers: Vec<_> = (0..8)
-        .map(|w| {
-            tokio::spawn(write_until_refused(
-                server.addr,
-                w,
-                1 + w as i64 % 3,
-                20_000,
-            ))
-        })
-        .collect();
-    let mut seen = Vec::new();
-    for w in writers {
-        seen.push(bounded(w).await.unwrap());
-    }
-    let log = server.log_text();
-    assert!(log.contains("write-ahead log failed"), "{log}");
-    let acked: usize = seen.iter().map(|s| s.acked.len()).sum();
-    let refused: usize = seen.iter().map(|s| s.not_acked.len()).sum();
-    eprintln!("fsync = {fsync}: {acked} writes acknowledged, {refused} not");
-    assert!(acked > 100, "{acked}");
-    let mut c = server.client().await;
-    check_answered(&mut c, &seen, "while running").await;
-
-    // With space back the log stays failed: a write is refused, not applied.
-    server.lift_file_size_limit();
-    let res = bounded(c.hset("t", "after", 1)).await.unwrap();
-    assert_eq!(res.status, 500, "{}", res.message);
-    assert_eq!(bounded(c.hget("t", "after")).await.unwrap().status, 404);
-    drop(c);
-
-    server.kill_hard();
-    // What reached the file of the batch that failed part-way was cut off.
-    let segment = segments(&dir.path().join("wal")).pop().unwrap();
-    record_offsets(&std::fs::read(&segment).unwrap());
-    let server = Server::start(&config);
-    let mut c = server.client().await;
-    check_answered(&mut c, &seen, "after a restart").await;
-    drop(c);
-    server.stop_cleanly();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg(target_os = "linux")]
-async fn a_full_disk_keeps_exactly_the_acknowledged_writes_with_fsync_always() {
-    a_full_disk_keeps_exactly_the_acknowledged_writes("always").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg(target_os = "linux")]
-async fn a_full_disk_keeps_exactly_the_acknowledged_writes_with_fsync_everysec() {
-    a_full_disk_keeps_exactly_the_acknowledged_writes("everysec").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg(target_os = "linux")]
-async fn a_full_disk_keeps_exactly_the_acknowledged_writes_with_fsync_no() {
-    a_full_disk_keeps_exactly_the_acknowledged_writes("no").await;
-}
-
-#[tokio::test]
-async fn shutdown_flushes_and_the_data_replays() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = WalOptions {
-        path: dir.path().to_owned(),
-        fsync: Fsync::No,
-        compact_bytes: 1 << 30,
-    };
-    let (wal, server) = wal_server(options.clone()).await;
-    let mut want = HashMap::new();
-    let mut c = server.client().await;
-    for i in 0..100i64 {
-        let key = format!("k{}", i % 30);
-        assert_eq!(bounded(c.hset("t", &key, i)).await.unwrap().status, 200);
-        want.insert(key, i);
-    }
-    let res = bounded(c.hmdel("t", &["k1", "k2", "nope"])).await.unwrap();
-    assert_eq!(res.status, 200);
-    want.remove("k1");
-    want.remove("k2");
-    drop(c);
-    server.stop().await;
-    wal.hook().shutdown();
-    // Close it here: a connection task may drop its last clone of the
-    // service (and so of the log) an instant after the server stopped, and
-    // until the log closes its directory stays locked against the reopen.
-    wal.close();
-    drop(wal);
-
-    let mem = Arc::new(MemTable::new());
-    let (_wal, _store) = Wal::open(options, Path::new("/"), mem.clone()).unwrap();
-    let got: HashMap<String, i64> = mem
-        .get_all("t")
-        .unwrap()
-        .into_iter()
-        .map(|p| (p.key, int(p.value.as_ref().unwrap())))
-        .collect();
-    assert_eq!(got, want);
 }

@@ -5,6 +5,10 @@
 //! the table are that hook's options. Hooks run in the order listed. Any
 //! problem (unknown kind, missing or unknown option, bad value, a plugin that
 //! will not load) is a [`HookError`] naming the file, line, position and key.
+//!
+//! The builder hands each hook what it needs, resolved: the audit file's
+//! path against the config's directory, the wal entry the log opened at
+//! start ([`BuildEnv::wal`]). The hooks know nothing of this module.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,13 +16,17 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use crate::config::{Config, HookEntry};
-use crate::hooks::wal::Wal;
+use crate::hooks::audit::{AuditError, AuditHook, AuditOptions};
+use crate::hooks::auth::AuthHook;
+use crate::hooks::rewrite::RewriteHook;
+use crate::hooks::wal::{WalHook, WalHookError};
 use crate::hooks::{Hook, HookChain};
 use crate::plugin::{BuildId, PluginError, PluginFile};
+use crate::wal::{OptionsError, Wal, WalError, WalOptions};
 
 /// A hook that cannot be built.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}: {label}: {message}")]
+#[error("{}:{line}: {label}: {problem}", file.display())]
 pub struct HookError {
     /// The config file.
     pub file: PathBuf,
@@ -26,20 +34,70 @@ pub struct HookError {
     pub line: usize,
     /// e.g. `hooks[2] (kind = "wal")`.
     pub label: String,
-    /// What is wrong, naming the key.
-    pub message: String,
+    /// What is wrong, naming the key (boxed: some problems are large, and
+    /// every `Result` of the builder carries this).
+    pub problem: Box<EntryError>,
 }
 
 impl HookError {
     /// An error about `entry` of the config at `file`.
-    pub fn new(file: &Path, entry: &HookEntry, message: impl Into<String>) -> Self {
+    pub fn new(file: &Path, entry: &HookEntry, problem: impl Into<EntryError>) -> Self {
         Self {
             file: file.to_owned(),
             line: entry.line,
             label: entry.label(),
-            message: message.into(),
+            problem: Box::new(problem.into()),
         }
     }
+}
+
+/// What is wrong with one `[[hooks]]` entry.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// Both `kind` and `plugin`.
+    #[error("has both `kind` and `plugin`; a hook is one or the other")]
+    KindAndPlugin,
+    /// Neither `kind` nor `plugin`.
+    #[error(
+        "needs `kind = \"auth\" | \"audit\" | \"wal\" | \"rewrite\"` or `plugin = \"path/to/lib.so\"`"
+    )]
+    Unnamed,
+    /// `kind` is not a string.
+    #[error("`kind` must be a string")]
+    KindNotString,
+    /// `kind` names no built-in hook.
+    #[error("unknown kind {0:?}; built-in hooks are auth, audit, wal, rewrite")]
+    UnknownKind(String),
+    /// The options do not parse: serde's words, naming the key.
+    #[error("{0}")]
+    Options(String),
+    /// A second `kind = "wal"` entry.
+    #[error("a second wal hook; there is one log per server (the first is {first})")]
+    SecondWal {
+        /// The label of the first.
+        first: String,
+    },
+    /// The wal options parse but cannot be used.
+    #[error(transparent)]
+    WalOptions(#[from] OptionsError),
+    /// The log cannot be opened or replayed (at start).
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// The wal entry has no log to stand for.
+    #[error(transparent)]
+    WalHook(#[from] WalHookError),
+    /// The audit hook cannot start.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The auth hook refused its options.
+    #[error("{0}")]
+    Auth(String),
+    /// The rewrite hook refused its options.
+    #[error("{0}")]
+    Rewrite(String),
+    /// The plugin cannot be loaded or refused its options.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
 }
 
 /// What building a hook may need besides its own options.
@@ -47,7 +105,7 @@ pub struct BuildEnv<'a> {
     /// The whole config (its file and directory name errors and resolve paths).
     pub config: &'a Config,
     /// The write-ahead log, opened (and replayed) before the service was
-    /// built, since it wraps the storage; see `hooks::wal::find_in_config`.
+    /// built, since it wraps the storage (see [`wal_entry`]).
     pub wal: Option<&'a Arc<Wal>>,
 }
 
@@ -102,7 +160,7 @@ fn plugin_file(env: &BuildEnv<'_>, entry: &HookEntry) -> Result<Option<PluginFil
     };
     PluginFile::read(&env.resolve(Path::new(path)))
         .map(Some)
-        .map_err(|e| HookError::new(&env.config.path, entry, e.to_string()))
+        .map_err(|e| HookError::new(&env.config.path, entry, e))
 }
 
 /// What a rebuild changed, by label.
@@ -219,51 +277,73 @@ fn build_one(
     entry: &HookEntry,
     file: Option<&PluginFile>,
 ) -> Result<Arc<dyn Hook>, HookError> {
-    let error = |message: String| HookError::new(&env.config.path, entry, message);
+    let error = |problem: EntryError| HookError::new(&env.config.path, entry, problem);
     match (entry.table.get("kind"), entry.table.get("plugin")) {
-        (Some(_), Some(_)) => Err(error(
-            "has both `kind` and `plugin`; a hook is one or the other".into(),
-        )),
-        (None, None) => Err(error(
-            "needs `kind = \"auth\" | \"audit\" | \"wal\" | \"rewrite\"` or `plugin = \"path/to/lib.so\"`"
-                .into(),
-        )),
+        (Some(_), Some(_)) => Err(error(EntryError::KindAndPlugin)),
+        (None, None) => Err(error(EntryError::Unnamed)),
         (Some(kind), None) => {
             let kind = kind
                 .as_str()
-                .ok_or_else(|| error("`kind` must be a string".into()))?;
-            match kind {
-                "auth" => {
-                    let options = options(entry, "kind").map_err(error)?;
-                    Ok(Arc::new(super::auth::AuthHook::new(options).map_err(error)?))
-                }
-                "audit" => {
-                    let options = options(entry, "kind").map_err(error)?;
-                    Ok(Arc::new(super::audit::AuditHook::new(options, env).map_err(error)?))
-                }
-                "rewrite" => {
-                    let options = options(entry, "kind").map_err(error)?;
-                    Ok(Arc::new(super::rewrite::RewriteHook::new(options).map_err(error)?))
-                }
-                "wal" => env.wal.map(|wal| wal.hook()).ok_or_else(|| {
-                    error("the write-ahead log was not opened before the hook chain was built (Wal::open)".into())
+                .ok_or_else(|| error(EntryError::KindNotString))?;
+            let built: Result<Arc<dyn Hook>, EntryError> = match kind {
+                "auth" => options(entry, "kind").and_then(|options| {
+                    // `.to_string()`: a common shape until auth has a typed error.
+                    let hook =
+                        AuthHook::new(options).map_err(|e| EntryError::Auth(e.to_string()))?;
+                    Ok(Arc::new(hook) as Arc<dyn Hook>)
                 }),
-                other => Err(error(format!(
-                    "unknown kind {other:?}; built-in hooks are auth, audit, wal, rewrite"
-                ))),
-            }
+                "audit" => options(entry, "kind").and_then(|options: AuditOptions| {
+                    let options = AuditOptions {
+                        path: env.resolve(&options.path),
+                        ..options
+                    };
+                    Ok(Arc::new(AuditHook::new(options)?) as Arc<dyn Hook>)
+                }),
+                "rewrite" => options(entry, "kind").and_then(|options| {
+                    // `.to_string()`: a common shape until rewrite has a typed error.
+                    let hook = RewriteHook::new(options)
+                        .map_err(|e| EntryError::Rewrite(e.to_string()))?;
+                    Ok(Arc::new(hook) as Arc<dyn Hook>)
+                }),
+                "wal" => WalHook::new(env.wal)
+                    .map(|hook| Arc::new(hook) as Arc<dyn Hook>)
+                    .map_err(EntryError::from),
+                other => Err(EntryError::UnknownKind(other.to_owned())),
+            };
+            built.map_err(error)
         }
         (None, Some(_)) => file
             .ok_or(PluginError::PathNotString)
             .and_then(|file| crate::plugin::build(entry, file))
-            .map_err(|e| error(e.to_string())),
+            .map_err(|e| error(e.into())),
     }
+}
+
+/// The one `kind = "wal"` entry of `config` with its options parsed and
+/// checked, or `None` when the config has no wal hook. Two wal entries are
+/// an error (they would be one log). The log is opened from these options
+/// before the chain is built, since it wraps the storage.
+pub fn wal_entry(config: &Config) -> Result<Option<(&HookEntry, WalOptions)>, HookError> {
+    let mut found: Option<(&HookEntry, WalOptions)> = None;
+    for entry in config.hooks.iter().filter(|e| e.kind() == Some("wal")) {
+        let error = |problem: EntryError| HookError::new(&config.path, entry, problem);
+        if let Some((first, _)) = found {
+            return Err(error(EntryError::SecondWal {
+                first: first.label(),
+            }));
+        }
+        let opts: WalOptions = options(entry, "kind").map_err(error)?;
+        opts.check().map_err(|e| error(e.into()))?;
+        found = Some((entry, opts));
+    }
+    Ok(found)
 }
 
 /// The entry's options as `T`, without the key (`kind` or `plugin`) that
 /// names the hook. Unknown and missing keys are errors naming the key.
-pub fn options<T: DeserializeOwned>(entry: &HookEntry, naming_key: &str) -> Result<T, String> {
+pub fn options<T: DeserializeOwned>(entry: &HookEntry, naming_key: &str) -> Result<T, EntryError> {
     let mut table = entry.table.clone();
     table.remove(naming_key);
-    T::deserialize(toml::Value::Table(table)).map_err(|e| e.message().trim().replace('\n', " "))
+    T::deserialize(toml::Value::Table(table))
+        .map_err(|e| EntryError::Options(e.message().trim().replace('\n', " ")))
 }

@@ -1,10 +1,14 @@
 //! Where data lives: the [`Storage`] trait and its two backends.
 //!
 //! - [`MemTable`]: in memory, a `DashMap` of tables (lost on exit unless the
-//!   WAL hook is on).
+//!   write-ahead log, `crate::wal`, wraps it).
 //! - [`SledDb`]: on disk, one sled database; `[storage] sync` decides when
 //!   its writes are flushed, and with `always` answers to writes wait for
 //!   its [`SledBarrier`] (see `sled_store.rs`).
+//!
+//! A layer may wrap a backend and be a [`Storage`] itself, as the write-ahead
+//! log does; what it refuses reaches the client as
+//! [`StorageError::Layer`], in the words of the layer's own error.
 //!
 //! Every method is fallible: a backend that cannot read what it stored says so
 //! with a [`StorageError`] (which reaches the client as a 500), never with a
@@ -39,10 +43,14 @@ pub enum StorageError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The write-ahead log wrapping this store has stopped (failed or
-    /// closed), so writes are refused rather than applied unlogged.
-    #[error("write-ahead log {0}")]
-    WriteAheadLog(String),
+    /// A layer wrapping this store refused or failed the operation, e.g. the
+    /// write-ahead log (`crate::wal`) once it has stopped: writes are refused
+    /// rather than applied unlogged. The message is the layer's own error,
+    /// which converts into this one. (Its words, not a boxed `dyn Error`:
+    /// that variant's drop glue runs on every storage call's success path
+    /// too, and cost about 16 instructions per `hset`.)
+    #[error("{0}")]
+    Layer(String),
 }
 
 /// A key-value store of named tables.

@@ -3,6 +3,7 @@
 
 pub mod certs;
 pub mod plugins;
+pub mod wal;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -12,8 +13,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use hookv::config::ServerConfig;
-use hookv::{Service, Storage};
+use std::sync::Arc;
+
+use hookv::config::{Config, ServerConfig};
+use hookv::wal::Wal;
+use hookv::{Server, Service, Storage};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -28,11 +32,18 @@ pub async fn bounded<F: Future>(f: F) -> F::Output {
         .expect("operation did not finish within the test's time limit")
 }
 
+/// Why a server task ended badly.
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
 /// A server running in this process until dropped or stopped.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// For a server started from a config: its service (to look at its
+    /// storage) and its write-ahead log, if it has one.
+    pub service: Option<Service<Arc<dyn Storage>>>,
+    pub wal: Option<Arc<Wal>>,
     stop: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<Result<(), hookv::StorageError>>>,
+    handle: Option<JoinHandle<Result<(), Failure>>>,
 }
 
 impl TestServer {
@@ -46,12 +57,51 @@ impl TestServer {
                 let _ = stopped.await;
             })
             .await
+            .map_err(Failure::from)
         });
         Self {
             addr,
+            service: None,
+            wal: None,
             stop: Some(stop),
             handle: Some(handle),
         }
+    }
+
+    /// Starts the server `config` describes, as `hookv-server` does
+    /// (`Server::from_config`: storage, wal, hook chain, barriers), on
+    /// 127.0.0.1 with an OS-chosen port whatever `[server] listen` says.
+    pub async fn from_config(config: &Config) -> Self {
+        match Self::try_from_config(config).await {
+            Ok(server) => server,
+            Err(e) => panic!("the server did not start: {e}"),
+        }
+    }
+
+    /// [`TestServer::from_config`], or the error the server's start ends in.
+    pub async fn try_from_config(config: &Config) -> Result<Self, hookv::bootstrap::ServerError> {
+        let mut config = config.clone();
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        let server = Server::from_config(&config).await?;
+        let addr = server.local_addr();
+        let service = Some(server.service().clone());
+        let wal = server.wal().cloned();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .map_err(Failure::from)
+        });
+        Ok(Self {
+            addr,
+            service,
+            wal,
+            stop: Some(stop),
+            handle: Some(handle),
+        })
     }
 
     /// Starts a memory-backed server with no hooks and default limits.

@@ -1,0 +1,282 @@
+//! The audit trail's JSON: one line per record, formatted by hand (no
+//! allocation per record; a cached calendar second) from a queued batch.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::queue::Batch;
+
+/// Formatted lines are written once about this many bytes are ready, so
+/// the writer never holds much more than this (escaping can make a line
+/// six times its request's size).
+pub(super) const CHUNK_BYTES: usize = 4 << 20;
+
+/// Appends the JSON line of every record in `batch` to `out`, handing `out`
+/// to `full` whenever it holds [`CHUNK_BYTES`] or more.
+pub(super) fn format_batch(out: &mut Vec<u8>, batch: &Batch, mut full: impl FnMut(&mut Vec<u8>)) {
+    let mut text = batch.text.as_slice();
+    // Takes the next `len` bytes of the records' strings.
+    let mut take = |len: usize| -> &[u8] {
+        let (head, rest) = text.split_at(len.min(text.len()));
+        text = rest;
+        head
+    };
+    for record in &batch.records {
+        out.extend_from_slice(b"{\"time\":");
+        push_time(out, record.arrived);
+        out.extend_from_slice(b",\"conn\":");
+        push_u64(out, record.conn);
+        out.extend_from_slice(b",\"peer\":\"");
+        push_addr(out, &record.peer);
+        out.extend_from_slice(b"\",\"principal\":");
+        match record.principal {
+            Some(len) => push_str(out, take(len as usize)),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"command\":\"");
+        out.extend_from_slice(record.command.as_bytes());
+        out.extend_from_slice(b"\",\"table\":");
+        match record.table {
+            Some(len) => push_str(out, take(len as usize)),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"keys\":[");
+        for i in 0..record.keys {
+            if i > 0 {
+                out.push(b',');
+            }
+            let len = take(4);
+            let len = u32::from_le_bytes(len.try_into().unwrap_or([0; 4]));
+            push_str(out, take(len as usize));
+        }
+        out.extend_from_slice(b"],\"status\":");
+        push_u64(out, record.status.into());
+        out.extend_from_slice(b",\"latency_us\":");
+        push_u64(out, record.latency_us);
+        out.extend_from_slice(b"}\n");
+        if out.len() >= CHUNK_BYTES {
+            full(out);
+        }
+    }
+}
+
+/// A JSON string literal: quotes, and escapes for `"`, `\\` and control characters.
+pub(super) fn push_str(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+pub(super) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+pub(super) fn push_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, u64::from(*octet));
+            }
+            out.push(b':');
+            push_u64(out, u64::from(v4.port()));
+        }
+        // Rare enough on the hot path to use the standard formatter.
+        SocketAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+thread_local! {
+    /// The last second formatted as `"YYYY-MM-DDTHH:MM:SS`, per thread:
+    /// calendar arithmetic once a second instead of once a record.
+    static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+}
+
+/// RFC 3339 UTC with microseconds, quoted: `"2026-11-24T17:03:17.759497Z"`.
+pub(super) fn push_time(out: &mut Vec<u8>, time: SystemTime) {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            let text = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs))
+                .to_string();
+            // "YYYY-MM-DDTHH:MM:SSZ" without the Z.
+            cached.1 = text.trim_end_matches('Z').to_owned();
+            cached.0 = secs;
+        }
+        out.push(b'"');
+        out.extend_from_slice(cached.1.as_bytes());
+    });
+    let micros = since.subsec_micros();
+    out.push(b'.');
+    let mut digits = [b'0'; 6];
+    let mut n = micros;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&digits);
+    out.extend_from_slice(b"Z\"");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hooks::audit::queue::Batch;
+    use crate::hooks::HookCtx;
+    use hookv_plugin::pb::CommandRequest;
+
+    #[test]
+    fn queued_records_format_to_one_json_line_each() {
+        let mut queue = Batch::default();
+        let mut ctx = HookCtx::new(7, "10.1.2.3:4567".parse().unwrap());
+        ctx.arrived = UNIX_EPOCH + Duration::from_micros(1_764_003_797_759_497);
+        ctx.answered = ctx.started + Duration::from_micros(41);
+        queue.push(&ctx, &CommandRequest::new_hget("t\"1", "k"), 404);
+        ctx.principal = Some("admin".into());
+        queue.push(
+            &ctx,
+            &CommandRequest::new_hmget("users", vec!["a".into(), String::new(), "ünï\n".into()]),
+            200,
+        );
+        queue.push(&ctx, &CommandRequest::new_auth("secret"), 401);
+        queue.push(&ctx, &CommandRequest::default(), 400);
+        let mut out = Vec::new();
+        format_batch(&mut out, &queue, |_| panic!("a small batch is one chunk"));
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(
+            lines[0],
+            serde_json::json!({"time": "2025-11-24T17:03:17.759497Z", "conn": 7,
+                "peer": "10.1.2.3:4567", "principal": null, "command": "hget",
+                "table": "t\"1", "keys": ["k"], "status": 404, "latency_us": 41})
+        );
+        assert_eq!(lines[1]["principal"], "admin");
+        assert_eq!(lines[1]["keys"], serde_json::json!(["a", "", "ünï\n"]));
+        assert_eq!(lines[1]["table"], "users");
+        // No token in the trail, and no table for an auth request.
+        assert_eq!(lines[2]["command"], "auth");
+        assert_eq!(lines[2]["table"], serde_json::Value::Null);
+        assert_eq!(lines[2]["keys"], serde_json::json!([]));
+        assert_eq!(lines[3]["command"], "unknown");
+        assert_eq!(lines[3]["status"], 400);
+    }
+
+    #[test]
+    fn a_large_batch_goes_out_in_chunks_of_whole_lines() {
+        let mut queue = Batch::default();
+        let ctx = HookCtx::new(1, "10.0.0.1:1".parse().unwrap());
+        // Control bytes escape to six bytes each: 8 x 1 MiB of them is 48 MiB of JSON.
+        let key = "\u{1}".repeat(1 << 20);
+        for _ in 0..8 {
+            queue.push(&ctx, &CommandRequest::new_hget("t", key.clone()), 404);
+        }
+        let mut out = Vec::new();
+        let mut chunks = Vec::new();
+        format_batch(&mut out, &queue, |chunk| {
+            chunks.push(std::mem::take(chunk));
+        });
+        chunks.push(out);
+        let mut lines = 0;
+        for chunk in chunks.iter().filter(|c| !c.is_empty()) {
+            assert!(chunk.len() < CHUNK_BYTES + (7 << 20), "{}", chunk.len());
+            assert_eq!(chunk.last(), Some(&b'\n'), "a chunk ends on a line");
+            for line in chunk.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+                assert_eq!(v["keys"][0].as_str().unwrap().len(), 1 << 20);
+                lines += 1;
+            }
+        }
+        assert_eq!(lines, 8);
+        assert!(chunks.len() >= 8, "written as it was formatted");
+    }
+
+    #[test]
+    fn strings_are_valid_json_whatever_they_hold() {
+        for s in [
+            "plain",
+            "",
+            "quote\" back\\slash",
+            "nl\n cr\r tab\t nul\0 bell\x07",
+            "ünï 表 🎉",
+        ] {
+            let mut out = Vec::new();
+            push_str(&mut out, s.as_bytes());
+            let parsed: String = serde_json::from_slice(&out).unwrap();
+            assert_eq!(parsed, s);
+        }
+    }
+
+    #[test]
+    fn time_is_rfc3339_with_micros() {
+        let t = UNIX_EPOCH + Duration::from_micros(1_764_003_797_759_497);
+        let mut out = Vec::new();
+        push_time(&mut out, t);
+        assert_eq!(out, b"\"2025-11-24T17:03:17.759497Z\"");
+        let mut out = Vec::new();
+        push_time(
+            &mut out,
+            UNIX_EPOCH + Duration::from_micros(1_764_003_798_000_001),
+        );
+        assert_eq!(out, b"\"2025-11-24T17:03:18.000001Z\"");
+    }
+
+    #[test]
+    fn numbers_and_addresses() {
+        let mut out = Vec::new();
+        push_u64(&mut out, 0);
+        out.push(b' ');
+        push_u64(&mut out, u64::MAX);
+        out.push(b' ');
+        push_addr(&mut out, &"10.0.0.255:65535".parse().unwrap());
+        out.push(b' ');
+        push_addr(&mut out, &"[::1]:80".parse().unwrap());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "0 18446744073709551615 10.0.0.255:65535 [::1]:80"
+        );
+    }
+}
