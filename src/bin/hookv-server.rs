@@ -77,11 +77,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 let barrier = db.barrier().map(|b| b as Arc<dyn WriteBarrier>);
                 (Arc::new(db), barrier)
             }
-            // The backend exists (storage::redis_cluster); serving it comes
-            // with the async request path.
-            Backend::RedisCluster => {
-                return Err("storage.backend = \"redis-cluster\": this build of hookv-server cannot serve it yet".into())
-            }
+            // Served once the request path is async (storage::redis_cluster).
+            Backend::RedisCluster => Err("storage.backend = \"redis-cluster\": not served yet")?,
         };
     // The WAL wraps the storage, so it opens (and replays) before the
     // service and the hook chain are built.
