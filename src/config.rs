@@ -716,6 +716,101 @@ mod tests {
     }
 
     #[test]
+    fn redis_cluster_keys_parse_with_defaults() {
+        let c = parse(
+            "[storage]\nbackend = \"redis-cluster\"\nnodes = [\"127.0.0.1:7000\", \"[::1]:7001\", \"redis-0.local:6379\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.storage.backend, Backend::RedisCluster);
+        assert_eq!(c.storage.nodes.len(), 3);
+        assert_eq!(c.storage.key_prefix, "hookv:");
+        assert_eq!((c.storage.timeout_ms, c.storage.wait_replicas), (2000, 0));
+        assert_eq!((c.storage.username, c.storage.password_env), (None, None));
+        let c = parse(
+            "[storage]\nbackend = \"redis-cluster\"\nnodes = [\"h:1\"]\nkey_prefix = \"app/\"\n\
+             username = \"hookv\"\ntimeout_ms = 10\nwait_replicas = 16\n",
+        )
+        .unwrap();
+        assert_eq!(c.storage.key_prefix, "app/");
+        assert_eq!(c.storage.username.as_deref(), Some("hookv"));
+        // The other backends ignore the cluster's keys (but not their ranges).
+        parse("[storage]\nbackend = \"sled\"\nnodes = []\n").unwrap();
+    }
+
+    #[test]
+    fn redis_cluster_mistakes_name_file_line_and_key_in_one_line() {
+        let cluster = "[storage]\nbackend = \"redis-cluster\"\n";
+        for (rest, line, key) in [
+            // No nodes at all: the backend's line is the one to fix.
+            ("", 2, "storage.nodes = []"),
+            ("nodes = []\n", 3, "storage.nodes = []"),
+            (
+                "nodes = [\"127.0.0.1\"]\n",
+                3,
+                "storage.nodes = \"127.0.0.1\": must be host:port",
+            ),
+            ("nodes = [\"h:0\"]\n", 3, "storage.nodes = \"h:0\""),
+            ("nodes = [\"::1:7000\"]\n", 3, "in brackets"),
+            ("nodes = [\"redis://h:1\"]\n", 3, "storage.nodes"),
+            (
+                "nodes = [\"h:1\"]\nkey_prefix = \"\"\n",
+                4,
+                "storage.key_prefix",
+            ),
+            ("nodes = [\"h:1\"]\nkey_prefix = \"a{b}\"\n", 4, "hash tag"),
+            (
+                "nodes = [\"h:1\"]\nusername = \"\"\n",
+                4,
+                "storage.username",
+            ),
+            (
+                "nodes = [\"h:1\"]\ntimeout_ms = 0\n",
+                4,
+                "storage.timeout_ms = 0: must be between 10 and 60000",
+            ),
+            (
+                "nodes = [\"h:1\"]\ntimeout_ms = 60001\n",
+                4,
+                "storage.timeout_ms",
+            ),
+            (
+                "nodes = [\"h:1\"]\nwait_replicas = 17\n",
+                4,
+                "storage.wait_replicas = 17: must be between 0 and 16",
+            ),
+            (
+                "nodes = [\"h:1\"]\npassword = \"secret\"\n",
+                4,
+                "unknown field `password`",
+            ),
+            (
+                "nodes = [\"h:1\"]\npassword_env = \"\"\n",
+                4,
+                "storage.password_env",
+            ),
+            (
+                "nodes = [\"h:1\"]\npassword_env = \"HOOKV_TEST_UNSET_PASSWORD_VARIABLE\"\n",
+                4,
+                "HOOKV_TEST_UNSET_PASSWORD_VARIABLE is not set",
+            ),
+        ] {
+            let msg = parse(&format!("{cluster}{rest}")).unwrap_err().to_string();
+            assert!(
+                msg.starts_with(&format!("config.toml:{line}:")),
+                "{rest}: {msg}"
+            );
+            assert!(msg.contains(key), "{rest}: {msg}");
+            assert!(!msg.contains('\n'), "{msg}");
+        }
+        // A variable that is set: accepted, and its value is not in the config.
+        let c = parse(&format!(
+            "{cluster}nodes = [\"h:1\"]\npassword_env = \"PATH\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.storage.password_env.as_deref(), Some("PATH"));
+    }
+
+    #[test]
     fn limits_that_follow_other_keys_are_checked_against_them() {
         // At most max_connections connections can be unauthenticated.
         let msg = parse("[server]\nmax_connections = 10\nmax_unauthenticated = 11\n")

@@ -213,15 +213,7 @@ impl RedisCluster {
             .iter()
             .map(|op| self.inner.keyspace.hash_key(op.table()))
             .collect();
-        // Ops by master, in batch order within each.
-        let mut groups: Vec<(Option<u16>, Vec<usize>)> = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
-            let master = topology.master_of(slot_of(key));
-            match groups.iter_mut().find(|(m, _)| *m == master) {
-                Some((_, group)) => group.push(i),
-                None => groups.push((master, vec![i])),
-            }
-        }
+        let mut groups = by_master(&keys, &topology);
         let mut answers: Vec<Option<Result<Answer, StorageError>>> =
             std::iter::repeat_with(|| None).take(ops.len()).collect();
         // Tables whose slot no master serves (in hookv's copy): a failover
@@ -271,14 +263,7 @@ impl RedisCluster {
         deadline: Instant,
     ) -> Vec<(usize, Result<Answer, StorageError>)> {
         let mut answers = Vec::with_capacity(group.len());
-        let mut rest = group;
-        while !rest.is_empty() {
-            let cut = rest
-                .iter()
-                .position(|&i| ops[i].reads_whole_table())
-                .map_or(rest.len(), |p| p + 1);
-            let (round, next) = rest.split_at(cut);
-            rest = next;
+        for round in pipelines(group, ops) {
             self.run_pipeline(&node, round, ops, keys, deadline, &mut answers)
                 .await;
         }
@@ -605,6 +590,37 @@ impl RedisCluster {
     }
 }
 
+/// The ops (by index) of each master, in batch order; `None` gathers the
+/// ops whose slot no master serves.
+fn by_master(keys: &[Vec<u8>], topology: &Topology) -> Vec<(Option<u16>, Vec<usize>)> {
+    let mut groups: Vec<(Option<u16>, Vec<usize>)> = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let master = topology.master_of(slot_of(key));
+        match groups.iter_mut().find(|(m, _)| *m == master) {
+            Some((_, group)) => group.push(i),
+            None => groups.push((master, vec![i])),
+        }
+    }
+    groups
+}
+
+/// One master's ops cut into pipelines: each ends after an op that reads a
+/// whole table, so that the ops after it wait for the read to complete.
+fn pipelines<'g>(group: &'g [usize], ops: &[Op<'_>]) -> Vec<&'g [usize]> {
+    let mut pipelines = Vec::new();
+    let mut rest = group;
+    while !rest.is_empty() {
+        let cut = rest
+            .iter()
+            .position(|&i| ops[i].reads_whole_table())
+            .map_or(rest.len(), |p| p + 1);
+        let (pipeline, next) = rest.split_at(cut);
+        pipelines.push(pipeline);
+        rest = next;
+    }
+    pipelines
+}
+
 /// The cluster's layout (`CLUSTER SLOTS`) from the first of `candidates`
 /// that gives one in which some master serves slots.
 async fn read_topology(nodes: &Nodes, candidates: &[String]) -> Result<Topology, ClusterError> {
@@ -716,6 +732,81 @@ async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two masters: slots 0-8191 on A, 8192-16383 on B.
+    fn two_masters() -> Topology {
+        let range = |start, end, port| {
+            Reply::Array(vec![
+                Reply::Int(start),
+                Reply::Int(end),
+                Reply::Array(vec![
+                    Reply::BulkString(b"127.0.0.1".to_vec()),
+                    Reply::Int(port),
+                ]),
+            ])
+        };
+        Topology::from_cluster_slots(Reply::Array(vec![
+            range(0, 8191, 7000),
+            range(8192, 16383, 7001),
+        ]))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_batch_is_one_group_per_master_in_batch_order() {
+        let ks = Keyspace::new("hookv:");
+        // Tables alternating between the two masters.
+        let tables: Vec<String> = (0..)
+            .map(|i| format!("t{i}"))
+            .scan(None, |last: &mut Option<bool>, t| {
+                let low = slot_of(&ks.hash_key(&t)) < 8192;
+                let keep = *last != Some(low);
+                if keep {
+                    *last = Some(low);
+                }
+                Some(keep.then_some(t))
+            })
+            .flatten()
+            .take(6)
+            .collect();
+        let keys: Vec<Vec<u8>> = tables.iter().map(|t| ks.hash_key(t)).collect();
+        let groups = by_master(&keys, &two_masters());
+        assert_eq!(groups.len(), 2);
+        let (first, second) = (&groups[0].1, &groups[1].1);
+        assert_eq!(
+            (first.as_slice(), second.as_slice()),
+            (&[0, 2, 4][..], &[1, 3, 5][..])
+        );
+        assert_ne!(groups[0].0, groups[1].0);
+    }
+
+    #[test]
+    fn a_pipeline_ends_after_each_whole_table_read() {
+        let ops = [
+            Op::Get {
+                table: "a",
+                keys: vec!["k"],
+            },
+            Op::GetAll { table: "a" },
+            Op::Set {
+                table: "a",
+                pairs: vec![],
+            },
+            Op::Del {
+                table: "a",
+                keys: vec!["k"],
+            },
+            Op::Scan {
+                table: "a",
+                after: None,
+                limit: 5,
+            },
+        ];
+        let group = [0, 1, 2, 3, 4];
+        assert_eq!(pipelines(&group, &ops), [&[0, 1][..], &[2, 3, 4][..]]);
+        let only_reads = [0, 3];
+        assert_eq!(pipelines(&only_reads, &ops), [&[0, 3][..]]);
+    }
 
     /// Compile-time: the backend can be shared across tasks and threads,
     /// and a batch can run inside a spawned task.
