@@ -358,8 +358,10 @@ fn watchdog(nodes: &[Node]) -> Child {
         .iter()
         .map(|n| n.child.lock().unwrap().id().to_string())
         .collect();
+    // Gone: no /proc entry, or a zombie (exited, not yet reaped).
     let script = format!(
-        "while kill -0 {test} 2>/dev/null; do sleep 0.2; done; \
+        "while [ -e /proc/{test} ] && ! grep -q '^State:[[:space:]]*Z' /proc/{test}/status 2>/dev/null; \
+         do sleep 0.2; done; \
          for p in {pids}; do grep -q redis-server /proc/$p/cmdline 2>/dev/null && kill -9 $p; done",
         test = std::process::id(),
         pids = pids.join(" ")
