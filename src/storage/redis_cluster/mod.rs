@@ -34,9 +34,8 @@
 //! # Failures
 //!
 //! Each batch has `timeout_ms` in all: what has not answered by then fails
-//! with [`ClusterError::Timeout`]. hookv does not retry (the client's
-//! retries are off): a request caught by a failover, a dead node or a moved
-//! slot fails with a [`ClusterError`] (503 for the client, which may retry),
+//! with [`ClusterError::Timeout`]. hookv does not retry: a request caught
+//! by a failover, a dead node or a moved slot fails with a [`ClusterError`] (503 for the client, which may retry),
 //! hookv's copy of the layout is refreshed in the background, and later
 //! requests go to the new master. Retrying inside hookv would run a write
 //! twice whenever its first answer was lost, and a write answers the value

@@ -10,16 +10,17 @@
 //! - It routes a pipeline by its first key and refuses one whose keys span
 //!   slots, so a batch over many tables could not be one pipeline per node
 //!   anyway without choosing the node ourselves.
-//! - Under a failover with requests coming in, it deadlocked: every
-//!   request refused with `MOVED` (from the replica, before its promotion)
-//!   starts a refresh of its slot map, which takes its topology lock for
-//!   writing; the background task that reconnects to the dead node waits
-//!   for that lock too, is granted it when the refresh ends, but is polled
-//!   only once no refresh is running, while the next refresh (already
-//!   started by the next `MOVED`) waits for the lock it holds. Its task
-//!   then answers nothing, to any node, for good (the test
-//!   `a_master_stopped_then_killed_under_load` saw all requests time out
-//!   for 20 s after the promotion).
+//! - Under a failover with requests coming in, its connection task stopped
+//!   answering, to any node, for good: the test
+//!   `a_master_stopped_then_killed_under_load` saw every request time out
+//!   for the 20 s after the promotion, the client silent. Our reading of
+//!   its source: every request refused with `MOVED` (by the replica, before
+//!   its promotion) starts a refresh of the slot map, which takes its
+//!   topology lock (a fair tokio `RwLock`) for writing; the background
+//!   future reconnecting to the dead node queues for that lock and is
+//!   granted it when a refresh ends, but is polled only while no refresh
+//!   runs, and the next refresh (started by the next `MOVED`) waits for
+//!   the lock that future now holds.
 //!
 //! What the cluster client would have added, hookv does in a few lines:
 //! the slot map (`topology.rs`, refreshed on errors), a connection per
