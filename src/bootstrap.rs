@@ -58,6 +58,9 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The configured backend is not served by this build yet.
+    #[error("storage.backend = {0:?}: not served yet (the request path is not async yet)")]
+    NotServed(&'static str),
     /// The SIGHUP handler cannot be installed.
     #[error("cannot install the SIGHUP handler: {0}")]
     Hangup(std::io::Error),
@@ -202,6 +205,8 @@ fn build(config: &Config) -> Result<Built, ServerError> {
                 let barrier = db.barrier().map(|b| b as Arc<dyn WriteBarrier>);
                 (Arc::new(db), barrier)
             }
+            // Served once the request path is async (storage::redis_cluster).
+            Backend::RedisCluster => return Err(ServerError::NotServed("redis-cluster")),
         };
     // The log wraps the storage, so it opens (and replays) before the
     // service and the hook chain are built.

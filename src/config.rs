@@ -209,6 +209,10 @@ pub enum Backend {
     Memory,
     /// On disk, in sled, at `path`.
     Sled,
+    /// A Redis Cluster shared by any number of hookv servers, reached
+    /// through the seed `nodes` (see `storage::redis_cluster`).
+    #[serde(rename = "redis-cluster")]
+    RedisCluster,
 }
 
 /// `[storage] sync`: when sled's writes reach the disk, relative to their
@@ -249,7 +253,7 @@ impl<'de> Deserialize<'de> for SyncPolicy {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// `"memory"` or `"sled"`. Default memory.
+    /// `"memory"`, `"sled"` or `"redis-cluster"`. Default memory.
     pub backend: Backend,
     /// Directory of the sled database. Default `data/sled`. Relative paths are
     /// relative to the config file's directory.
@@ -257,6 +261,29 @@ pub struct StorageConfig {
     /// When sled's writes are flushed (sled only; the memory backend's
     /// durability is the wal hook's `fsync`). Default `always`.
     pub sync: SyncPolicy,
+    /// redis-cluster: seed nodes, `host:port` each; the client learns the
+    /// rest of the cluster from them. Required (at least one) for that
+    /// backend.
+    pub nodes: Vec<String>,
+    /// redis-cluster: every Redis key hookv writes starts with this, so
+    /// hookv's keys stay apart from other users of the cluster. Default
+    /// `"hookv:"`; not empty, no `{` or `}` (they would make a hash tag
+    /// and put every table in one slot).
+    pub key_prefix: String,
+    /// redis-cluster: the Redis ACL user to authenticate as. Default none
+    /// (the `default` user).
+    pub username: Option<String>,
+    /// redis-cluster: the name of the environment variable holding the
+    /// password (never the password itself: the config file is not a
+    /// secret store). Default none (no password).
+    pub password_env: Option<String>,
+    /// redis-cluster: how long one storage operation (a batch of them)
+    /// may take; past it the request fails (503). Default 2000; 10 to 60000.
+    pub timeout_ms: u64,
+    /// redis-cluster: a write is answered only once this many replicas
+    /// have it (Redis `WAIT`); 0 answers as soon as the master has it.
+    /// Default 0; 0 to 16.
+    pub wait_replicas: u32,
 }
 
 impl Default for StorageConfig {
@@ -265,6 +292,12 @@ impl Default for StorageConfig {
             backend: Backend::Memory,
             path: PathBuf::from("data/sled"),
             sync: SyncPolicy::Always,
+            nodes: Vec::new(),
+            key_prefix: "hookv:".to_owned(),
+            username: None,
+            password_env: None,
+            timeout_ms: 2000,
+            wait_replicas: 0,
         }
     }
 }
@@ -410,7 +443,15 @@ impl Config {
         let invalid = |key: &'static str, value: String, reason: String| {
             // Only a key written in the file can be out of range (every
             // default is in range), so its position is there to find.
-            let (line, column) = position(text, key).unwrap_or((1, 1));
+            // A [storage] key left out (nodes = [] by default) points at the
+            // backend that needs it.
+            let (line, column) = position(text, key)
+                .or_else(|| {
+                    key.starts_with("storage.")
+                        .then(|| position(text, "storage.backend"))
+                        .flatten()
+                })
+                .unwrap_or((1, 1));
             ConfigError::Invalid {
                 path: path.to_owned(),
                 line,
@@ -502,7 +543,109 @@ impl Config {
                 "the sled backend needs a directory".into(),
             ));
         }
+        self.storage.check_cluster(invalid)
+    }
+}
+
+/// Bounds of `[storage] timeout_ms` and `wait_replicas`.
+const CLUSTER_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 10..=60_000;
+const MAX_WAIT_REPLICAS: u32 = 16;
+
+impl StorageConfig {
+    /// The redis-cluster keys' checks: ranges always (a bad number is a
+    /// mistake whichever backend is on), the rest only for that backend.
+    fn check_cluster(
+        &self,
+        invalid: impl Fn(&'static str, String, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        if !CLUSTER_TIMEOUT_MS.contains(&self.timeout_ms) {
+            return Err(invalid(
+                "storage.timeout_ms",
+                self.timeout_ms.to_string(),
+                format!(
+                    "must be between {} and {} (milliseconds per storage operation)",
+                    CLUSTER_TIMEOUT_MS.start(),
+                    CLUSTER_TIMEOUT_MS.end()
+                ),
+            ));
+        }
+        if self.wait_replicas > MAX_WAIT_REPLICAS {
+            return Err(invalid(
+                "storage.wait_replicas",
+                self.wait_replicas.to_string(),
+                format!("must be between 0 and {MAX_WAIT_REPLICAS} (replicas that must have a write before it is answered)"),
+            ));
+        }
+        if self.backend != Backend::RedisCluster {
+            return Ok(());
+        }
+        if self.nodes.is_empty() {
+            return Err(invalid(
+                "storage.nodes",
+                "[]".into(),
+                "the redis-cluster backend needs at least one seed node, e.g. nodes = [\"127.0.0.1:7000\"]".into(),
+            ));
+        }
+        for node in &self.nodes {
+            if let Err(reason) = check_node(node) {
+                return Err(invalid("storage.nodes", format!("{node:?}"), reason));
+            }
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {
+            return Err(invalid(
+                "storage.key_prefix",
+                format!("{:?}", self.key_prefix),
+                "must be non-empty (it keeps hookv's keys apart from others') and hold no `{` or `}` \
+                 (a Redis Cluster hash tag would put every table in one slot)"
+                    .into(),
+            ));
+        }
+        if self.username.as_deref() == Some("") {
+            return Err(invalid(
+                "storage.username",
+                "\"\"".into(),
+                "must not be empty: leave it out to use Redis's default user".into(),
+            ));
+        }
+        if let Some(var) = &self.password_env {
+            if var.is_empty() || var.contains(['=', '\0']) {
+                return Err(invalid(
+                    "storage.password_env",
+                    format!("{var:?}"),
+                    "must name an environment variable (the password itself never goes in this file)"
+                        .into(),
+                ));
+            }
+            if std::env::var_os(var).is_none() {
+                return Err(invalid(
+                    "storage.password_env",
+                    format!("{var:?}"),
+                    format!("the environment variable {var} is not set: export the Redis password in it"),
+                ));
+            }
+        }
         Ok(())
+    }
+}
+
+/// Checks that `node` is `host:port` (an IPv6 host in brackets).
+fn check_node(node: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("must be host:port ({why})"));
+    let Some((host, port)) = node.rsplit_once(':') else {
+        return bad("no port");
+    };
+    if host.is_empty() {
+        return bad("no host");
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return bad("an IPv6 address goes in brackets: [::1]:7000");
+    }
+    if host.contains(|c: char| c.is_whitespace() || "/@?#".contains(c)) {
+        return bad("a host name or address, nothing more");
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => bad("the port is a number from 1 to 65535"),
+        Ok(_) => Ok(()),
     }
 }
 
@@ -693,6 +836,101 @@ mod tests {
             assert!(msg.contains(&format!("and {max}")), "{line}: {msg}");
             assert!(!msg.contains('\n'), "{msg}");
         }
+    }
+
+    #[test]
+    fn redis_cluster_keys_parse_with_defaults() {
+        let c = parse(
+            "[storage]\nbackend = \"redis-cluster\"\nnodes = [\"127.0.0.1:7000\", \"[::1]:7001\", \"redis-0.local:6379\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.storage.backend, Backend::RedisCluster);
+        assert_eq!(c.storage.nodes.len(), 3);
+        assert_eq!(c.storage.key_prefix, "hookv:");
+        assert_eq!((c.storage.timeout_ms, c.storage.wait_replicas), (2000, 0));
+        assert_eq!((c.storage.username, c.storage.password_env), (None, None));
+        let c = parse(
+            "[storage]\nbackend = \"redis-cluster\"\nnodes = [\"h:1\"]\nkey_prefix = \"app/\"\n\
+             username = \"hookv\"\ntimeout_ms = 10\nwait_replicas = 16\n",
+        )
+        .unwrap();
+        assert_eq!(c.storage.key_prefix, "app/");
+        assert_eq!(c.storage.username.as_deref(), Some("hookv"));
+        // The other backends ignore the cluster's keys (but not their ranges).
+        parse("[storage]\nbackend = \"sled\"\nnodes = []\n").unwrap();
+    }
+
+    #[test]
+    fn redis_cluster_mistakes_name_file_line_and_key_in_one_line() {
+        let cluster = "[storage]\nbackend = \"redis-cluster\"\n";
+        for (rest, line, key) in [
+            // No nodes at all: the backend's line is the one to fix.
+            ("", 2, "storage.nodes = []"),
+            ("nodes = []\n", 3, "storage.nodes = []"),
+            (
+                "nodes = [\"127.0.0.1\"]\n",
+                3,
+                "storage.nodes = \"127.0.0.1\": must be host:port",
+            ),
+            ("nodes = [\"h:0\"]\n", 3, "storage.nodes = \"h:0\""),
+            ("nodes = [\"::1:7000\"]\n", 3, "in brackets"),
+            ("nodes = [\"redis://h:1\"]\n", 3, "storage.nodes"),
+            (
+                "nodes = [\"h:1\"]\nkey_prefix = \"\"\n",
+                4,
+                "storage.key_prefix",
+            ),
+            ("nodes = [\"h:1\"]\nkey_prefix = \"a{b}\"\n", 4, "hash tag"),
+            (
+                "nodes = [\"h:1\"]\nusername = \"\"\n",
+                4,
+                "storage.username",
+            ),
+            (
+                "nodes = [\"h:1\"]\ntimeout_ms = 0\n",
+                4,
+                "storage.timeout_ms = 0: must be between 10 and 60000",
+            ),
+            (
+                "nodes = [\"h:1\"]\ntimeout_ms = 60001\n",
+                4,
+                "storage.timeout_ms",
+            ),
+            (
+                "nodes = [\"h:1\"]\nwait_replicas = 17\n",
+                4,
+                "storage.wait_replicas = 17: must be between 0 and 16",
+            ),
+            (
+                "nodes = [\"h:1\"]\npassword = \"secret\"\n",
+                4,
+                "unknown field `password`",
+            ),
+            (
+                "nodes = [\"h:1\"]\npassword_env = \"\"\n",
+                4,
+                "storage.password_env",
+            ),
+            (
+                "nodes = [\"h:1\"]\npassword_env = \"HOOKV_TEST_UNSET_PASSWORD_VARIABLE\"\n",
+                4,
+                "HOOKV_TEST_UNSET_PASSWORD_VARIABLE is not set",
+            ),
+        ] {
+            let msg = parse(&format!("{cluster}{rest}")).unwrap_err().to_string();
+            assert!(
+                msg.starts_with(&format!("config.toml:{line}:")),
+                "{rest}: {msg}"
+            );
+            assert!(msg.contains(key), "{rest}: {msg}");
+            assert!(!msg.contains('\n'), "{msg}");
+        }
+        // A variable that is set: accepted, and its value is not in the config.
+        let c = parse(&format!(
+            "{cluster}nodes = [\"h:1\"]\npassword_env = \"PATH\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.storage.password_env.as_deref(), Some("PATH"));
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! - [`SledDb`]: on disk, one sled database; `[storage] sync` decides when
 //!   its writes are flushed, and with `always` answers to writes wait for
 //!   its [`SledBarrier`] (see `sled_store.rs`).
+//! - [`RedisCluster`]: in a Redis Cluster shared by many hookv servers. It
+//!   talks over the network, so its API is async and batched and it does
+//!   not implement [`Storage`]; [`behaviours`] holds the conformance
+//!   behaviours written once for all three (see `redis_cluster/mod.rs`).
 //!
 //! A layer may wrap a backend and be a [`Storage`] itself, as the write-ahead
 //! log does; what it refuses reaches the client as
@@ -17,10 +21,14 @@
 //!
 //! The conformance suite at the bottom of this file runs once per backend.
 
+#[doc(hidden)]
+pub mod behaviours;
 mod memory;
+pub mod redis_cluster;
 mod sled_store;
 
 pub use memory::MemTable;
+pub use redis_cluster::RedisCluster;
 pub use sled_store::{SledBarrier, SledDb};
 
 use std::sync::Arc;
@@ -33,6 +41,10 @@ pub enum StorageError {
     /// The disk backend failed (I/O, or sled's own corruption checks).
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    /// The Redis Cluster backend cannot answer now (timeout, node down,
+    /// failover under way, too few replicas): a 503, retry later.
+    #[error(transparent)]
+    Cluster(#[from] redis_cluster::ClusterError),
     /// Bytes read back from disk are not a valid stored value.
     #[error("stored value of table {table:?} key {key:?} is corrupt: {reason}")]
     Corrupt {
