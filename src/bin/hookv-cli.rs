@@ -330,7 +330,7 @@ fn build(command: &Command) -> Result<(CommandRequest, Option<Vec<String>>), Str
             pairs,
             r#type,
         } => {
-            if pairs.len() % 2 != 0 {
+            if !pairs.len().is_multiple_of(2) {
                 return Err(format!(
                     "hmset: {} is a key with no value",
                     pairs[pairs.len() - 1]
@@ -369,7 +369,7 @@ fn parse_value(text: &str, ty: Type) -> Result<Value, String> {
             .into(),
         Type::Binary => {
             let hex = text.strip_prefix("0x").unwrap_or(text);
-            if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(bad("hex bytes"));
             }
             let bytes = (0..hex.len())

@@ -70,7 +70,7 @@ impl<'a> TableRead<'a> {
         else {
             return Err(bad("not [cursor, [field, value, ...]]").into());
         };
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(bad("an odd number of fields and values").into());
         }
         let mut items = items.into_iter();
