@@ -17,8 +17,9 @@
 //! this boundary the panic is not printed to stderr (the server logs it with
 //! the plugin's name instead); panics elsewhere reach the previous hook.
 //!
-//! This file holds the SDK's only `unsafe` code; every block says why it is
-//! sound given the contract in [`crate::abi`].
+//! This file holds the SDK's only `unsafe` code (the crate root denies it
+//! everywhere else); every block says why it is sound given the contract in
+//! [`crate::abi`].
 
 use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
@@ -33,6 +34,14 @@ use crate::abi::{
 };
 use crate::pb::CommandResponse;
 use crate::plugin::{Context, Options, Plugin, Request, Response};
+
+// SAFETY: a descriptor is immutable after construction and its pointers
+// refer to static data (the name) and functions, which any thread may read
+// or call; the thread-safety of the calls themselves is part of the contract
+// in `crate::abi` (events may run concurrently).
+unsafe impl Sync for HookvPlugin {}
+// SAFETY: as above; the descriptor holds no thread-bound data.
+unsafe impl Send for HookvPlugin {}
 
 /// Exports `$type` (which implements [`Plugin`](crate::Plugin)) as this
 /// library's hookv plugin, named after the crate's package
@@ -197,6 +206,12 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     })
 }
 
+/// `P`'s [`crate::abi::InitFn`].
+///
+/// # Safety
+///
+/// As for an `InitFn`: `options` readable for the call, `state` and `error`
+/// NULL or valid for a write.
 unsafe extern "C" fn init<P: Plugin>(
     options: HookvBytes,
     state: *mut *mut c_void,
@@ -224,6 +239,11 @@ unsafe extern "C" fn init<P: Plugin>(
     }
 }
 
+/// `P`'s [`crate::abi::TeardownFn`].
+///
+/// # Safety
+///
+/// `state` NULL or from `init::<P>`, and no event in flight or to come.
 unsafe extern "C" fn teardown<P: Plugin>(state: *mut c_void) {
     if state.is_null() {
         return;
@@ -322,6 +342,11 @@ fn flow(flow: ControlFlow<CommandResponse>) -> (i32, Option<Vec<u8>>) {
     }
 }
 
+/// `P::on_received` as an [`crate::abi::EventFn`].
+///
+/// # Safety
+///
+/// As for an `EventFn` (see [`arguments`]); `out` NULL or valid for a write.
 unsafe extern "C" fn on_received<P: Plugin>(
     state: *mut c_void,
     ctx: *const HookvContext,
@@ -338,6 +363,11 @@ unsafe extern "C" fn on_received<P: Plugin>(
     unsafe { finish(out, outcome) }
 }
 
+/// `P::on_executed` as an [`crate::abi::EventFn`].
+///
+/// # Safety
+///
+/// As for an `EventFn` (see [`arguments`]); `out` NULL or valid for a write.
 unsafe extern "C" fn on_executed<P: Plugin>(
     state: *mut c_void,
     ctx: *const HookvContext,
@@ -356,6 +386,11 @@ unsafe extern "C" fn on_executed<P: Plugin>(
     unsafe { finish(out, outcome) }
 }
 
+/// `P::on_before_send` as an [`crate::abi::EventFn`].
+///
+/// # Safety
+///
+/// As for an `EventFn` (see [`arguments`]); `out` NULL or valid for a write.
 unsafe extern "C" fn on_before_send<P: Plugin>(
     state: *mut c_void,
     ctx: *const HookvContext,
@@ -379,6 +414,11 @@ unsafe extern "C" fn on_before_send<P: Plugin>(
     unsafe { finish(out, outcome) }
 }
 
+/// `P::on_after_send` as an [`crate::abi::EventFn`].
+///
+/// # Safety
+///
+/// As for an `EventFn` (see [`arguments`]); `out` NULL or valid for a write.
 unsafe extern "C" fn on_after_send<P: Plugin>(
     state: *mut c_void,
     ctx: *const HookvContext,
