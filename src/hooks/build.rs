@@ -235,7 +235,7 @@ fn build_one(
             match kind {
                 "auth" => {
                     let options = options(entry, "kind").map_err(error)?;
-                    Ok(Arc::new(super::auth::AuthHook::new(options).map_err(error)?))
+                    Ok(Arc::new(super::auth::AuthHook::new(options).map_err(|e| error(e.to_string()))?))
                 }
                 "audit" => {
                     let options = options(entry, "kind").map_err(error)?;
@@ -243,7 +243,7 @@ fn build_one(
                 }
                 "rewrite" => {
                     let options = options(entry, "kind").map_err(error)?;
-                    Ok(Arc::new(super::rewrite::RewriteHook::new(options).map_err(error)?))
+                    Ok(Arc::new(super::rewrite::RewriteHook::new(options).map_err(|e| error(e.to_string()))?))
                 }
                 "wal" => env.wal.map(|wal| wal.hook()).ok_or_else(|| {
                     error("the write-ahead log was not opened before the hook chain was built (Wal::open)".into())
