@@ -242,10 +242,10 @@ pub async fn serve<S: Storage>(
 ) {
     let mut codec = FrameCodec::new(limits.max_frame_bytes);
     // Commands that size their answers (hscan pages) read it from here.
-    ctx.max_frame_bytes = limits.max_frame_bytes;
+    ctx.set_max_frame_bytes(limits.max_frame_bytes);
     let mut rbuf = BytesMut::with_capacity(BUF_BYTES);
     let mut batch = Batch::new();
-    let mut deadlines = Deadlines::new(&limits, ctx.started);
+    let mut deadlines = Deadlines::new(&limits, ctx.started());
 
     // Created once: each `cancelled()` call registers a waiter under a lock.
     let stopped = shutdown.cancelled_owned();
@@ -257,7 +257,7 @@ pub async fn serve<S: Storage>(
     let mut unauthenticated = Unauthenticated::new(&shared.unauthenticated);
     if service.hooks().authenticates() {
         match unauthenticated.admit() {
-            Ok(()) => deadlines.auth_due = Some(ctx.started + limits.auth_timeout),
+            Ok(()) => deadlines.auth_due = Some(ctx.started() + limits.auth_timeout),
             Err(refusal) => last_pass = Some(End::Limit(refusal)),
         }
     }
@@ -276,7 +276,7 @@ pub async fn serve<S: Storage>(
                     // Only a write that storage executed waits for the
                     // barrier (a write refused because the WAL failed must
                     // still get its answer), whatever hooks made of its answer.
-                    wrote |= ctx.wrote;
+                    wrote |= ctx.wrote();
                     batch.push(&codec, req, res, keep);
                     // Nothing after this request is read: the connection ends.
                     if ctx.close_requested() {
@@ -310,7 +310,7 @@ pub async fn serve<S: Storage>(
         // No answer to a write leaves before the write is durable.
         if let (true, Some(barrier)) = (wrote, service.barrier()) {
             if let Err(e) = barrier.wait().await {
-                tracing::error!(conn = ctx.conn_id, error = %e, "writes not durable; closing without answering them");
+                tracing::error!(conn = ctx.conn_id(), error = %e, "writes not durable; closing without answering them");
                 break End::NotDurable;
             }
         }
@@ -324,7 +324,7 @@ pub async fn serve<S: Storage>(
                     (_, failed) => failed,
                 };
             }
-            ctx.answered = Instant::now();
+            ctx.answered_at(Instant::now());
             batch.after_send(&service, &chain, &mut ctx);
             batch.clear();
         }
@@ -369,7 +369,7 @@ pub async fn serve<S: Storage>(
             read = stream.read_buf(&mut rbuf) => {
                 // One clock read per batch: every request in it arrived now.
                 ctx.arrive();
-                deadlines.read(ctx.started);
+                deadlines.read(ctx.started());
                 match read {
                     Ok(0) => match codec.check_eof(&rbuf) {
                         Ok(()) => break End::PeerClosed,
@@ -388,7 +388,7 @@ pub async fn serve<S: Storage>(
 /// Logs why a connection ended. Anything a client can cause at will (one
 /// connection after another) is rate-limited.
 fn log_end(ctx: &HookCtx, end: &End) {
-    let (conn, peer) = (ctx.conn_id, &ctx.peer);
+    let (conn, peer) = (ctx.conn_id(), &ctx.peer);
     match end {
         End::Refused(e) => {
             crate::log_limited!(warn, conn, %peer, error = %e, "connection closed")
@@ -671,7 +671,7 @@ impl Batch {
                     Ok(res) => res,
                     // Cannot happen: these bytes were encoded from a response.
                     Err(e) => {
-                        crate::log_limited!(error, conn = ctx.conn_id, error = %e, "an answer written could not be decoded for on_after_send");
+                        crate::log_limited!(error, conn = ctx.conn_id(), error = %e, "an answer written could not be decoded for on_after_send");
                         CommandResponse::error(
                             status::INTERNAL,
                             format!("answer not decodable: {e}"),
@@ -754,16 +754,16 @@ fn answer<S: Storage>(
     frame: Bytes,
 ) -> (CommandRequest, CommandResponse) {
     // A cheap reference-counted clone, for plugins.
-    ctx.request_frame = Some(frame.clone());
+    ctx.set_request_frame(Some(frame.clone()));
     match CommandRequest::decode(frame) {
         Ok(req) => {
             let res = service.handle(chain, ctx, &req);
-            ctx.request_frame = None;
+            ctx.set_request_frame(None);
             (req, res)
         }
         Err(e) => {
-            ctx.request_frame = None;
-            ctx.wrote = false;
+            ctx.set_request_frame(None);
+            ctx.set_wrote(false);
             let e = Error::Decode(e);
             refuse(chain, ctx, &e, e.status())
         }

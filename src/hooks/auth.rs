@@ -328,17 +328,16 @@ impl AuthHook {
     /// `max_failures` closes the connection after its answer.
     fn refuse_token(&self, ctx: &mut HookCtx) -> CommandResponse {
         ctx.principal = None;
-        ctx.auth_failures = ctx.auth_failures.saturating_add(1);
-        let failures = ctx.auth_failures;
+        let failures = ctx.add_auth_failure();
         let peer = ctx.peer_text();
         if failures < self.max_failures {
             // A guesser triggers this at will: limited. Never the token.
-            crate::log_limited!(warn, conn = ctx.conn_id, %peer, failures, "auth failed: invalid token");
+            crate::log_limited!(warn, conn = ctx.conn_id(), %peer, failures, "auth failed: invalid token");
             return CommandResponse::error(status::UNAUTHENTICATED, "auth: invalid token");
         }
         crate::log_limited!(
             warn,
-            conn = ctx.conn_id,
+            conn = ctx.conn_id(),
             %peer,
             failures,
             "auth failed: invalid token; too many failed attempts, closing the connection"
