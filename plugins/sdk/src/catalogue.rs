@@ -34,7 +34,7 @@
 //! test checks the tags by decoding each one.
 
 use crate::pb::command_request::RequestData;
-use crate::pb::Kvpair;
+use crate::pb::{CommandRequest, Kvpair};
 
 /// Whether a command reads or writes stored data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,12 +76,12 @@ pub const UNKNOWN: &str = "unknown";
 
 /// The table and keys a decoded request addresses.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Addressed<'a> {
-    pub(crate) table: Option<&'a str>,
+struct Addressed<'a> {
+    table: Option<&'a str>,
     /// A singular key (`Key`, `Pair` shapes).
-    pub(crate) key: Option<&'a str>,
-    pub(crate) keys: &'a [String],
-    pub(crate) pairs: &'a [Kvpair],
+    key: Option<&'a str>,
+    keys: &'a [String],
+    pairs: &'a [Kvpair],
 }
 
 /// The fields of message `$r` that a command of shape `$shape` addresses.
@@ -198,7 +198,7 @@ macro_rules! catalogue {
 
         /// The table and keys `data` addresses, by its command's shape.
         #[inline]
-        pub(crate) fn addressed(data: &RequestData) -> Addressed<'_> {
+        fn addressed(data: &RequestData) -> Addressed<'_> {
             match data {
                 $(RequestData::$variant(r) => addressed!($shape, r),)*
             }
@@ -234,6 +234,52 @@ impl Command {
     }
 }
 
+/// What the catalogue says of a decoded request.
+impl CommandRequest {
+    /// The request's command, or `None` when the oneof is unset or carries
+    /// a tag this build does not know.
+    #[inline]
+    pub fn command(&self) -> Option<Command> {
+        self.request_data.as_ref().map(Command::of)
+    }
+
+    /// The command's name as users type it (`"hset"`), or `"unknown"` when
+    /// the oneof is unset or carries a tag this build does not know.
+    #[inline]
+    pub fn command_name(&self) -> &'static str {
+        self.command().map_or(UNKNOWN, Command::name)
+    }
+
+    /// The table the request addresses, if it addresses one.
+    pub fn table(&self) -> Option<&str> {
+        addressed(self.request_data.as_ref()?).table
+    }
+
+    /// The keys the request addresses, in request order (no allocation).
+    /// `hgetall` and `hscan` address none: which keys they read is up to
+    /// the table (an hscan's cursor is a position, not a key it reads).
+    pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
+        let addressed = self
+            .request_data
+            .as_ref()
+            .map(addressed)
+            .unwrap_or_default();
+        addressed
+            .key
+            .into_iter()
+            .chain(addressed.keys.iter().map(String::as_str))
+            .chain(addressed.pairs.iter().map(|p| p.key.as_str()))
+    }
+
+    /// True for the commands that change stored data (hset, hmset, hdel,
+    /// hmdel); the reads (hget, hgetall, hmget, hexist, hmexist, hscan) and
+    /// `auth` are not.
+    #[inline]
+    pub fn is_write(&self) -> bool {
+        self.command().is_some_and(Command::is_write)
+    }
+}
+
 impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -245,7 +291,6 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::pb::CommandRequest;
 
     /// The bytes of a request whose oneof field `tag` holds an empty message.
     fn empty_field(tag: u32) -> Vec<u8> {

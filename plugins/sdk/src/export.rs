@@ -257,11 +257,13 @@ unsafe extern "C" fn teardown<P: Plugin>(state: *mut c_void) {
     });
 }
 
-/// `ctx.elapsed_ns(ctx)`, or 0 without a server context.
-pub(crate) fn elapsed_ns(ctx: *const HookvContext) -> u64 {
-    // SAFETY: a non-null `ctx` comes from `arguments`, i.e. from the server
-    // for the call in progress: a `Context` borrows it for no longer (its
-    // lifetime is the call's), which is when `elapsed_ns` may be called.
+/// `ctx.elapsed_ns(ctx)`, or 0 without a server context: the clock reader
+/// [`arguments`] puts in every [`Context`], beside the server's `ctx`.
+fn elapsed_ns(ctx: *const HookvContext) -> u64 {
+    // SAFETY: only `arguments` pairs this reader with a pointer, the
+    // server's context for the call in progress, in a `Context` that borrows
+    // it for no longer (its lifetime is the call's): a non-null `ctx` here is
+    // valid, and it is the call during which `elapsed_ns` may be called.
     let Some(raw) = (unsafe { ctx.as_ref() }) else {
         return 0;
     };
@@ -304,6 +306,7 @@ unsafe fn arguments<'a, P: Plugin>(
             )
         },
         raw: ctx,
+        elapsed_ns,
     };
     // SAFETY: the server's request bytes live for the call.
     let request = Request::from_bytes(unsafe { as_slice(request) });

@@ -1,13 +1,11 @@
 //! The wire messages of package `abi` (generated from `proto/abi.proto`) and
 //! small constructors that make them pleasant to build by hand. What a
-//! request's command is (its name, table, keys, whether it writes) comes from
-//! the [command catalogue](crate::catalogue).
+//! request's command is (its name, table, keys, whether it writes) is
+//! answered by the [command catalogue](crate::catalogue).
 
 include!(concat!(env!("OUT_DIR"), "/abi.rs"));
 
 use command_request::RequestData;
-
-use crate::catalogue::{self, Command};
 
 /// Status codes carried in [`CommandResponse::status`]; they are HTTP's.
 pub mod status {
@@ -128,49 +126,6 @@ impl CommandRequest {
         Self::with(RequestData::Auth(Auth {
             token: token.into(),
         }))
-    }
-
-    /// The request's command, or `None` when the oneof is unset or carries
-    /// a tag this build does not know.
-    #[inline]
-    pub fn command(&self) -> Option<Command> {
-        self.request_data.as_ref().map(Command::of)
-    }
-
-    /// The command's name as users type it (`"hset"`), or `"unknown"` when
-    /// the oneof is unset or carries a tag this build does not know.
-    #[inline]
-    pub fn command_name(&self) -> &'static str {
-        self.command().map_or(catalogue::UNKNOWN, Command::name)
-    }
-
-    /// The table the request addresses, if it addresses one.
-    pub fn table(&self) -> Option<&str> {
-        catalogue::addressed(self.request_data.as_ref()?).table
-    }
-
-    /// The keys the request addresses, in request order (no allocation).
-    /// `hgetall` and `hscan` address none: which keys they read is up to
-    /// the table (an hscan's cursor is a position, not a key it reads).
-    pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
-        let addressed = self
-            .request_data
-            .as_ref()
-            .map(catalogue::addressed)
-            .unwrap_or_default();
-        addressed
-            .key
-            .into_iter()
-            .chain(addressed.keys.iter().map(String::as_str))
-            .chain(addressed.pairs.iter().map(|p| p.key.as_str()))
-    }
-
-    /// True for the commands that change stored data (hset, hmset, hdel,
-    /// hmdel); the reads (hget, hgetall, hmget, hexist, hmexist, hscan) and
-    /// `auth` are not.
-    #[inline]
-    pub fn is_write(&self) -> bool {
-        self.command().is_some_and(Command::is_write)
     }
 }
 

@@ -15,6 +15,9 @@ pub struct Context<'a> {
     pub principal: Option<&'a str>,
     /// The server's context, for [`Context::elapsed`]; NULL in tests.
     pub(crate) raw: *const HookvContext,
+    /// Reads the server's clock through `raw` (the C glue's reader; one
+    /// that answers 0 in tests).
+    pub(crate) elapsed_ns: fn(*const HookvContext) -> u64,
 }
 
 impl<'a> Context<'a> {
@@ -25,12 +28,13 @@ impl<'a> Context<'a> {
             peer,
             principal,
             raw: std::ptr::null(),
+            elapsed_ns: |_| 0,
         }
     }
 
     /// Time since the server read the request (reads the server's clock).
     pub fn elapsed(&self) -> Duration {
-        Duration::from_nanos(crate::export::elapsed_ns(self.raw))
+        Duration::from_nanos((self.elapsed_ns)(self.raw))
     }
 
     /// The client's IP address as text, without the port: `127.0.0.1`, `::1`.
