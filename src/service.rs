@@ -182,7 +182,9 @@ impl<Store: Storage> Service<Store> {
     }
 
     /// Runs `req` through `chain` and storage, up to the point of sending.
-    /// The caller marks the request's arrival on `ctx` first.
+    /// The request's arrival is whatever `ctx` last marked (a connection
+    /// marks it when the request's bytes arrive; [`Service::execute`] when
+    /// it is called).
     pub fn handle(
         &self,
         chain: &HookChain,
