@@ -60,7 +60,7 @@ fn calls(c: &mut Criterion) {
             .expect("load key-guard"),
     );
     let builtin: Arc<dyn Hook> = Arc::new(BuiltinKeyGuard { max_key_len: 16 });
-    let mut ctx = HookCtx::new(1, "127.0.0.1:40000".parse().expect("addr"));
+    let peer = "127.0.0.1:40000".parse().expect("addr");
     let pass = CommandRequest::new_hset("bench", "key-0042", "value-0123456789");
     let refuse = CommandRequest::new_hset("bench", "a-key-that-is-too-long", "v");
     let read = CommandRequest::new_hget("bench", "key-0042");
@@ -74,7 +74,7 @@ fn calls(c: &mut Criterion) {
         ] {
             // As on a connection: the frame as it arrived rides along, so
             // a plugin call passes those bytes on instead of encoding.
-            ctx.request_frame = Some(req.encode_to_vec().into());
+            let mut ctx = HookCtx::new(1, peer).with_request_frame(req.encode_to_vec().into());
             group.bench_function(format!("{name}/{case}"), |b| {
                 b.iter(|| black_box(hook.on_received(&mut ctx, black_box(req))))
             });
@@ -88,7 +88,7 @@ fn calls(c: &mut Criterion) {
         )
         .expect("load rate-limit"),
     );
-    ctx.request_frame = Some(pass.encode_to_vec().into());
+    let mut ctx = HookCtx::new(1, peer).with_request_frame(pass.encode_to_vec().into());
     group.bench_function("abi/rate-limit/hset", |b| {
         b.iter(|| black_box(limit.on_received(&mut ctx, black_box(&pass))))
     });

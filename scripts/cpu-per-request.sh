@@ -5,7 +5,7 @@
 #   scripts/cpu-per-request.sh CONFIG PIPELINE [SECONDS] [TOKEN]
 #
 # Starts target/release/hookv-server on CONFIG (its [server] listen must be a
-# fixed 127.0.0.1 port), drives it with examples/loadgen.rs (50 connections,
+# fixed 127.0.0.1 port), drives it with bench/loadgen (50 connections,
 # the 50/50 hset/hget mix; TOKEN authenticates first, for a config with auth),
 # and prints ops/s and, for each server thread, the CPU time it used (user +
 # system, from /proc/PID/task/*/stat) divided by the requests answered.
@@ -20,7 +20,8 @@ TOKEN=${4:-}
 ADDR=$(sed -n 's/^listen *= *"\(127\.0\.0\.1:[0-9][0-9]*\)".*/\1/p' "$CONFIG" | head -1)
 [ -n "$ADDR" ] || { echo "$CONFIG: no 'listen = \"127.0.0.1:PORT\"' line" >&2; exit 2; }
 
-cargo build --release --quiet --bin hookv-server --example loadgen
+cargo build --release --quiet --bin hookv-server
+cargo build --release --quiet -p loadgen
 target/release/hookv-server --config "$CONFIG" & server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/${ADDR%:*}/${ADDR#*:}") 2>/dev/null && break; sleep 0.05; done
@@ -33,7 +34,7 @@ ticks() {
   done | awk '{ sum[$1] += $2 } END { for (n in sum) print n, sum[n] }' | sort
 }
 before=$(ticks)
-out=$(target/release/examples/loadgen --addr "$ADDR" --conns 50 --pipeline "$PIPELINE" \
+out=$(target/release/loadgen --addr "$ADDR" --conns 50 --pipeline "$PIPELINE" \
   --duration "$SECS" --warmup 0 ${TOKEN:+--token "$TOKEN"})
 after=$(ticks)
 ops=$(grep -o ' ops=[0-9]*' <<<"$out" | cut -d= -f2)

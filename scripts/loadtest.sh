@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Server throughput over loopback, measured by the same load generator
-# (examples/loadgen.rs, which speaks hookv and Redis's RESP) in one run, with
+# (bench/loadgen, which speaks hookv and Redis's RESP) in one run, with
 # rounds interleaved so that machine noise hits every target alike. Prints the
 # median of each cell and its ratio to the suite's baseline in the same run.
 #
@@ -33,9 +33,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release --quiet --bin hookv-server --bin hookv-cli --example loadgen
+cargo build --release --quiet --bin hookv-server --bin hookv-cli
+cargo build --release --quiet -p loadgen
 SERVER=target/release/hookv-server
-LOADGEN=target/release/examples/loadgen
+LOADGEN=target/release/loadgen
 if [ "$SUITE" = plugins ]; then
   cargo build --release --quiet -p key-guard -p rate-limit
 fi

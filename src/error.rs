@@ -6,6 +6,7 @@
 //! what went wrong in words a user can act on.
 
 use hookv_plugin::pb::{status, CommandResponse};
+use hookv_plugin::Command;
 
 use crate::frame::FrameError;
 use crate::storage::StorageError;
@@ -15,8 +16,8 @@ use crate::storage::StorageError;
 pub enum Error {
     /// The request's oneof is unset, or carries a tag this server does not know.
     #[error(
-        "request names no command this server knows: set one of hget(1) hgetall(2) hmget(3) \
-         hset(4) hmset(5) hdel(6) hmdel(7) hexist(8) hmexist(9) auth(13) hscan(15)"
+        "request names no command this server knows: set one of {}",
+        known_commands()
     )]
     UnknownCommand,
     /// A required field of the command is missing.
@@ -110,6 +111,15 @@ impl From<Error> for CommandResponse {
         }
         res
     }
+}
+
+/// Every command the catalogue knows, with its tag: `hget(1) hgetall(2) ...`.
+fn known_commands() -> String {
+    let named: Vec<String> = Command::ALL
+        .iter()
+        .map(|c| format!("{}({})", c.name(), c.tag()))
+        .collect();
+    named.join(" ")
 }
 
 /// `key` quoted for a message; a long key is cut (it may be nearly a frame

@@ -182,25 +182,27 @@ impl<Store: Storage> Service<Store> {
     }
 
     /// Runs `req` through `chain` and storage, up to the point of sending.
-    /// The caller sets `ctx.started` to when the request arrived.
+    /// The request's arrival is whatever `ctx` last marked (a connection
+    /// marks it when the request's bytes arrive; [`Service::execute`] when
+    /// it is called).
     pub fn handle(
         &self,
         chain: &HookChain,
         ctx: &mut HookCtx,
         req: &CommandRequest,
     ) -> CommandResponse {
-        ctx.wrote = false;
+        ctx.set_wrote(false);
         let mut res = match chain.received.notify(ctx, req, &()) {
             ControlFlow::Break(refusal) => refusal,
             ControlFlow::Continue(()) => {
-                let res = dispatch(req, &self.inner.store, ctx.max_frame_bytes).unwrap_or_else(|e| {
+                let res = dispatch(req, &self.inner.store, ctx.max_frame_bytes()).unwrap_or_else(|e| {
                     if e.status() >= 500 {
                         // A failing disk fails every request: limited.
-                        crate::log_limited!(error, conn = ctx.conn_id, command = req.command_name(), error = %e, "request failed");
+                        crate::log_limited!(error, conn = ctx.conn_id(), command = req.command_name(), error = %e, "request failed");
                     }
                     CommandResponse::from(e)
                 });
-                ctx.wrote = req.is_write() && res.is_ok();
+                ctx.set_wrote(req.is_write() && res.is_ok());
                 match chain.executed.notify(ctx, req, &res) {
                     ControlFlow::Break(replacement) => replacement,
                     ControlFlow::Continue(()) => res,

@@ -25,7 +25,7 @@ fn recording_service(log: &Log) -> Service {
         .fn_received(move |ctx, req| {
             push(
                 &l1,
-                format!("received {} conn={}", req.command_name(), ctx.conn_id),
+                format!("received {} conn={}", req.command_name(), ctx.conn_id()),
             );
             if req.table() == Some("deny") {
                 return ControlFlow::Break(CommandResponse::error(403, "table deny is off limits"));
@@ -48,7 +48,7 @@ fn recording_service(log: &Log) -> Service {
             ControlFlow::Continue(())
         })
         .fn_after_send(move |ctx, req, res| {
-            assert!(ctx.started.elapsed() < support::LIMIT);
+            assert!(ctx.started().elapsed() < support::LIMIT);
             push(
                 &l4,
                 format!("after_send {} {}", req.command_name(), res.status),
@@ -163,12 +163,12 @@ async fn hooks_see_a_per_connection_context_and_may_hold_state() {
         .fn_received(move |ctx, _| {
             // Remember something on the connection: the first request names it.
             if ctx.principal.is_none() {
-                ctx.principal = Some(format!("conn{}", ctx.conn_id).into());
+                ctx.principal = Some(format!("conn{}", ctx.conn_id()).into());
             }
             seen2
                 .lock()
                 .unwrap()
-                .push((ctx.conn_id, ctx.peer.port(), ctx.principal.clone()));
+                .push((ctx.conn_id(), ctx.peer.port(), ctx.principal.clone()));
             ControlFlow::Continue(())
         })
         .into();

@@ -48,6 +48,7 @@ use std::sync::Arc;
 
 use hookv_plugin::pb::command_request::RequestData;
 use hookv_plugin::pb::{status, CommandRequest, CommandResponse};
+use hookv_plugin::Access;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -93,6 +94,47 @@ pub struct UserOptions {
     pub write: Vec<String>,
 }
 
+/// Why [`AuthHook::new`] refused its options; `users[N]` counts from 1.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthOptionsError {
+    /// No user: nobody could connect.
+    #[error("users: at least one user is needed (nobody could connect)")]
+    NoUsers,
+    /// `max_failures` outside `1..=MAX_FAILURES_LIMIT`.
+    #[error(
+        "max_failures = {0}: must be between 1 and {MAX_FAILURES_LIMIT} (failed auth \
+         requests a connection may make before it is closed)"
+    )]
+    MaxFailures(u32),
+    /// A `token_sha256` that is not 64 hex digits.
+    #[error(
+        "users[{index}] ({name}): token_sha256 must be 64 hex digits (the SHA-256 of the token; \
+         `hookv-cli hash-token TOKEN` prints it)"
+    )]
+    BadHash {
+        /// Which user, from 1.
+        index: usize,
+        /// The user's name.
+        name: String,
+    },
+    /// Two users with one token.
+    #[error("users[{index}] ({name}): token_sha256 is the same as another user's")]
+    SameHash {
+        /// The second user, from 1.
+        index: usize,
+        /// Its name.
+        name: String,
+    },
+    /// Two users with one name.
+    #[error("users[{index}]: the name {name:?} is used twice")]
+    SameName {
+        /// The second user, from 1.
+        index: usize,
+        /// The name.
+        name: Arc<str>,
+    },
+}
+
 struct User {
     name: Arc<str>,
     token_sha256: [u8; 32],
@@ -130,41 +172,35 @@ fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
 impl AuthHook {
     /// Checks the options: at least one user, unique names and hashes,
     /// well-formed hashes, `max_failures` in range.
-    pub fn new(options: AuthOptions) -> Result<Self, String> {
+    pub fn new(options: AuthOptions) -> Result<Self, AuthOptionsError> {
         if options.users.is_empty() {
-            return Err("users: at least one user is needed (nobody could connect)".into());
+            return Err(AuthOptionsError::NoUsers);
         }
         if !(1..=MAX_FAILURES_LIMIT).contains(&options.max_failures) {
-            return Err(format!(
-                "max_failures = {}: must be between 1 and {MAX_FAILURES_LIMIT} (failed auth \
-                 requests a connection may make before it is closed)",
-                options.max_failures
-            ));
+            return Err(AuthOptionsError::MaxFailures(options.max_failures));
         }
         let mut users = Vec::with_capacity(options.users.len());
         let mut by_name = HashMap::new();
         for (i, u) in options.users.into_iter().enumerate() {
-            let token_sha256 = parse_hex32(&u.token_sha256).ok_or_else(|| {
-                format!(
-                    "users[{}] ({}): token_sha256 must be 64 hex digits (the SHA-256 of the token; \
-                     `hookv-cli hash-token TOKEN` prints it)",
-                    i + 1,
-                    u.name
-                )
-            })?;
+            let index = i + 1;
+            let Some(token_sha256) = parse_hex32(&u.token_sha256) else {
+                return Err(AuthOptionsError::BadHash {
+                    index,
+                    name: u.name,
+                });
+            };
             if users
                 .iter()
                 .any(|other: &User| other.token_sha256 == token_sha256)
             {
-                return Err(format!(
-                    "users[{}] ({}): token_sha256 is the same as another user's",
-                    i + 1,
-                    u.name
-                ));
+                return Err(AuthOptionsError::SameHash {
+                    index,
+                    name: u.name,
+                });
             }
             let name: Arc<str> = u.name.into();
             if by_name.insert(name.clone(), users.len()).is_some() {
-                return Err(format!("users[{}]: the name {name:?} is used twice", i + 1));
+                return Err(AuthOptionsError::SameName { index, name });
             }
             users.push(User {
                 name,
@@ -193,28 +229,10 @@ impl AuthHook {
     }
 }
 
-/// Reads and writes, by command; `None` for requests that name no table.
-enum Access {
-    Read,
-    Write,
-}
-
+/// What `req` does to which table, per the command catalogue; `None` for
+/// requests that name no table (`auth`, an unknown command).
 fn access(req: &CommandRequest) -> Option<(Access, &str)> {
-    let table = req.table()?;
-    let kind = match req.request_data.as_ref()? {
-        RequestData::Hget(_)
-        | RequestData::Hgetall(_)
-        | RequestData::Hmget(_)
-        | RequestData::Hexist(_)
-        | RequestData::Hmexist(_)
-        | RequestData::Hscan(_) => Access::Read,
-        RequestData::Hset(_)
-        | RequestData::Hmset(_)
-        | RequestData::Hdel(_)
-        | RequestData::Hmdel(_) => Access::Write,
-        RequestData::Auth(_) => return None,
-    };
-    Some((kind, table))
+    Some((req.command()?.access(), req.table()?))
 }
 
 impl AuthHook {
@@ -310,17 +328,16 @@ impl AuthHook {
     /// `max_failures` closes the connection after its answer.
     fn refuse_token(&self, ctx: &mut HookCtx) -> CommandResponse {
         ctx.principal = None;
-        ctx.auth_failures = ctx.auth_failures.saturating_add(1);
-        let failures = ctx.auth_failures;
+        let failures = ctx.add_auth_failure();
         let peer = ctx.peer_text();
         if failures < self.max_failures {
             // A guesser triggers this at will: limited. Never the token.
-            crate::log_limited!(warn, conn = ctx.conn_id, %peer, failures, "auth failed: invalid token");
+            crate::log_limited!(warn, conn = ctx.conn_id(), %peer, failures, "auth failed: invalid token");
             return CommandResponse::error(status::UNAUTHENTICATED, "auth: invalid token");
         }
         crate::log_limited!(
             warn,
-            conn = ctx.conn_id,
+            conn = ctx.conn_id(),
             %peer,
             failures,
             "auth failed: invalid token; too many failed attempts, closing the connection"
@@ -382,10 +399,45 @@ mod tests {
         assert!(AuthHook::new(options(vec![])).is_err());
         let err = AuthHook::new(options(vec![user("a", "1234")]))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(err.contains("token_sha256"), "{err}");
         let h = hash_token("t");
         assert!(AuthHook::new(options(vec![user("a", &h), user("b", &h)])).is_err());
         assert!(AuthHook::new(options(vec![user("a", &h), user("a", &hash_token("u"))])).is_err());
+    }
+
+    #[test]
+    fn bad_options_are_told_apart_by_type() {
+        let user = |name: &str, hash: &str| UserOptions {
+            name: name.into(),
+            token_sha256: hash.into(),
+            read: vec![],
+            write: vec![],
+        };
+        let new = |users, max_failures| {
+            AuthHook::new(AuthOptions {
+                users,
+                max_failures,
+            })
+        };
+        let h = hash_token("t");
+        assert!(matches!(new(vec![], 3), Err(AuthOptionsError::NoUsers)));
+        assert!(matches!(
+            new(vec![user("a", &h)], 0),
+            Err(AuthOptionsError::MaxFailures(0))
+        ));
+        assert!(matches!(
+            new(vec![user("a", &h), user("b", "12")], 3),
+            Err(AuthOptionsError::BadHash { index: 2, ref name }) if name == "b"
+        ));
+        assert!(matches!(
+            new(vec![user("a", &h), user("b", &h)], 3),
+            Err(AuthOptionsError::SameHash { index: 2, .. })
+        ));
+        assert!(matches!(
+            new(vec![user("a", &h), user("a", &hash_token("u"))], 3),
+            Err(AuthOptionsError::SameName { index: 2, .. })
+        ));
     }
 }

@@ -25,6 +25,7 @@
 
 use std::ops::ControlFlow;
 
+use hookv_plugin::catalogue::{self, Command};
 use hookv_plugin::pb::{CommandRequest, CommandResponse, Value};
 use serde::Deserialize;
 
@@ -78,20 +79,55 @@ pub struct Rule {
     pub redact: Option<String>,
 }
 
-const COMMANDS: &[&str] = &[
-    "hget", "hgetall", "hmget", "hset", "hmset", "hdel", "hmdel", "hexist", "hmexist", "hscan",
-    "auth", "unknown",
-];
-
 /// The rewrite hook.
 pub struct RewriteHook {
     rules: Vec<Rule>,
 }
 
+/// Why [`RewriteHook::new`] refused its rules; `rules[N]` counts from 1.
+#[derive(Debug, thiserror::Error)]
+pub enum RewriteOptionsError {
+    /// A rule that changes nothing.
+    #[error("rules[{rule}]: no action; give set_message, prefix_message, set_status or redact")]
+    NoAction {
+        /// Which rule, from 1.
+        rule: usize,
+    },
+    /// A `command` that is no command's name.
+    #[error("rules[{rule}]: command {command:?} is not one of {}", command_names())]
+    UnknownCommand {
+        /// Which rule, from 1.
+        rule: usize,
+        /// The name given.
+        command: String,
+    },
+    /// A `set_status` outside 100..=599.
+    #[error("rules[{rule}]: set_status = {status} is not an HTTP status")]
+    BadStatus {
+        /// Which rule, from 1.
+        rule: usize,
+        /// The status given.
+        status: u32,
+    },
+}
+
+/// True for a name a rule's `command` may give: a command of the catalogue,
+/// or `"unknown"` for requests that name none.
+fn is_command_name(name: &str) -> bool {
+    name == catalogue::UNKNOWN || Command::from_name(name).is_some()
+}
+
+/// Every name a rule's `command` may give, for a message.
+fn command_names() -> String {
+    let mut names: Vec<&str> = Command::ALL.iter().map(|c| c.name()).collect();
+    names.push(catalogue::UNKNOWN);
+    names.join(", ")
+}
+
 impl RewriteHook {
     /// Checks the rules: known command names, at least one action each,
     /// statuses in the HTTP range.
-    pub fn new(options: RewriteOptions) -> Result<Self, String> {
+    pub fn new(options: RewriteOptions) -> Result<Self, RewriteOptionsError> {
         for (i, rule) in options.rules.iter().enumerate() {
             let n = i + 1;
             if rule.set_message.is_none()
@@ -99,26 +135,22 @@ impl RewriteHook {
                 && rule.set_status.is_none()
                 && rule.redact.is_none()
             {
-                return Err(format!(
-                    "rules[{n}]: no action; give set_message, prefix_message, set_status or redact"
-                ));
+                return Err(RewriteOptionsError::NoAction { rule: n });
             }
             let commands: Vec<&String> = match &rule.command {
                 None => vec![],
                 Some(OneOrMany::One(c)) => vec![c],
                 Some(OneOrMany::Many(cs)) => cs.iter().collect(),
             };
-            if let Some(bad) = commands.iter().find(|c| !COMMANDS.contains(&c.as_str())) {
-                return Err(format!(
-                    "rules[{n}]: command {bad:?} is not one of {}",
-                    COMMANDS.join(", ")
-                ));
+            if let Some(bad) = commands.iter().find(|c| !is_command_name(c)) {
+                return Err(RewriteOptionsError::UnknownCommand {
+                    rule: n,
+                    command: bad.to_string(),
+                });
             }
-            if let Some(s) = rule.set_status {
-                if !(100..=599).contains(&s) {
-                    return Err(format!(
-                        "rules[{n}]: set_status = {s} is not an HTTP status"
-                    ));
+            if let Some(status) = rule.set_status {
+                if !(100..=599).contains(&status) {
+                    return Err(RewriteOptionsError::BadStatus { rule: n, status });
                 }
             }
         }
@@ -193,5 +225,46 @@ impl Hook for RewriteHook {
             }
         }
         ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(command: &str) -> Rule {
+        Rule {
+            command: Some(OneOrMany::One(command.into())),
+            table: None,
+            status: None,
+            set_message: Some("m".into()),
+            prefix_message: None,
+            set_status: None,
+            redact: None,
+        }
+    }
+
+    #[test]
+    fn a_rule_naming_no_command_is_refused_with_the_catalogue_names() {
+        assert!(RewriteHook::new(RewriteOptions {
+            rules: vec![rule("hscan"), rule("auth"), rule("unknown")],
+        })
+        .is_ok());
+        let err = RewriteHook::new(RewriteOptions {
+            rules: vec![rule("hget"), rule("hgett")],
+        })
+        .err()
+        .unwrap();
+        assert!(
+            matches!(&err, RewriteOptionsError::UnknownCommand { rule: 2, command } if command == "hgett"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().ends_with(
+                "is not one of hget, hgetall, hmget, hset, hmset, hdel, hmdel, hexist, \
+                 hmexist, auth, hscan, unknown"
+            ),
+            "{err}"
+        );
     }
 }

@@ -325,7 +325,7 @@ impl PluginHook {
     ) -> Verdict {
         let answer = with_buffers(|buffer, response| -> Result<_, String> {
             // The bytes as received, when the connection has them.
-            let request: &[u8] = match &ctx.request_frame {
+            let request: &[u8] = match ctx.request_frame() {
                 Some(frame) => frame,
                 None => {
                     req.encode(buffer).map_err(|e| e.to_string())?;
@@ -337,8 +337,8 @@ impl PluginHook {
             }
             let peer = ctx.peer_text();
             let args = Args {
-                conn_id: ctx.conn_id,
-                started: ctx.started,
+                conn_id: ctx.conn_id(),
+                started: ctx.started(),
                 peer: &peer,
                 principal: ctx.principal.as_deref(),
                 request,
@@ -387,7 +387,7 @@ impl PluginHook {
         tracing::error!(
             plugin = name,
             event = event.name(),
-            conn = ctx.conn_id,
+            conn = ctx.conn_id(),
             problem,
             "plugin failed"
         );

@@ -166,7 +166,9 @@ pub type TeardownFn = unsafe extern "C" fn(state: *mut c_void);
 /// `free_buf(buf)`: give back a buffer the plugin handed out.
 pub type FreeBufFn = unsafe extern "C" fn(buf: HookvBuf);
 
-/// What `hookv_plugin_descriptor()` points to.
+/// What `hookv_plugin_descriptor()` points to. It is `Send` and `Sync`
+/// (declared in [`crate::export`], the crate's one `unsafe` module), so a
+/// plugin can keep it in a `static`.
 #[repr(C)]
 #[derive(Debug)]
 pub struct HookvPlugin {
@@ -189,14 +191,6 @@ pub struct HookvPlugin {
     /// Required.
     pub free_buf: Option<FreeBufFn>,
 }
-
-// SAFETY: a descriptor is immutable after construction and its pointers
-// refer to static data (the name) and functions, which any thread may read
-// or call; the thread-safety of the calls themselves is part of the contract
-// above (events may run concurrently).
-unsafe impl Sync for HookvPlugin {}
-// SAFETY: as above; the descriptor holds no thread-bound data.
-unsafe impl Send for HookvPlugin {}
 
 /// The signature of [`DESCRIPTOR_SYMBOL`].
 pub type DescriptorFn = unsafe extern "C" fn() -> *const HookvPlugin;

@@ -17,8 +17,9 @@
 //! this boundary the panic is not printed to stderr (the server logs it with
 //! the plugin's name instead); panics elsewhere reach the previous hook.
 //!
-//! This file holds the SDK's only `unsafe` code; every block says why it is
-//! sound given the contract in [`crate::abi`].
+//! This file holds the SDK's only `unsafe` code (the crate root denies it
+//! everywhere else); every block says why it is sound given the contract in
+//! [`crate::abi`].
 
 use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
@@ -33,6 +34,14 @@ use crate::abi::{
 };
 use crate::pb::CommandResponse;
 use crate::plugin::{Context, Options, Plugin, Request, Response};
+
+// SAFETY: a descriptor is immutable after construction and its pointers
+// refer to static data (the name) and functions, which any thread may read
+// or call; the thread-safety of the calls themselves is part of the contract
+// in `crate::abi` (events may run concurrently).
+unsafe impl Sync for HookvPlugin {}
+// SAFETY: as above; the descriptor holds no thread-bound data.
+unsafe impl Send for HookvPlugin {}
 
 /// Exports `$type` (which implements [`Plugin`](crate::Plugin)) as this
 /// library's hookv plugin, named after the crate's package
@@ -197,6 +206,12 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     })
 }
 
+/// `P`'s [`crate::abi::InitFn`].
+///
+/// # Safety
+///
+/// As for an `InitFn`: `options` readable for the call, `state` and `error`
+/// NULL or valid for a write.
 unsafe extern "C" fn init<P: Plugin>(
     options: HookvBytes,
     state: *mut *mut c_void,
@@ -224,6 +239,11 @@ unsafe extern "C" fn init<P: Plugin>(
     }
 }
 
+/// `P`'s [`crate::abi::TeardownFn`].
+///
+/// # Safety
+///
+/// `state` NULL or from `init::<P>`, and no event in flight or to come.
 unsafe extern "C" fn teardown<P: Plugin>(state: *mut c_void) {
     if state.is_null() {
         return;
@@ -237,11 +257,13 @@ unsafe extern "C" fn teardown<P: Plugin>(state: *mut c_void) {
     });
 }
 
-/// `ctx.elapsed_ns(ctx)`, or 0 without a server context.
-pub(crate) fn elapsed_ns(ctx: *const HookvContext) -> u64 {
-    // SAFETY: a non-null `ctx` comes from `arguments`, i.e. from the server
-    // for the call in progress: a `Context` borrows it for no longer (its
-    // lifetime is the call's), which is when `elapsed_ns` may be called.
+/// `ctx.elapsed_ns(ctx)`, or 0 without a server context: the clock reader
+/// [`arguments`] puts in every [`Context`], beside the server's `ctx`.
+fn elapsed_ns(ctx: *const HookvContext) -> u64 {
+    // SAFETY: only `arguments` pairs this reader with a pointer, the
+    // server's context for the call in progress, in a `Context` that borrows
+    // it for no longer (its lifetime is the call's): a non-null `ctx` here is
+    // valid, and it is the call during which `elapsed_ns` may be called.
     let Some(raw) = (unsafe { ctx.as_ref() }) else {
         return 0;
     };
@@ -284,6 +306,7 @@ unsafe fn arguments<'a, P: Plugin>(
             )
         },
         raw: ctx,
+        elapsed_ns,
     };
     // SAFETY: the server's request bytes live for the call.
     let request = Request::from_bytes(unsafe { as_slice(request) });
@@ -322,6 +345,11 @@ fn flow(flow: ControlFlow<CommandResponse>) -> (i32, Option<Vec<u8>>) {
     }
 }
 
+/// `P::on_received` as an [`crate::abi::EventFn`].
+///
+/// # Safety
+///
+/// As for an `EventFn` (see [`arguments`]); `out` NULL or valid for a write.
 unsafe extern "C" fn on_received<P: Plugin>(
     state: *mut c_void,
     ctx: *const HookvContext,
@@ -338,6 +366,11 @@ unsafe extern "C" fn on_received<P: Plugin>(
     unsafe { finish(out, outcome) }
 }
 
+/// `P::on_executed` as an [`crate::abi::EventFn`].
+///
+/// # Safety
+///
+/// As for an `EventFn` (see [`arguments`]); `out` NULL or valid for a write.
 unsafe extern "C" fn on_executed<P: Plugin>(
     state: *mut c_void,
     ctx: *const HookvContext,
@@ -356,6 +389,11 @@ unsafe extern "C" fn on_executed<P: Plugin>(
     unsafe { finish(out, outcome) }
 }
 
+/// `P::on_before_send` as an [`crate::abi::EventFn`].
+///
+/// # Safety
+///
+/// As for an `EventFn` (see [`arguments`]); `out` NULL or valid for a write.
 unsafe extern "C" fn on_before_send<P: Plugin>(
     state: *mut c_void,
     ctx: *const HookvContext,
@@ -379,6 +417,11 @@ unsafe extern "C" fn on_before_send<P: Plugin>(
     unsafe { finish(out, outcome) }
 }
 
+/// `P::on_after_send` as an [`crate::abi::EventFn`].
+///
+/// # Safety
+///
+/// As for an `EventFn` (see [`arguments`]); `out` NULL or valid for a write.
 unsafe extern "C" fn on_after_send<P: Plugin>(
     state: *mut c_void,
     ctx: *const HookvContext,

@@ -3,6 +3,8 @@
 //! - [`pb`]: the wire messages, generated from `proto/abi.proto` at build
 //!   time (pure Rust, no system `protoc`). The server, its stock client and
 //!   plugins all use these types, so the schema has a single source.
+//! - [`catalogue`]: every command hookv knows ([`Command`]: tag, name,
+//!   read or write, shape), written out once for the server and plugins.
 //! - [`Plugin`], [`export_plugin!`]: write a hookv plugin in safe Rust.
 //! - [`abi`]: the C ABI underneath (also written down as the C header
 //!   `plugins/hookv_plugin.h`), for the server's loader and for plugins in
@@ -55,15 +57,27 @@
 //! The step-by-step guide is the "Write your own plugin" section of README.md in the hookv
 //! repository; `plugins/key-guard` and `plugins/rate-limit` are complete
 //! examples.
+//!
+//! # Unsafe code
+//!
+//! The crate denies `unsafe` but in one module, [`export`], where the C ABI
+//! needs it (raw pointers in, buffers out, a descriptor shared between
+//! threads); every `unsafe` there says why it is sound on a `// SAFETY:`
+//! line. The [`export_plugin!`] macro also writes one `unsafe` attribute,
+//! `#[unsafe(no_mangle)]`, into the plugin's crate, under its own `allow`.
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
+#![deny(unsafe_code)]
 
 pub mod abi;
+pub mod catalogue;
+#[allow(unsafe_code)]
 pub mod export;
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod pb;
 mod plugin;
 mod view;
 
+pub use catalogue::{Access, Command, Shape};
 pub use plugin::{Context, Events, Flow, Keys, Lazy, Options, Plugin, Request, Response};
 /// The protobuf runtime the messages in [`pb`] are built on (for
 /// `Message::encode` / `decode` in hand-written ABI code).

@@ -1,5 +1,7 @@
 //! The wire messages of package `abi` (generated from `proto/abi.proto`) and
-//! small constructors that make them pleasant to build by hand.
+//! small constructors that make them pleasant to build by hand. What a
+//! request's command is (its name, table, keys, whether it writes) is
+//! answered by the [command catalogue](crate::catalogue).
 
 include!(concat!(env!("OUT_DIR"), "/abi.rs"));
 
@@ -124,80 +126,6 @@ impl CommandRequest {
         Self::with(RequestData::Auth(Auth {
             token: token.into(),
         }))
-    }
-
-    /// The command's name as users type it (`"hset"`), or `"unknown"` when
-    /// the oneof is unset or carries a tag this build does not know.
-    pub fn command_name(&self) -> &'static str {
-        match &self.request_data {
-            Some(RequestData::Hget(_)) => "hget",
-            Some(RequestData::Hgetall(_)) => "hgetall",
-            Some(RequestData::Hmget(_)) => "hmget",
-            Some(RequestData::Hset(_)) => "hset",
-            Some(RequestData::Hmset(_)) => "hmset",
-            Some(RequestData::Hdel(_)) => "hdel",
-            Some(RequestData::Hmdel(_)) => "hmdel",
-            Some(RequestData::Hexist(_)) => "hexist",
-            Some(RequestData::Hmexist(_)) => "hmexist",
-            Some(RequestData::Auth(_)) => "auth",
-            Some(RequestData::Hscan(_)) => "hscan",
-            None => "unknown",
-        }
-    }
-
-    /// The table the request addresses, if it addresses one.
-    pub fn table(&self) -> Option<&str> {
-        match self.request_data.as_ref()? {
-            RequestData::Hget(r) => Some(&r.table),
-            RequestData::Hgetall(r) => Some(&r.table),
-            RequestData::Hmget(r) => Some(&r.table),
-            RequestData::Hset(r) => Some(&r.table),
-            RequestData::Hmset(r) => Some(&r.table),
-            RequestData::Hdel(r) => Some(&r.table),
-            RequestData::Hmdel(r) => Some(&r.table),
-            RequestData::Hexist(r) => Some(&r.table),
-            RequestData::Hmexist(r) => Some(&r.table),
-            RequestData::Hscan(r) => Some(&r.table),
-            RequestData::Auth(_) => None,
-        }
-    }
-
-    /// The keys the request addresses, in request order (no allocation).
-    /// `hgetall` and `hscan` address none: which keys they read is up to
-    /// the table (an hscan's cursor is a position, not a key it reads).
-    pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
-        let (one, many, pairs): (Option<&str>, &[String], &[Kvpair]) = match &self.request_data {
-            Some(RequestData::Hget(r)) => (Some(&r.key), &[], &[]),
-            Some(RequestData::Hdel(r)) => (Some(&r.key), &[], &[]),
-            Some(RequestData::Hexist(r)) => (Some(&r.key), &[], &[]),
-            Some(RequestData::Hset(r)) => (r.pair.as_ref().map(|p| p.key.as_str()), &[], &[]),
-            Some(RequestData::Hmget(r)) => (None, &r.keys, &[]),
-            Some(RequestData::Hmdel(r)) => (None, &r.keys, &[]),
-            Some(RequestData::Hmexist(r)) => (None, &r.keys, &[]),
-            Some(RequestData::Hmset(r)) => (None, &[], &r.pairs),
-            Some(RequestData::Hgetall(_))
-            | Some(RequestData::Hscan(_))
-            | Some(RequestData::Auth(_))
-            | None => (None, &[], &[]),
-        };
-        one.into_iter()
-            .chain(many.iter().map(String::as_str))
-            .chain(pairs.iter().map(|p| p.key.as_str()))
-    }
-
-    /// True for the commands that change stored data (hset, hmset, hdel,
-    /// hmdel); the reads (hget, hgetall, hmget, hexist, hmexist, hscan) and
-    /// `auth` are not.
-    pub fn is_write(&self) -> bool {
-        matches!(
-            self.request_data,
-            Some(
-                RequestData::Hset(_)
-                    | RequestData::Hmset(_)
-                    | RequestData::Hdel(_)
-                    | RequestData::Hmdel(_)
-            )
-        )
     }
 }
 

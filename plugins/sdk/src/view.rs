@@ -11,10 +11,12 @@
 
 use std::str;
 
+use crate::catalogue::{Command, Shape};
+
 /// The table and keys of a request, borrowed from its bytes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RequestView<'a> {
-    kind: Kind,
+    kind: Shape,
     table: &'a str,
     /// A `Key` command's field 2 is there (absent, the key is "").
     has_key: bool,
@@ -22,42 +24,12 @@ pub(crate) struct RequestView<'a> {
     body: &'a [u8],
 }
 
-/// How a command carries its keys.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
-    /// `auth`: no table, no keys.
-    Auth,
-    /// `hgetall`: a table, no keys.
-    TableOnly,
-    /// `hscan`: a table, an optional cursor (field 2, a string) and a count
-    /// (field 3, a varint); no keys (the cursor is a position).
-    Scan,
-    /// `hget`, `hdel`, `hexist`: field 2 is the key (absent means "").
-    Key,
-    /// `hmget`, `hmdel`, `hmexist`: field 2 repeats, one key each.
-    Keys,
-    /// `hset`: field 2 is one pair (absent means no key).
-    Pair,
-    /// `hmset`: field 2 repeats, one pair each.
-    Pairs,
-}
-
 impl<'a> RequestView<'a> {
     /// The view of an encoded `CommandRequest`, or `None` when the bytes
     /// are anything but the plain layout (decode them instead).
     pub(crate) fn parse(bytes: &'a [u8]) -> Option<Self> {
         let (number, body) = command_field(bytes)?;
-        // Field numbers of `CommandRequest.request_data` (abi.proto).
-        let kind = match number {
-            1 | 6 | 8 => Kind::Key,
-            2 => Kind::TableOnly,
-            3 | 7 | 9 => Kind::Keys,
-            4 => Kind::Pair,
-            5 => Kind::Pairs,
-            13 => Kind::Auth,
-            15 => Kind::Scan,
-            _ => return None,
-        };
+        let kind = Command::from_tag(number)?.shape();
         let (table, has_key) = check_body(kind, body)?;
         Some(Self {
             kind,
@@ -69,7 +41,7 @@ impl<'a> RequestView<'a> {
 
     /// As [`crate::pb::CommandRequest::table`].
     pub(crate) fn table(&self) -> Option<&'a str> {
-        (self.kind != Kind::Auth).then_some(self.table)
+        (self.kind != Shape::Token).then_some(self.table)
     }
 
     /// As [`crate::pb::CommandRequest::keys`], in the same order.
@@ -78,7 +50,7 @@ impl<'a> RequestView<'a> {
             kind: self.kind,
             fields: Fields(self.body),
             // A singular key that is absent is "" all the same.
-            pending_default: self.kind == Kind::Key && !self.has_key,
+            pending_default: self.kind == Shape::Key && !self.has_key,
         }
     }
 }
@@ -86,7 +58,7 @@ impl<'a> RequestView<'a> {
 /// The keys of a [`RequestView`].
 #[derive(Debug, Clone)]
 pub(crate) struct RawKeys<'a> {
-    kind: Kind,
+    kind: Shape,
     fields: Fields<'a>,
     pending_default: bool,
 }
@@ -98,7 +70,7 @@ impl<'a> Iterator for RawKeys<'a> {
         if std::mem::take(&mut self.pending_default) {
             return Some("");
         }
-        if matches!(self.kind, Kind::Auth | Kind::TableOnly | Kind::Scan) {
+        if matches!(self.kind, Shape::Token | Shape::Table | Shape::Scan) {
             return None;
         }
         // Checked by `parse`: every field is well-formed and of the
@@ -115,32 +87,32 @@ impl<'a> Iterator for RawKeys<'a> {
 
 /// Checks a command message's fields for `kind`; its table ("" when
 /// absent), and whether it has a field 2.
-fn check_body(kind: Kind, body: &[u8]) -> Option<(&str, bool)> {
+fn check_body(kind: Shape, body: &[u8]) -> Option<(&str, bool)> {
     let mut table = None;
     let mut seen_two = false;
     let mut seen_count = false;
     for field in Fields(body) {
         match (kind, field.ok()?) {
             // `auth`'s token: never looked at here.
-            (Kind::Auth, Field::Bytes(1, _)) => {}
-            (Kind::Auth, _) => return None,
+            (Shape::Token, Field::Bytes(1, _)) => {}
+            (Shape::Token, _) => return None,
             (_, Field::Bytes(1, bytes)) if table.is_none() => {
                 table = Some(str::from_utf8(bytes).ok()?)
             }
-            (Kind::Key | Kind::Pair, Field::Bytes(2, bytes)) if !seen_two => {
+            (Shape::Key | Shape::Pair, Field::Bytes(2, bytes)) if !seen_two => {
                 seen_two = true;
                 key_in(kind, bytes)?;
             }
-            (Kind::Keys | Kind::Pairs, Field::Bytes(2, bytes)) => {
+            (Shape::Keys | Shape::Pairs, Field::Bytes(2, bytes)) => {
                 seen_two = true;
                 key_in(kind, bytes)?;
             }
             // hscan's cursor: a string (decoding checks it is UTF-8).
-            (Kind::Scan, Field::Bytes(2, bytes)) if !seen_two => {
+            (Shape::Scan, Field::Bytes(2, bytes)) if !seen_two => {
                 seen_two = true;
                 str::from_utf8(bytes).ok()?;
             }
-            (Kind::Scan, Field::Varint(3)) if !seen_count => seen_count = true,
+            (Shape::Scan, Field::Varint(3)) if !seen_count => seen_count = true,
             _ => return None,
         }
     }
@@ -164,9 +136,9 @@ pub(crate) fn command_field(bytes: &[u8]) -> Option<(u32, &[u8])> {
 
 /// The key that a field 2 of a `kind` command holds, if well-formed: the
 /// field itself, or a pair's key.
-fn key_in(kind: Kind, bytes: &[u8]) -> Option<&str> {
+fn key_in(kind: Shape, bytes: &[u8]) -> Option<&str> {
     match kind {
-        Kind::Pair | Kind::Pairs => pair_key(bytes),
+        Shape::Pair | Shape::Pairs => pair_key(bytes),
         _ => str::from_utf8(bytes).ok(),
     }
 }
@@ -297,7 +269,7 @@ mod tests {
         // is broken may have a view and still not decode.
         let Ok(decoded) = CommandRequest::decode(bytes) else {
             assert!(
-                matches!(view.kind, Kind::Pair | Kind::Pairs | Kind::Auth),
+                matches!(view.kind, Shape::Pair | Shape::Pairs | Shape::Token),
                 "{bytes:?}"
             );
             return true;

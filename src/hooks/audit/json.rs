@@ -169,8 +169,11 @@ mod tests {
     fn queued_records_format_to_one_json_line_each() {
         let mut queue = Batch::default();
         let mut ctx = HookCtx::new(7, "10.1.2.3:4567".parse().unwrap());
-        ctx.arrived = UNIX_EPOCH + Duration::from_micros(1_764_003_797_759_497);
-        ctx.answered = ctx.started + Duration::from_micros(41);
+        ctx.arrive_at(
+            ctx.started(),
+            UNIX_EPOCH + Duration::from_micros(1_764_003_797_759_497),
+        );
+        ctx.answered_at(ctx.started() + Duration::from_micros(41));
         queue.push(&ctx, &CommandRequest::new_hget("t\"1", "k"), 404);
         ctx.principal = Some("admin".into());
         queue.push(

@@ -64,8 +64,8 @@ impl Batch {
             keys += 1;
         }
         self.records.push(Record {
-            arrived: ctx.arrived,
-            conn: ctx.conn_id,
+            arrived: ctx.arrived(),
+            conn: ctx.conn_id(),
             peer: ctx.peer,
             latency_us: u64::try_from(ctx.latency().as_micros()).unwrap_or(u64::MAX),
             status,

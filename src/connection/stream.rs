@@ -1,0 +1,248 @@
+//! [`Connection`]: one client's socket, the bytes read from it, the answers
+//! waiting for it, and the clocks that bound both.
+//!
+//! Reading: [`Connection::read_batch`] waits for the peer (or shutdown, or a
+//! deadline), then [`Connection::next_frame`] hands out the frames it
+//! completed. Writing: [`Connection::push_answer`] encodes answers into one
+//! buffer, [`Connection::flush`] writes it (within the write timeout and the
+//! server's budget for unread answers), and [`Connection::written`] shows
+//! each answer to `on_after_send`.
+
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use hookv_plugin::pb::{status, CommandRequest, CommandResponse};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Decoder;
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use super::answers::Answers;
+use super::deadlines::{Alarm, Deadlines};
+use super::end::End;
+use super::limits::{Budget, Limits};
+use crate::frame::{FrameCodec, FrameError};
+use crate::hooks::HookCtx;
+
+/// Answers held for one write at most (about): a batch of pipelined
+/// requests is cut into writes of this size.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// The read and write buffers' size to start with.
+const BUF_BYTES: usize = 8 * 1024;
+
+/// A buffer grown past this (by a large batch or frame) is freed before the
+/// connection waits again: an idle connection holds no megabytes.
+const SHRINK_ABOVE: usize = 64 * 1024;
+
+/// How long shutdown keeps reading a connection for requests already on
+/// their way (at most).
+const SHUTDOWN_READ_QUIET: Duration = Duration::from_millis(100);
+
+/// One client's socket and its buffers.
+#[derive(Debug)]
+pub(super) struct Connection<'a> {
+    stream: TcpStream,
+    /// Cuts frames out of `rbuf`, refusing any over `max_frame_bytes`.
+    codec: FrameCodec,
+    /// Bytes read and not yet cut into frames.
+    rbuf: BytesMut,
+    /// The answers of the batch being answered, for one write.
+    answers: Answers,
+    /// Idle, frame and auth deadlines, and the one timer for them.
+    clock: Deadlines,
+    alarm: Alarm,
+    /// The server's memory for answers that peers are not reading.
+    unsent: &'a Budget,
+    write_timeout: Duration,
+}
+
+/// What [`Connection::read_batch`] waited for.
+#[derive(Debug)]
+pub(super) enum Read {
+    /// Bytes arrived: answer the frames they complete.
+    Frames,
+    /// The read side ended (shutdown, a frame cut off at EOF, a deadline
+    /// with an answer): answer what is buffered, then close with this.
+    Last(End),
+    /// The connection ends now; nothing is left to answer.
+    Closed(End),
+}
+
+impl<'a> Connection<'a> {
+    /// A connection accepted at `accepted`.
+    pub(super) fn new(
+        stream: TcpStream,
+        limits: &Limits,
+        unsent: &'a Budget,
+        accepted: Instant,
+    ) -> Self {
+        Self {
+            stream,
+            codec: FrameCodec::new(limits.max_frame_bytes),
+            rbuf: BytesMut::with_capacity(BUF_BYTES),
+            answers: Answers::with_capacity(BUF_BYTES),
+            clock: Deadlines::new(limits, accepted),
+            alarm: Alarm::new(),
+            unsent,
+            write_timeout: limits.write_timeout,
+        }
+    }
+
+    /// Waits for the peer's next bytes, for `stopped` (server shutdown), or
+    /// for a deadline; marks an arrival on `ctx`. Call only once every
+    /// frame buffered has been answered.
+    pub(super) async fn read_batch(
+        &mut self,
+        ctx: &mut HookCtx,
+        mut stopped: Pin<&mut WaitForCancellationFutureOwned>,
+    ) -> Read {
+        loop {
+            self.answers.shrink(SHRINK_ABOVE, BUF_BYTES);
+            if self.rbuf.is_empty() && self.rbuf.capacity() > SHRINK_ABOVE {
+                self.rbuf = BytesMut::with_capacity(BUF_BYTES);
+            }
+            self.clock.wait(!self.codec.is_idle(&self.rbuf));
+            self.alarm.set(self.clock.next());
+            tokio::select! {
+                () = &mut stopped => {
+                    // Answer what the client already sent, then close.
+                    self.read_ready().await;
+                    ctx.arrive();
+                    return Read::Last(End::Shutdown);
+                }
+                () = self.alarm.ring(), if self.alarm.is_set() => {
+                    let now = Instant::now();
+                    self.clock.woke(now);
+                    match self.clock.expired(now, self.codec.received(&self.rbuf)) {
+                        Some(End::Idle) => return Read::Closed(End::Idle),
+                        Some(end) => return Read::Last(end),
+                        // A deadline moved later; the alarm is set again.
+                        None => {}
+                    }
+                }
+                read = self.stream.read_buf(&mut self.rbuf) => {
+                    // One clock read per batch: every request in it arrived now.
+                    ctx.arrive();
+                    self.clock.read(ctx.started());
+                    return match read {
+                        Ok(0) => match self.codec.check_eof(&self.rbuf) {
+                            Ok(()) => Read::Closed(End::PeerClosed),
+                            // Report it: the peer may still read after closing its write half.
+                            Err(e) => Read::Last(End::Refused(e)),
+                        },
+                        Ok(_) => Read::Frames,
+                        Err(e) => Read::Closed(End::Refused(FrameError::Io(e))),
+                    };
+                }
+            }
+        }
+    }
+
+    /// The next whole frame buffered, if any. An error means the stream
+    /// cannot be resynchronised: answer it, then close.
+    #[inline]
+    pub(super) fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        let frame = self.codec.decode(&mut self.rbuf)?;
+        if frame.is_some() {
+            self.clock.frame_done();
+        }
+        Ok(frame)
+    }
+
+    /// Appends the answer to `req` to the batch; keeps both for
+    /// `on_after_send` if `keep`.
+    #[inline]
+    pub(super) fn push_answer(&mut self, req: CommandRequest, res: CommandResponse, keep: bool) {
+        self.answers.push(&self.codec, req, res, keep);
+    }
+
+    /// True once the batch holds as much as one write should: answers to a
+    /// few kilobytes of pipelined hgetalls could be gigabytes.
+    #[inline]
+    pub(super) fn is_full(&self) -> bool {
+        self.answers.bytes().len() >= MAX_BATCH_BYTES
+    }
+
+    /// The answer a connection ending with `end` sends before closing, if any.
+    pub(super) fn last_word(&self, end: &End) -> Option<(u32, String)> {
+        match end {
+            End::Refused(e) => Some((e.status(), e.to_string())),
+            End::Limit(refusal) => Some((refusal.status(), refusal.to_string())),
+            // A request cut off by shutdown was not executed: say so, so the
+            // client knows it is safe to retry elsewhere.
+            End::Shutdown if !self.codec.is_idle(&self.rbuf) => Some((
+                status::UNAVAILABLE,
+                "server shutting down: the unfinished request at the end of the stream was not executed"
+                    .to_owned(),
+            )),
+            _ => None,
+        }
+    }
+
+    /// The connection must authenticate by `due` (`None`: it need not).
+    pub(super) fn set_auth_due(&mut self, due: Option<Instant>) {
+        self.clock.set_auth_due(due);
+    }
+
+    /// Writes the batch. What the kernel takes at once costs nothing; the
+    /// rest waits for the peer only if the batch's memory fits in what is
+    /// left of the server's budget for unread answers, and for the write
+    /// timeout at most.
+    pub(super) async fn flush(&mut self) -> Result<(), End> {
+        let bytes = self.answers.bytes();
+        let mut written = 0;
+        while written < bytes.len() {
+            match self.stream.try_write(&bytes[written..]) {
+                Ok(0) => {
+                    return Err(End::Refused(FrameError::Io(
+                        std::io::ErrorKind::WriteZero.into(),
+                    )))
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(End::Refused(FrameError::Io(e))),
+            }
+        }
+        if written == bytes.len() {
+            return Ok(());
+        }
+        let held = self.answers.held();
+        let Some(_reserved) = self.unsent.reserve(held) else {
+            return Err(End::OverBudget { held });
+        };
+        let rest = &bytes[written..];
+        match tokio::time::timeout(self.write_timeout, self.stream.write_all(rest)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(End::Refused(FrameError::Io(e))),
+            Err(_elapsed) => Err(End::Stalled),
+        }
+    }
+
+    /// Once the batch is flushed: shows `hook` (`on_after_send`) every
+    /// request and its answer, in order, and empties the batch.
+    #[inline]
+    pub(super) fn written(
+        &mut self,
+        ctx: &mut HookCtx,
+        hook: impl FnMut(&mut HookCtx, &CommandRequest, &CommandResponse),
+    ) {
+        self.answers.written(ctx, hook);
+    }
+
+    /// Moves the bytes that have already arrived (or arrive within
+    /// [`SHUTDOWN_READ_QUIET`]) into the read buffer, stopping early at
+    /// EOF. A plain `try_read` is not enough: the reactor may not have seen
+    /// the socket's readiness yet.
+    async fn read_ready(&mut self) {
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_READ_QUIET;
+        while let Ok(Ok(n)) =
+            tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.rbuf)).await
+        {
+            if n == 0 {
+                return;
+            }
+        }
+    }
+}
