@@ -296,4 +296,96 @@ mod tests {
         assert!(!is_client_hello(&[0x16, 0x03, 0x03, 0x00, 0x30, 0x02]));
         assert!(!is_client_hello(&[0x16, 0x05, 0x03, 0x00, 0x30, 0x01]));
     }
+
+    use std::net::SocketAddr;
+
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use tokio::net::{TcpSocket, TcpStream};
+
+    use crate::config::{ServerConfig, TlsConfig};
+    use crate::connection::limits::Shared;
+    use crate::tls::{ServerTls, TlsOptions};
+
+    type ServerSide = tokio_rustls::server::TlsStream<TcpStream>;
+    type ClientSide = tokio_rustls::client::TlsStream<TcpStream>;
+
+    /// A TLS connection over loopback whose server side has a small send
+    /// buffer (set on the listening socket, inherited on accept; it also
+    /// stops the kernel growing it), so a few KiB fill it.
+    async fn tls_pair(dir: &std::path::Path) -> (ServerSide, ClientSide) {
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let file = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let server = ServerTls::load(&TlsConfig {
+            cert: file("server.pem", cert.pem()),
+            key: file("server.key", key.serialize_pem()),
+            client_ca: None,
+            plaintext_listen: None,
+        })
+        .unwrap();
+        let client = TlsOptions {
+            ca: Some(file("ca.pem", ca.pem())),
+            ..TlsOptions::default()
+        }
+        .load()
+        .unwrap();
+        let listener = TcpSocket::new_v4().unwrap();
+        listener.set_send_buffer_size(4096).unwrap();
+        listener
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .unwrap();
+        let listener = listener.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connecting = async {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = client.server_name_for("localhost:1").unwrap();
+            client.connector().connect(name, tcp).await.unwrap()
+        };
+        let accepting = async {
+            let (tcp, _) = listener.accept().await.unwrap();
+            server.accept(tcp).await.unwrap().stream
+        };
+        let (server, client) = tokio::join!(accepting, connecting);
+        (server, client)
+    }
+
+    #[tokio::test]
+    async fn over_tls_a_flush_waits_for_the_records_rustls_still_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, mut client) = tls_pair(dir.path()).await;
+        let config = ServerConfig::default();
+        let (limits, shared) = (Limits::new(&config), Shared::new(&config));
+        let mut conn = Connection::new(server, &limits, &shared.unsent, Instant::now());
+        // Taken whole at once, but not sent: over loopback the socket takes
+        // one 64 KiB segment whatever its buffer size, rustls up to 64 KiB
+        // more; the rest of 96 KiB waits there, encrypted (measured: 80 to
+        // 128 KiB are all taken whole and partly held).
+        let mut res = CommandResponse::ok();
+        res.values = vec!["v".repeat(96 << 10).into()];
+        conn.push_answer(CommandRequest::default(), res, false);
+        let len = conn.answers.bytes().len();
+        // The client reads only once the flush has had time to return early.
+        let reader = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut got = vec![0u8; len];
+            client.read_exact(&mut got).await.map(|_| got.len())
+        });
+        let bound = Duration::from_secs(10);
+        tokio::time::timeout(bound, conn.flush())
+            .await
+            .unwrap()
+            .unwrap();
+        let got = tokio::time::timeout(bound, reader).await;
+        assert!(matches!(got, Ok(Ok(Ok(n))) if n == len), "{got:?}");
+    }
 }
