@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{Backend, Config, ServerConfig};
 use crate::hooks::build::{rebuild, wal_entry, BuildEnv, HookError};
@@ -199,6 +199,13 @@ impl Server {
             hooks = ?service.hooks(),
             "hookv listening"
         );
+        if let Some(user) = ungrantable_cert_user(reloader.config()) {
+            warn!(
+                user,
+                "an auth user has a cert_subject, but no listener asks for client certificates \
+                 ([server.tls] client_ca is not set): only tokens can log in"
+            );
+        }
         let reloads =
             hangups.map(|hangups| tokio::spawn(reloader.on_hangups(hangups, service.clone())));
         let served = crate::server::serve(listeners, service.clone(), &limits, shutdown).await;
@@ -226,6 +233,29 @@ pub async fn serve(config: &Config, listen: Option<SocketAddr>) -> Result<(), Se
     let shutdown = shutdown_signal().map_err(ServerError::Signals)?;
     let server = Server::listen(config, built, listen.unwrap_or(config.server.listen)).await?;
     server.serve(shutdown, Some(hangups)).await
+}
+
+/// The name of an auth user with a `cert_subject` in `config`, if no
+/// listener asks for client certificates (no `[server.tls] client_ca`).
+fn ungrantable_cert_user(config: &Config) -> Option<String> {
+    if config
+        .server
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.client_ca.is_some())
+    {
+        return None;
+    }
+    let users = config
+        .hooks
+        .iter()
+        .filter(|entry| entry.kind() == Some("auth"))
+        .filter_map(|entry| entry.table.get("users")?.as_array())
+        .flatten()
+        .filter_map(toml::Value::as_table);
+    users
+        .filter(|user| user.contains_key("cert_subject"))
+        .find_map(|user| Some(user.get("name")?.as_str()?.to_owned()))
 }
 
 /// Binds `addr` (`key` names it in errors); the address bound.

@@ -122,6 +122,12 @@ impl Reloader {
         }
     }
 
+    /// The config running now (as last loaded; restart-only sections as
+    /// at start).
+    pub fn config(&self) -> &Config {
+        &self.running
+    }
+
     /// Re-reads the config file, reloads the TLS files (logging how that
     /// went), and swaps the new chain into `service`.
     pub fn reload<S: Storage>(&mut self, service: &Service<S>) -> Result<Reloaded, ReloadError> {

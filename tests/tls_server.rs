@@ -546,3 +546,18 @@ async fn certificates_rotate_on_sighup_under_load_without_a_failed_request() {
     }
     server.stop_cleanly();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_users_without_client_certificates_are_warned_of_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(&config(dir.path(), &format!("{PATIENT}{}", auth_hook())));
+    let line = server.wait_for_log("no listener asks for client certificates");
+    assert!(
+        line.contains("WARN") && line.contains("user=\"billing\""),
+        "{line}"
+    );
+    let mut c = server.client().await;
+    assert_eq!(status(bounded(c.hget("invoices", "a1")).await), 401);
+    assert_eq!(status(bounded(c.auth(ADMIN_TOKEN)).await), 200);
+    server.stop_cleanly();
+}
