@@ -456,7 +456,7 @@ async fn load(
     let mut round = 0u64;
     while !stop.load(Ordering::Relaxed) {
         round += 1;
-        if reconnect && round % 5 == 0 {
+        if reconnect && round.is_multiple_of(5) {
             c = connect(addr, &tls).await.unwrap();
         }
         let reqs: Vec<_> = (0..8)
