@@ -29,8 +29,9 @@ pub(super) enum End {
     /// A hook asked for the connection to close ([`HookCtx::close_after_answer`]).
     Requested,
     /// The TLS handshake failed (a plaintext client on the TLS port, no
-    /// or a refused client certificate, ...).
-    Handshake(AcceptError),
+    /// or a refused client certificate, ...). Boxed: an `End` is held
+    /// through every connection's loop, and rustls's errors are large.
+    Handshake(Box<AcceptError>),
     /// The TLS handshake did not finish within `frame_timeout_secs`.
     HandshakeTimeout {
         /// The configured limit.
@@ -71,7 +72,7 @@ impl End {
             End::Requested => debug!(conn, %peer, "a hook closed the connection"),
             // A client that went away mid-handshake (a port scan, a health
             // check that only connects) is not worth a warning.
-            End::Handshake(AcceptError::Io(e)) => {
+            End::Handshake(e) if matches!(**e, AcceptError::Io(_)) => {
                 crate::log_limited!(debug, conn, %peer, error = %e, "TLS handshake not finished: the client went away")
             }
             End::Handshake(e) => {

@@ -108,37 +108,67 @@ pub async fn serve<S: Storage>(
 ) {
     // Commands that size their answers (hscan pages) read it from here.
     ctx.set_max_frame_bytes(limits.max_frame_bytes);
+    let tcp = match incoming {
+        Incoming::Plain(tcp) => tcp,
+        // On the heap: the TLS state (a stream alone is 1.2 KB) would
+        // otherwise make every plaintext connection's task that much larger.
+        Incoming::Tls(tcp, tls) => {
+            return Box::pin(serve_tls(tcp, tls, ctx, service, limits, shared, shutdown)).await
+        }
+    };
     // Created once: each `cancelled()` call registers a waiter under a lock.
     let stopped = shutdown.cancelled_owned();
     tokio::pin!(stopped);
-    // Counted from accept, so a TLS handshake counts too.
     let admission = Admission::new(&service, &shared);
-    let (tcp, tls) = match incoming {
-        Incoming::Plain(tcp) => {
-            let (handler, first) = Handler::new(tcp, ctx, service, &limits, &shared, admission);
-            return handler.serve(first, stopped).await;
-        }
-        Incoming::Tls(tcp, tls) => (tcp, tls),
-    };
-    if let Some(refusal) = admission.refused {
+    let mut handler = Handler::new(tcp, ctx, service, &limits, &shared, admission);
+    handler.serve(stopped).await;
+}
+
+/// [`serve`] for a connection on the TLS port: counted among the
+/// unauthenticated from accept (refused before any handshake past
+/// `max_unauthenticated`), then the handshake, then served as any other.
+async fn serve_tls<S: Storage>(
+    tcp: TcpStream,
+    tls: Arc<ServerTls>,
+    mut ctx: HookCtx,
+    service: Service<S>,
+    limits: Limits,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let stopped = shutdown.cancelled_owned();
+    tokio::pin!(stopped);
+    let mut admission = Admission::new(&service, &shared);
+    if let Some(refusal) = admission.refused.take() {
         return End::Limit(refusal).log(&ctx);
     }
-    let accepted = tokio::select! {
+    match handshake(tcp, &tls, limits.frame_timeout, stopped.as_mut()).await {
+        Ok(Accepted { stream, identity }) => {
+            ctx.set_identity(identity);
+            let mut handler = Handler::new(stream, ctx, service, &limits, &shared, admission);
+            handler.serve(stopped).await;
+        }
+        Err(end) => end.log(&ctx),
+    }
+}
+
+/// Runs the server side of a TLS handshake on `tcp`, for at most
+/// `timeout` (`frame_timeout_secs`) and not past shutdown.
+async fn handshake(
+    tcp: TcpStream,
+    tls: &ServerTls,
+    timeout: Duration,
+    stopped: Pin<&mut WaitForCancellationFutureOwned>,
+) -> Result<Accepted, End> {
+    let accept = tokio::time::timeout(timeout, tls.accept(tcp));
+    tokio::select! {
         // Nothing was read yet: nothing to answer.
-        () = &mut stopped => return End::Shutdown.log(&ctx),
-        done = tokio::time::timeout(limits.frame_timeout, tls.accept(tcp)) => match done {
-            Ok(Ok(accepted)) => accepted,
-            Ok(Err(e)) => return End::Handshake(e).log(&ctx),
-            Err(_elapsed) => {
-                let secs = limits.frame_timeout.as_secs();
-                return End::HandshakeTimeout { secs }.log(&ctx);
-            }
+        () = stopped => Err(End::Shutdown),
+        done = accept => match done {
+            Ok(accepted) => accepted.map_err(|e| End::Handshake(Box::new(e))),
+            Err(_elapsed) => Err(End::HandshakeTimeout { secs: timeout.as_secs() }),
         },
-    };
-    let Accepted { stream, identity } = accepted;
-    ctx.set_identity(identity);
-    let (handler, first) = Handler::new(stream, ctx, service, &limits, &shared, admission);
-    handler.serve(first, stopped).await;
+    }
 }
 
 /// A new connection's place among those that must still authenticate,
@@ -173,6 +203,8 @@ struct Handler<'a, S, T> {
     service: Service<S>,
     /// The connection's place among those that must still authenticate.
     unauthenticated: Unauthenticated<'a>,
+    /// Set when `max_unauthenticated` refused it: its only answer.
+    refused: Option<Refusal>,
     auth_timeout: Duration,
 }
 
@@ -213,8 +245,7 @@ struct Batch {
 }
 
 impl<'a, S: Storage, T: Transport> Handler<'a, S, T> {
-    /// A handler for `stream`, admitted as `admission` says, and what it
-    /// does first: read, or answer the refusal (503) and close.
+    /// A handler for `stream`, admitted as `admission` says.
     fn new(
         stream: T,
         ctx: HookCtx,
@@ -222,39 +253,35 @@ impl<'a, S: Storage, T: Transport> Handler<'a, S, T> {
         limits: &Limits,
         shared: &'a Shared,
         admission: Admission<'a>,
-    ) -> (Self, After) {
+    ) -> Self {
         let mut conn = Connection::new(stream, limits, &shared.unsent, ctx.started());
         if admission.unauthenticated.is_counted() {
             conn.set_auth_due(Some(ctx.started() + limits.auth_timeout));
         }
-        let first = match admission.refused {
-            None => After::Read,
-            Some(refusal) => After::More(Some(End::Limit(refusal))),
-        };
-        let handler = Self {
+        Self {
             conn,
             unauthenticated: admission.unauthenticated,
+            refused: admission.refused,
             auth_timeout: limits.auth_timeout,
             service,
             ctx,
-        };
-        (handler, first)
+        }
     }
 
     /// Serves the connection until it ends, then closes it and logs why.
-    async fn serve(mut self, first: After, stopped: Pin<&mut WaitForCancellationFutureOwned>) {
-        let end = self.run(first, stopped).await;
+    async fn serve(&mut self, stopped: Pin<&mut WaitForCancellationFutureOwned>) {
+        let end = self.run(stopped).await;
         self.conn.close();
         end.log(&self.ctx);
     }
 
-    /// Answers batch after batch until the connection ends.
-    async fn run(
-        &mut self,
-        first: After,
-        mut stopped: Pin<&mut WaitForCancellationFutureOwned>,
-    ) -> End {
-        let mut after = first;
+    /// Answers batch after batch until the connection ends: first the
+    /// refusal (503), if admission refused it.
+    async fn run(&mut self, mut stopped: Pin<&mut WaitForCancellationFutureOwned>) -> End {
+        let mut after = match self.refused.take() {
+            None => After::Read,
+            Some(refusal) => After::More(Some(End::Limit(refusal))),
+        };
         loop {
             let ending = match after {
                 After::Read => match self.conn.read_batch(&mut self.ctx, stopped.as_mut()).await {
