@@ -2,12 +2,14 @@
 //! once it has parsed its arguments, and what tests start in process.
 //!
 //! ```text
-//! config ─ storage (memory | sled) ─ WalStore over it (a wal entry) ─ service ─ listener ─ run
-//!                                                                       ├ hook chain ([[hooks]])
-//!                                                                       └ write barrier: the log's, sled's, or both
+//! config ─ [server.tls] files ─ storage (memory | sled) ─ WalStore over it (a wal entry) ─ service ─ listeners ─ run
+//!                                                                                            ├ hook chain ([[hooks]])
+//!                                                                                            └ write barrier: the log's, sled's, or both
 //! ```
 //!
-//! In that order, because each wraps or needs the one before: the log
+//! The certificate files are read and checked first, so a bad one stops
+//! the start before the log replays. Then in that order, because each
+//! wraps or needs the one before: the log
 //! replays into the storage before anything serves, and the wal entry of
 //! the chain is the log opened then. A write is answered once every
 //! barrier holds: the log's (its records written or fsync'd) and, with
@@ -17,7 +19,8 @@
 //! [`Server::run`] serves until a future completes, then drains the
 //! connections, flushes storage, shuts the hooks down and closes the log.
 //! [`serve`] is the binary's whole life: the same, stopped by SIGINT or
-//! SIGTERM, with SIGHUP reloading the hook chain (`crate::reload`).
+//! SIGTERM, with SIGHUP reloading the hook chain and the certificate files
+//! (`crate::reload`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,14 +29,16 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{Backend, Config, ServerConfig};
 use crate::hooks::build::{rebuild, wal_entry, BuildEnv, HookError};
 use crate::hooks::{BothBarriers, WriteBarrier};
 use crate::reload::Reloader;
+use crate::server::Listeners;
 use crate::service::{Service, ServiceInner};
 use crate::storage::{MemTable, SledDb, Storage, StorageError};
+use crate::tls::{ServerTls, TlsError};
 use crate::wal::Wal;
 
 /// Why the server could not start, or failed when it stopped.
@@ -51,13 +56,18 @@ pub enum ServerError {
     #[error(transparent)]
     Hook(#[from] HookError),
     /// The listen address cannot be bound.
-    #[error("server.listen {addr}: cannot listen: {source}")]
+    #[error("{key} {addr}: cannot listen: {source}")]
     Listen {
+        /// `server.listen` or `server.tls.plaintext_listen`.
+        key: &'static str,
         /// The address.
         addr: SocketAddr,
         /// Why.
         source: std::io::Error,
     },
+    /// A `[server.tls]` file cannot be used (the message names it).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The configured backend is not served by this build yet.
     #[error("storage.backend = {0:?}: not served yet (the request path is not async yet)")]
     NotServed(&'static str),
@@ -74,8 +84,9 @@ pub enum ServerError {
 
 /// A server built from a config and listening, not yet serving.
 pub struct Server {
-    listener: TcpListener,
+    listeners: Listeners,
     addr: SocketAddr,
+    plaintext_addr: Option<SocketAddr>,
     service: Service<Arc<dyn Storage>>,
     /// Swaps in a new hook chain when the config file changes.
     reloader: Reloader,
@@ -91,25 +102,36 @@ struct Built {
     service: Service<Arc<dyn Storage>>,
     reloader: Reloader,
     wal: Option<Arc<Wal>>,
+    /// `[server.tls]`, loaded; the reloader holds it too.
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl Server {
-    /// Builds the server `config` describes (storage, the write-ahead log
-    /// over it, the hook chain, the write barriers) and binds
-    /// `[server] listen` (port 0: a free port; see [`Server::local_addr`]).
-    /// Nothing is served until [`Server::run`].
+    /// Builds the server `config` describes (its TLS certificate, storage,
+    /// the write-ahead log over it, the hook chain, the write barriers) and
+    /// binds `[server] listen` (port 0: a free port; see
+    /// [`Server::local_addr`]) and `plaintext_listen`, if set. Nothing is
+    /// served until [`Server::run`].
     pub async fn from_config(config: &Config) -> Result<Self, ServerError> {
         let built = build(config)?;
         Self::listen(config, built, config.server.listen).await
     }
 
     async fn listen(config: &Config, built: Built, addr: SocketAddr) -> Result<Self, ServerError> {
-        let listen_error = |source| ServerError::Listen { addr, source };
-        let listener = TcpListener::bind(addr).await.map_err(listen_error)?;
-        let addr = listener.local_addr().map_err(listen_error)?;
+        let (main, addr) = bind("server.listen", addr).await?;
+        let plaintext = match config.server.tls.as_ref().and_then(|t| t.plaintext_listen) {
+            Some(addr) => Some(bind("server.tls.plaintext_listen", addr).await?),
+            None => None,
+        };
+        let plaintext_addr = plaintext.as_ref().map(|(_, addr)| *addr);
         Ok(Self {
-            listener,
+            listeners: Listeners {
+                main,
+                tls: built.tls,
+                plaintext: plaintext.map(|(listener, _)| listener),
+            },
             addr,
+            plaintext_addr,
             service: built.service,
             reloader: built.reloader,
             wal: built.wal,
@@ -118,9 +140,15 @@ impl Server {
         })
     }
 
-    /// The address the server listens on.
+    /// The address the server listens on (`[server] listen`: TLS when
+    /// `[server.tls]` is set).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the plaintext listener (`plaintext_listen`), if any.
+    pub fn plaintext_addr(&self) -> Option<SocketAddr> {
+        self.plaintext_addr
     }
 
     /// The service connections are handed to (its storage, its hooks).
@@ -151,18 +179,36 @@ impl Server {
         hangups: Option<Signal>,
     ) -> Result<(), ServerError> {
         let Self {
-            listener,
+            listeners,
             addr,
+            plaintext_addr,
             service,
             reloader,
             wal,
             limits,
             backend,
         } = self;
-        info!(%addr, ?backend, hooks = ?service.hooks(), "hookv listening");
+        let tls = listeners.tls.as_ref().map(|tls| tls.info());
+        info!(
+            %addr,
+            tls = tls.as_ref().map(|t| t.subject.as_str()),
+            client_certificates = tls.as_ref().map(|t| t.client_auth),
+            expires = tls.as_ref().map(|t| humantime::format_rfc3339_seconds(t.not_after).to_string()),
+            plaintext = plaintext_addr.map(|a| a.to_string()),
+            ?backend,
+            hooks = ?service.hooks(),
+            "hookv listening"
+        );
+        if let Some(user) = ungrantable_cert_user(reloader.config()) {
+            warn!(
+                user,
+                "an auth user has a cert_subject, but no listener asks for client certificates \
+                 ([server.tls] client_ca is not set): only tokens can log in"
+            );
+        }
         let reloads =
             hangups.map(|hangups| tokio::spawn(reloader.on_hangups(hangups, service.clone())));
-        let served = crate::server::run(listener, service.clone(), &limits, shutdown).await;
+        let served = crate::server::serve(listeners, service.clone(), &limits, shutdown).await;
         if let Some(reloads) = reloads {
             reloads.abort();
         }
@@ -189,8 +235,47 @@ pub async fn serve(config: &Config, listen: Option<SocketAddr>) -> Result<(), Se
     server.serve(shutdown, Some(hangups)).await
 }
 
-/// Storage, the log over it, the hook chain and the barriers of `config`.
+/// The name of an auth user with a `cert_subject` in `config`, if no
+/// listener asks for client certificates (no `[server.tls] client_ca`).
+fn ungrantable_cert_user(config: &Config) -> Option<String> {
+    if config
+        .server
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.client_ca.is_some())
+    {
+        return None;
+    }
+    let users = config
+        .hooks
+        .iter()
+        .filter(|entry| entry.kind() == Some("auth"))
+        .filter_map(|entry| entry.table.get("users")?.as_array())
+        .flatten()
+        .filter_map(toml::Value::as_table);
+    users
+        .filter(|user| user.contains_key("cert_subject"))
+        .find_map(|user| Some(user.get("name")?.as_str()?.to_owned()))
+}
+
+/// Binds `addr` (`key` names it in errors); the address bound.
+async fn bind(
+    key: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let listen_error = |source| ServerError::Listen { key, addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(listen_error)?;
+    let addr = listener.local_addr().map_err(listen_error)?;
+    Ok((listener, addr))
+}
+
+/// The TLS certificate, storage, the log over it, the hook chain and the
+/// barriers of `config`.
 fn build(config: &Config) -> Result<Built, ServerError> {
+    let tls = match &config.server.tls {
+        Some(settings) => Some(Arc::new(ServerTls::load(settings)?)),
+        None => None,
+    };
     // sled with `sync = "always"` answers writes only once flushed: its barrier.
     let (store, sled_barrier): (Arc<dyn Storage>, Option<Arc<dyn WriteBarrier>>) =
         match config.storage.backend {
@@ -231,11 +316,12 @@ fn build(config: &Config) -> Result<Built, ServerError> {
         (None, None) => {}
     }
     let service: Service<Arc<dyn Storage>> = inner.into();
-    let reloader = Reloader::new(config.clone(), built, wal.clone());
+    let reloader = Reloader::new(config.clone(), built, wal.clone(), tls.clone());
     Ok(Built {
         service,
         reloader,
         wal,
+        tls,
     })
 }
 

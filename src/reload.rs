@@ -1,6 +1,8 @@
-//! Reloading the hook chain from `config.toml` while serving.
+//! Reloading the hook chain and the TLS certificate from `config.toml`
+//! while serving.
 //!
-//! On SIGHUP the server re-reads its config file, builds a complete new
+//! On SIGHUP the server re-reads its config file, reads the `[server.tls]`
+//! files again (certificate rotation: below), builds a complete new
 //! chain (initialising every new hook, loading new plugins), and swaps it in
 //! atomically ([`Service::replace_hooks`]: an `ArcSwap`, so the request path
 //! takes no lock). A batch of requests already running finishes on the chain
@@ -16,7 +18,17 @@
 //!   nothing: the running chain stays, and the error (file, line, key,
 //!   reason) is logged and returned.
 //! - `[server]`, `[storage]` and `[log]` take effect only on restart; a reload
-//!   that changes them says so in the log.
+//!   that changes them says so in the log. The exception is the files of
+//!   `[server.tls]` (`cert`, `key`, `client_ca`), below.
+//! - With `[server.tls]`, every reload reads the certificate, key and CA
+//!   files again, at the paths the new config names (or the running ones,
+//!   if it has no `[server.tls]`), checks them as the start does, and swaps
+//!   them in for new handshakes (`ServerTls::reload`); connections already
+//!   open keep their session. Files that fail a check (a certificate
+//!   without its new key, an expired one) change nothing: the running
+//!   certificate stays and the log says why. This happens before the hook
+//!   chain is built and whatever becomes of it: a hook that fails to build
+//!   does not hold a rotation back, nor the other way round.
 //! - The `wal` hook wraps the storage, so it is fixed at start: the log
 //!   opened then runs until the server stops. A reload is compared with that
 //!   log, not with the config the previous reload installed: a wal entry
@@ -44,6 +56,7 @@ use crate::hooks::build::{rebuild, wal_entry, BuildEnv, BuiltChain, Changes, Hoo
 use crate::hooks::{Hook, HookChain};
 use crate::service::Service;
 use crate::storage::Storage;
+use crate::tls::ServerTls;
 use crate::wal::{Wal, WalOptions};
 
 /// Why a reload changed nothing.
@@ -82,14 +95,22 @@ pub struct Reloader {
     /// The options that log was opened with: what a wal entry is compared
     /// with. `None` exactly when there is no log.
     opened: Option<WalOptions>,
+    /// `[server.tls]` as the listener uses it, when the server speaks TLS.
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl Reloader {
     /// `config` is the running config as loaded from its `path` (without
     /// command-line overrides, so that reloading the same file changes
     /// nothing), `built` the chain the service runs, `wal` the log opened
-    /// at start (from this config's wal entry).
-    pub fn new(config: Config, built: BuiltChain, wal: Option<Arc<Wal>>) -> Self {
+    /// at start (from this config's wal entry), `tls` the certificate the
+    /// listener serves (from this config's `[server.tls]`).
+    pub fn new(
+        config: Config,
+        built: BuiltChain,
+        wal: Option<Arc<Wal>>,
+        tls: Option<Arc<ServerTls>>,
+    ) -> Self {
         let opened = wal.as_ref().map(|wal| wal.options().clone());
         Self {
             path: config.path.clone(),
@@ -97,15 +118,24 @@ impl Reloader {
             built,
             wal,
             opened,
+            tls,
         }
     }
 
-    /// Re-reads the config file and swaps the new chain into `service`.
+    /// The config running now (as last loaded; restart-only sections as
+    /// at start).
+    pub fn config(&self) -> &Config {
+        &self.running
+    }
+
+    /// Re-reads the config file, reloads the TLS files (logging how that
+    /// went), and swaps the new chain into `service`.
     pub fn reload<S: Storage>(&mut self, service: &Service<S>) -> Result<Reloaded, ReloadError> {
         let mut config = Config::load(&self.path)?;
+        self.reload_tls(&config);
         // Restart-only sections keep their running values; say which differ.
         let mut needs_restart = Vec::new();
-        if config.server != self.running.server {
+        if config.server.differs_for_restart(&self.running.server) {
             needs_restart.push("server");
         }
         if config.storage != self.running.storage {
@@ -147,6 +177,34 @@ impl Reloader {
             changes,
             needs_restart,
         })
+    }
+
+    /// Reads the `[server.tls]` files again, at the paths `config` names
+    /// (the running ones if it has no `[server.tls]`), and serves them to
+    /// new handshakes if every check passes; else the running certificate
+    /// stays. Logs either way: the outcome is not the hook chain's.
+    fn reload_tls(&mut self, config: &Config) {
+        let (Some(tls), Some(running)) = (&self.tls, &mut self.running.server.tls) else {
+            return;
+        };
+        let wanted = config.server.tls.as_ref().unwrap_or(running);
+        match tls.reload(wanted) {
+            Ok(info) => {
+                tracing::info!(
+                    certificate = %info.subject,
+                    expires = %humantime::format_rfc3339_seconds(info.not_after),
+                    client_certificates = info.client_auth,
+                    "TLS files reloaded; new connections get them"
+                );
+                // What the next reload compares with (the listeners stay).
+                let plaintext_listen = running.plaintext_listen;
+                *running = wanted.clone();
+                running.plaintext_listen = plaintext_listen;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "TLS reload failed; the running certificate stays")
+            }
+        }
     }
 
     /// Reloads on every SIGHUP (`hangups`) until the task is dropped,

@@ -1,31 +1,86 @@
 //! The accept loop: admit connections up to the limit, serve each in its own
 //! task, and shut down gracefully.
+//!
+//! Connections come from [`Listeners`]: the `listen` socket, which speaks
+//! TLS when `[server.tls]` is set, and optionally a second, plaintext one
+//! (`plaintext_listen`). One loop accepts from both, under one connection
+//! limit; a TLS handshake runs in the connection's own task (see
+//! [`crate::connection`]), so a slow one never holds up the loop.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::ServerConfig;
-use crate::connection::{self, Limits, Shared};
+use crate::connection::{self, Incoming, Limits, Shared};
 use crate::hooks::HookCtx;
 use crate::service::Service;
 use crate::storage::Storage;
+use crate::tls::ServerTls;
 
-/// Serves `listener` until `shutdown` completes, then stops accepting, lets
+/// The sockets a server accepts connections on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// `[server] listen`.
+    pub main: TcpListener,
+    /// With `[server.tls]`: `main` speaks TLS with this config only.
+    pub tls: Option<Arc<ServerTls>>,
+    /// `[server.tls] plaintext_listen`: a second socket, without TLS.
+    pub plaintext: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// One plaintext socket.
+    pub fn plain(listener: TcpListener) -> Self {
+        Self {
+            main: listener,
+            tls: None,
+            plaintext: None,
+        }
+    }
+
+    /// The next connection from either socket, as the connection will
+    /// take it (TLS handshake still to run, or not).
+    async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr, Option<Arc<ServerTls>>)> {
+        let (accepted, tls) = match &self.plaintext {
+            None => (self.main.accept().await, self.tls.as_ref()),
+            Some(plaintext) => tokio::select! {
+                accepted = self.main.accept() => (accepted, self.tls.as_ref()),
+                accepted = plaintext.accept() => (accepted, None),
+            },
+        };
+        let (stream, peer) = accepted?;
+        Ok((stream, peer, tls.cloned()))
+    }
+}
+
+/// Serves `listener` (plain TCP) until `shutdown` completes: [`serve`]
+/// with one plaintext listener.
+pub async fn run<S: Storage>(
+    listener: TcpListener,
+    service: Service<S>,
+    config: &ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), crate::storage::StorageError> {
+    serve(Listeners::plain(listener), service, config, shutdown).await
+}
+
+/// Serves `listeners` until `shutdown` completes, then stops accepting, lets
 /// open connections finish what they already read (up to
 /// `shutdown_grace_secs`), and flushes storage.
 ///
 /// Only a storage flush failure at the end is an error; accept errors are
 /// logged and retried with backoff, connection errors end that connection.
-pub async fn run<S: Storage>(
-    listener: TcpListener,
+pub async fn serve<S: Storage>(
+    listeners: Listeners,
     service: Service<S>,
     config: &ServerConfig,
     shutdown: impl Future<Output = ()>,
@@ -49,7 +104,7 @@ pub async fn run<S: Storage>(
             let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                 return; // the semaphore is never closed
             };
-            let (stream, peer) = match listener.accept().await {
+            let (stream, peer, tls) = match listeners.accept().await {
                 Ok(accepted) => {
                     backoff = Duration::from_millis(5);
                     accepted
@@ -71,8 +126,12 @@ pub async fn run<S: Storage>(
             let service = service.clone();
             let stop = stop.clone();
             let shared = Arc::clone(&shared);
+            let incoming = match tls {
+                None => Incoming::Plain(stream),
+                Some(tls) => Incoming::Tls(stream, tls),
+            };
             tasks.spawn(async move {
-                connection::serve(stream, ctx, service, limits, shared, stop).await;
+                connection::serve(incoming, ctx, service, limits, shared, stop).await;
                 drop(permit);
             });
         }
@@ -82,7 +141,7 @@ pub async fn run<S: Storage>(
         () = accept_loop => {}
         () = shutdown => info!("shutting down: no new connections"),
     }
-    drop(listener);
+    drop(listeners);
     stop.cancel();
     tasks.close();
     let grace = Duration::from_secs(config.shutdown_grace_secs);

@@ -3,6 +3,7 @@
 //! from `ServerTls` (with and without client certificates), reloads that
 //! keep the running certificate when the new one is bad, and
 //! `hookv-cli --tls`. Certificates are made at run time (support::certs).
+//! The server's own TLS listener: tests/tls_server.rs.
 
 mod support;
 
@@ -54,7 +55,7 @@ type Handshake = Result<Option<Vec<String>>, AcceptError>;
 
 /// A minimal TLS server on 127.0.0.1:0 built from `tls`: each request is
 /// answered 200 with the client certificate's names as values (no storage,
-/// no hooks: those are the real server's, wired in phase 2).
+/// no hooks: the real server's are tested in tests/tls_server.rs).
 async fn serve(tls: Arc<ServerTls>) -> (String, mpsc::UnboundedReceiver<Handshake>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();

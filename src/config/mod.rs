@@ -23,7 +23,7 @@ use position::{line_column, position};
 use server::{
     min_unsent_bytes, why, wide, HOUR, MAX_CONNECTIONS, MAX_UNSENT_BYTES, MAX_WORKER_THREADS, WEEK,
 };
-pub use server::{ServerConfig, TlsConfig, MAX_FRAME_BYTES_LIMIT, MIN_FRAME_BYTES, TLS_LISTENER};
+pub use server::{ServerConfig, TlsConfig, MAX_FRAME_BYTES_LIMIT, MIN_FRAME_BYTES};
 pub use storage::{Backend, StorageConfig, SyncPolicy};
 
 /// The whole file.
@@ -139,20 +139,6 @@ pub enum ConfigError {
         /// Why it is refused, saying what is accepted.
         reason: String,
     },
-    /// A section this build of the server does not serve yet.
-    #[error("{path}:{line}:{column}: {key}: {reason}")]
-    Unsupported {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line of the section.
-        line: usize,
-        /// 1-based column of the section.
-        column: usize,
-        /// The section, e.g. `server.tls`.
-        key: &'static str,
-        /// What to do instead.
-        reason: &'static str,
-    },
 }
 
 impl Config {
@@ -165,18 +151,6 @@ impl Config {
         })?;
         let mut config = Self::parse(&text, path)?;
         config.resolve_paths(path.parent().map(Path::to_owned).unwrap_or_default());
-        if config.server.tls.is_some() && !TLS_LISTENER {
-            let (line, column) = position(&text, "server.tls").unwrap_or((1, 1));
-            return Err(ConfigError::Unsupported {
-                path: path.to_owned(),
-                line,
-                column,
-                key: "server.tls",
-                reason: "this hookv-server cannot serve TLS yet (its listener is not wired to \
-                         the tls module), and it will not answer in clear instead: remove \
-                         [server.tls], or put a TLS proxy in front",
-            });
-        }
         Ok(config)
     }
 

@@ -90,14 +90,21 @@ impl TlsConfig {
     }
 }
 
-/// Whether this build's `hookv-server` serves `[server.tls]`. The TLS
-/// material, the identity and the client are in place (the `tls` module);
-/// the listener is wired to them in a second step (issue 14, phase 2). Until
-/// then [`Config::load`] refuses a `[server.tls]` table: a server told to
-/// speak TLS must never answer in clear instead.
-pub const TLS_LISTENER: bool = false;
-
 impl ServerConfig {
+    /// Whether `other` differs from this config in what only a restart
+    /// applies: every key but the files of `[server.tls]` (`cert`, `key`,
+    /// `client_ca`), which a reload (SIGHUP) reads again. Adding or
+    /// removing `[server.tls]`, or changing `plaintext_listen`, changes the
+    /// listeners: restart-only.
+    pub fn differs_for_restart(&self, other: &ServerConfig) -> bool {
+        let listeners = |c: &ServerConfig| c.tls.as_ref().map(|tls| tls.plaintext_listen);
+        let rest = |c: &ServerConfig| ServerConfig {
+            tls: None,
+            ..c.clone()
+        };
+        listeners(self) != listeners(other) || rest(self) != rest(other)
+    }
+
     /// `max_unauthenticated` as it applies: as configured, or a quarter of
     /// `max_connections` (at least 1).
     pub fn max_unauthenticated(&self) -> usize {

@@ -277,18 +277,34 @@ fn server_tls_mistakes_name_file_line_and_key() {
 }
 
 #[test]
-fn a_server_without_a_tls_listener_refuses_server_tls_rather_than_serve_in_clear() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, TLS).unwrap();
-    let msg = Config::load(&path).unwrap_err().to_string();
-    assert!(msg.starts_with(&format!("{}:4:", path.display())), "{msg}");
-    assert!(
-        msg.contains("server.tls: this hookv-server cannot serve TLS yet"),
-        "{msg}"
-    );
-    std::fs::write(&path, "[server]\n").unwrap();
-    Config::load(&path).unwrap();
+fn a_reload_applies_new_certificate_files_and_nothing_else_of_server() {
+    let base = parse(TLS).unwrap().server;
+    let with = |f: &dyn Fn(&mut ServerConfig)| {
+        let mut c = base.clone();
+        f(&mut c);
+        c
+    };
+    // The files of [server.tls] are read again by a reload.
+    for reloadable in [
+        with(&|c| c.tls.as_mut().unwrap().cert = "new.pem".into()),
+        with(&|c| c.tls.as_mut().unwrap().key = "new.key".into()),
+        with(&|c| c.tls.as_mut().unwrap().client_ca = Some("ca.pem".into())),
+    ] {
+        assert_ne!(reloadable, base);
+        assert!(!base.differs_for_restart(&reloadable), "{reloadable:?}");
+    }
+    // Listeners and limits need a restart.
+    for restart in [
+        with(&|c| c.tls = None),
+        with(&|c| c.tls.as_mut().unwrap().plaintext_listen = Some("127.0.0.1:1".parse().unwrap())),
+        with(&|c| c.max_connections = 7),
+        with(&|c| c.listen = "127.0.0.1:1".parse().unwrap()),
+    ] {
+        assert!(base.differs_for_restart(&restart), "{restart:?}");
+    }
+    let no_tls = with(&|c| c.tls = None);
+    assert!(no_tls.differs_for_restart(&base));
+    assert!(!no_tls.differs_for_restart(&no_tls.clone()));
 }
 
 #[test]

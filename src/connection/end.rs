@@ -5,6 +5,7 @@ use tracing::debug;
 use super::limits::Refusal;
 use crate::frame::FrameError;
 use crate::hooks::HookCtx;
+use crate::tls::AcceptError;
 
 /// Why a connection ended, for the log.
 #[derive(Debug)]
@@ -27,6 +28,17 @@ pub(super) enum End {
     },
     /// A hook asked for the connection to close ([`HookCtx::close_after_answer`]).
     Requested,
+    /// The TLS handshake failed (a plaintext client on the TLS port, no
+    /// or a refused client certificate, ...). Boxed: an `End` is held
+    /// through every connection's loop, and rustls's errors are large.
+    Handshake(Box<AcceptError>),
+    /// The TLS handshake did not finish within `frame_timeout_secs`.
+    HandshakeTimeout {
+        /// The configured limit.
+        secs: u64,
+    },
+    /// A TLS client on a plaintext port: its first bytes were a ClientHello.
+    TlsClient,
 }
 
 impl End {
@@ -58,6 +70,26 @@ impl End {
                 crate::log_limited!(info, conn, %peer, "connection idle too long, closed")
             }
             End::Requested => debug!(conn, %peer, "a hook closed the connection"),
+            // A client that went away mid-handshake (a port scan, a health
+            // check that only connects) is not worth a warning.
+            End::Handshake(e) if matches!(**e, AcceptError::Io(_)) => {
+                crate::log_limited!(debug, conn, %peer, error = %e, "TLS handshake not finished: the client went away")
+            }
+            End::Handshake(e) => {
+                crate::log_limited!(warn, conn, %peer, error = %e, "TLS handshake failed; closed")
+            }
+            End::HandshakeTimeout { secs } => crate::log_limited!(
+                warn,
+                conn,
+                %peer,
+                "TLS handshake not finished within frame_timeout_secs ({secs} s); closed"
+            ),
+            End::TlsClient => crate::log_limited!(
+                warn,
+                conn,
+                %peer,
+                "a TLS client on a plaintext port (its first bytes are a TLS ClientHello); closed"
+            ),
             End::Shutdown | End::PeerClosed | End::NotDurable => {
                 debug!(conn, %peer, reason = ?self, "connection closed")
             }

@@ -188,6 +188,11 @@ impl<'a> Unauthenticated<'a> {
         Ok(())
     }
 
+    /// True while the connection is counted (must still authenticate).
+    pub(super) fn is_counted(&self) -> bool {
+        self.place.is_some()
+    }
+
     /// Counted exactly while the connection `must` authenticate; true when
     /// that changed.
     pub(super) fn track(&mut self, must: bool) -> bool {

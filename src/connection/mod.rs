@@ -30,11 +30,29 @@
 //! read past (too large, compressed header, socket error), or on server
 //! shutdown (after answering what it already read).
 //!
+//! # TLS
+//!
+//! A connection from a TLS listener ([`Incoming::Tls`]) runs its handshake
+//! first, in its own task, holding the connection slot its permit gave it
+//! (the accept loop never waits for a handshake). Before the handshake it
+//! takes its place among the unauthenticated (while an auth hook is in the
+//! chain), so handshakes that never finish are bounded by
+//! `max_unauthenticated` as clients that never authenticate are; past the
+//! cap it is closed at once, without a handshake (a 503 would need one).
+//! The handshake must finish within `frame_timeout_secs`. A handshake that
+//! fails (a plaintext client on the TLS port, no client certificate or one
+//! the CA did not sign) or times out closes the connection with one log
+//! line saying which (rate-limited); nothing reaches the hooks. After it,
+//! the connection is the same as over TCP, with the client certificate's
+//! identity in [`HookCtx::identity`]. On the plaintext side, a TLS client
+//! (its first bytes a ClientHello) is closed at once and logged as such.
+//!
 //! # Layout
 //!
 //! The loop is `Handler::run`, below: read a batch, answer it, wait for
 //! the barrier if it wrote, flush, run `on_after_send`. Beside it:
-//! `stream.rs` (the `Connection`: socket, buffers, clocks), `answers.rs`
+//! `stream.rs` (the `Connection`: stream, buffers, clocks), `transport.rs`
+//! (the stream: TCP or TLS, a type parameter), `answers.rs`
 //! (a batch of answers encoded for one write), `deadlines.rs` (idle, frame
 //! and auth deadlines on one timer), `limits.rs` (the limits above and the
 //! [`Refusal`] that meets them), `end.rs` (why a connection ended, logged
@@ -55,21 +73,33 @@ use crate::frame::FrameError;
 use crate::hooks::{HookChain, HookCtx, NotifyMut};
 use crate::service::Service;
 use crate::storage::Storage;
+use crate::tls::{Accepted, ServerTls};
 
 mod answers;
 mod deadlines;
 mod end;
 mod limits;
 mod stream;
+mod transport;
 
 use end::End;
 use limits::Unauthenticated;
 pub use limits::{Limits, Refusal, Shared};
 use stream::{Connection, Read};
+pub use transport::Transport;
+
+/// A connection as the accept loop hands it over.
+#[derive(Debug)]
+pub enum Incoming {
+    /// Plain TCP: requests come at once.
+    Plain(TcpStream),
+    /// TCP whose TLS handshake, with this listener's config, comes first.
+    Tls(TcpStream, Arc<ServerTls>),
+}
 
 /// Serves one connection until it ends; never panics on client input.
 pub async fn serve<S: Storage>(
-    stream: TcpStream,
+    incoming: Incoming,
     mut ctx: HookCtx,
     service: Service<S>,
     limits: Limits,
@@ -78,28 +108,103 @@ pub async fn serve<S: Storage>(
 ) {
     // Commands that size their answers (hscan pages) read it from here.
     ctx.set_max_frame_bytes(limits.max_frame_bytes);
+    let tcp = match incoming {
+        Incoming::Plain(tcp) => tcp,
+        // On the heap: the TLS state (a stream alone is 1.2 KB) would
+        // otherwise make every plaintext connection's task that much larger.
+        Incoming::Tls(tcp, tls) => {
+            return Box::pin(serve_tls(tcp, tls, ctx, service, limits, shared, shutdown)).await
+        }
+    };
     // Created once: each `cancelled()` call registers a waiter under a lock.
     let stopped = shutdown.cancelled_owned();
     tokio::pin!(stopped);
-    let mut handler = Handler {
-        conn: Connection::new(stream, &limits, &shared.unsent, ctx.started()),
-        unauthenticated: Unauthenticated::new(&shared.unauthenticated),
-        auth_timeout: limits.auth_timeout,
-        service,
-        ctx,
-    };
-    let end = handler.run(stopped).await;
-    end.log(&handler.ctx);
+    let admission = Admission::new(&service, &shared);
+    let mut handler = Handler::new(tcp, ctx, service, &limits, &shared, admission);
+    handler.serve(stopped).await;
 }
 
-/// One connection being served: its socket, what hooks know of it, and the
+/// [`serve`] for a connection on the TLS port: counted among the
+/// unauthenticated from accept (refused before any handshake past
+/// `max_unauthenticated`), then the handshake, then served as any other.
+async fn serve_tls<S: Storage>(
+    tcp: TcpStream,
+    tls: Arc<ServerTls>,
+    mut ctx: HookCtx,
+    service: Service<S>,
+    limits: Limits,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let stopped = shutdown.cancelled_owned();
+    tokio::pin!(stopped);
+    let mut admission = Admission::new(&service, &shared);
+    if let Some(refusal) = admission.refused.take() {
+        return End::Limit(refusal).log(&ctx);
+    }
+    match handshake(tcp, &tls, limits.frame_timeout, stopped.as_mut()).await {
+        Ok(Accepted { stream, identity }) => {
+            ctx.set_identity(identity);
+            let mut handler = Handler::new(stream, ctx, service, &limits, &shared, admission);
+            handler.serve(stopped).await;
+        }
+        Err(end) => end.log(&ctx),
+    }
+}
+
+/// Runs the server side of a TLS handshake on `tcp`, for at most
+/// `timeout` (`frame_timeout_secs`) and not past shutdown.
+async fn handshake(
+    tcp: TcpStream,
+    tls: &ServerTls,
+    timeout: Duration,
+    stopped: Pin<&mut WaitForCancellationFutureOwned>,
+) -> Result<Accepted, End> {
+    let accept = tokio::time::timeout(timeout, tls.accept(tcp));
+    tokio::select! {
+        // Nothing was read yet: nothing to answer.
+        () = stopped => Err(End::Shutdown),
+        done = accept => match done {
+            Ok(accepted) => accepted.map_err(|e| End::Handshake(Box::new(e))),
+            Err(_elapsed) => Err(End::HandshakeTimeout { secs: timeout.as_secs() }),
+        },
+    }
+}
+
+/// A new connection's place among those that must still authenticate,
+/// taken at accept (before a TLS handshake).
+struct Admission<'a> {
+    unauthenticated: Unauthenticated<'a>,
+    /// Past `max_unauthenticated`: the connection is refused.
+    refused: Option<Refusal>,
+}
+
+impl<'a> Admission<'a> {
+    /// Counts a new connection among the unauthenticated while the chain
+    /// authenticates, unless `max_unauthenticated` are already.
+    fn new<S: Storage>(service: &Service<S>, shared: &'a Shared) -> Self {
+        let mut unauthenticated = Unauthenticated::new(&shared.unauthenticated);
+        let refused = match service.hooks().authenticates() {
+            true => unauthenticated.admit().err(),
+            false => None,
+        };
+        Self {
+            unauthenticated,
+            refused,
+        }
+    }
+}
+
+/// One connection being served: its stream, what hooks know of it, and the
 /// service that answers it.
-struct Handler<'a, S> {
-    conn: Connection<'a>,
+struct Handler<'a, S, T> {
+    conn: Connection<'a, T>,
     ctx: HookCtx,
     service: Service<S>,
     /// The connection's place among those that must still authenticate.
     unauthenticated: Unauthenticated<'a>,
+    /// Set when `max_unauthenticated` refused it: its only answer.
+    refused: Option<Refusal>,
     auth_timeout: Duration,
 }
 
@@ -139,10 +244,44 @@ struct Batch {
     after: After,
 }
 
-impl<S: Storage> Handler<'_, S> {
-    /// Answers batch after batch until the connection ends.
+impl<'a, S: Storage, T: Transport> Handler<'a, S, T> {
+    /// A handler for `stream`, admitted as `admission` says.
+    fn new(
+        stream: T,
+        ctx: HookCtx,
+        service: Service<S>,
+        limits: &Limits,
+        shared: &'a Shared,
+        admission: Admission<'a>,
+    ) -> Self {
+        let mut conn = Connection::new(stream, limits, &shared.unsent, ctx.started());
+        if admission.unauthenticated.is_counted() {
+            conn.set_auth_due(Some(ctx.started() + limits.auth_timeout));
+        }
+        Self {
+            conn,
+            unauthenticated: admission.unauthenticated,
+            refused: admission.refused,
+            auth_timeout: limits.auth_timeout,
+            service,
+            ctx,
+        }
+    }
+
+    /// Serves the connection until it ends, then closes it and logs why.
+    async fn serve(&mut self, stopped: Pin<&mut WaitForCancellationFutureOwned>) {
+        let end = self.run(stopped).await;
+        self.conn.close();
+        end.log(&self.ctx);
+    }
+
+    /// Answers batch after batch until the connection ends: first the
+    /// refusal (503), if admission refused it.
     async fn run(&mut self, mut stopped: Pin<&mut WaitForCancellationFutureOwned>) -> End {
-        let mut after = self.admit();
+        let mut after = match self.refused.take() {
+            None => After::Read,
+            Some(refusal) => After::More(Some(End::Limit(refusal))),
+        };
         loop {
             let ending = match after {
                 After::Read => match self.conn.read_batch(&mut self.ctx, stopped.as_mut()).await {
@@ -196,7 +335,7 @@ impl<S: Storage> Handler<'_, S> {
                 }
                 Ok(None) => break ending,
                 // The stream cannot be resynchronised: answer, then close.
-                Err(e) => break Some(End::Refused(e)),
+                Err(e) => break Some(self.conn.refused(e)),
             }
         };
         let Some(end) = end else {
@@ -218,22 +357,6 @@ impl<S: Storage> Handler<'_, S> {
         self.conn.written(&mut self.ctx, |ctx, req, res| {
             service.after_send(chain, ctx, req, res)
         });
-    }
-
-    /// Counts a new connection among the unauthenticated while the chain
-    /// authenticates; one past `max_unauthenticated` is answered 503.
-    fn admit(&mut self) -> After {
-        if !self.service.hooks().authenticates() {
-            return After::Read;
-        }
-        match self.unauthenticated.admit() {
-            Ok(()) => {
-                let due = self.ctx.started() + self.auth_timeout;
-                self.conn.set_auth_due(Some(due));
-                After::Read
-            }
-            Err(refusal) => After::More(Some(End::Limit(refusal))),
-        }
     }
 
     /// After a batch: the connection is counted among the unauthenticated,

@@ -1,5 +1,6 @@
-//! [`Connection`]: one client's socket, the bytes read from it, the answers
-//! waiting for it, and the clocks that bound both.
+//! [`Connection`]: one client's stream (TCP, or TLS over it: any
+//! [`Transport`]), the bytes read from it, the answers waiting for it, and
+//! the clocks that bound both.
 //!
 //! Reading: [`Connection::read_batch`] waits for the peer (or shutdown, or a
 //! deadline), then [`Connection::next_frame`] hands out the frames it
@@ -14,7 +15,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use hookv_plugin::pb::{status, CommandRequest, CommandResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
@@ -22,6 +22,7 @@ use super::answers::Answers;
 use super::deadlines::{Alarm, Deadlines};
 use super::end::End;
 use super::limits::{Budget, Limits};
+use super::transport::Transport;
 use crate::frame::{FrameCodec, FrameError};
 use crate::hooks::HookCtx;
 
@@ -40,10 +41,10 @@ const SHRINK_ABOVE: usize = 64 * 1024;
 /// their way (at most).
 const SHUTDOWN_READ_QUIET: Duration = Duration::from_millis(100);
 
-/// One client's socket and its buffers.
+/// One client's stream and its buffers.
 #[derive(Debug)]
-pub(super) struct Connection<'a> {
-    stream: TcpStream,
+pub(super) struct Connection<'a, T> {
+    stream: T,
     /// Cuts frames out of `rbuf`, refusing any over `max_frame_bytes`.
     codec: FrameCodec,
     /// Bytes read and not yet cut into frames.
@@ -70,14 +71,9 @@ pub(super) enum Read {
     Closed(End),
 }
 
-impl<'a> Connection<'a> {
+impl<'a, T: Transport> Connection<'a, T> {
     /// A connection accepted at `accepted`.
-    pub(super) fn new(
-        stream: TcpStream,
-        limits: &Limits,
-        unsent: &'a Budget,
-        accepted: Instant,
-    ) -> Self {
+    pub(super) fn new(stream: T, limits: &Limits, unsent: &'a Budget, accepted: Instant) -> Self {
         Self {
             stream,
             codec: FrameCodec::new(limits.max_frame_bytes),
@@ -127,16 +123,25 @@ impl<'a> Connection<'a> {
                     ctx.arrive();
                     self.clock.read(ctx.started());
                     return match read {
-                        Ok(0) => match self.codec.check_eof(&self.rbuf) {
-                            Ok(()) => Read::Closed(End::PeerClosed),
-                            // Report it: the peer may still read after closing its write half.
-                            Err(e) => Read::Last(End::Refused(e)),
-                        },
+                        // TLS: a peer that closes without `close_notify`
+                        // (many do) is an end of input like TCP's; a frame
+                        // it cut off is still reported as such.
+                        Ok(0) => self.eof(),
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => self.eof(),
                         Ok(_) => Read::Frames,
                         Err(e) => Read::Closed(End::Refused(FrameError::Io(e))),
                     };
                 }
             }
+        }
+    }
+
+    /// The peer ended its input.
+    fn eof(&self) -> Read {
+        match self.codec.check_eof(&self.rbuf) {
+            Ok(()) => Read::Closed(End::PeerClosed),
+            // Report it: the peer may still read after closing its write half.
+            Err(e) => Read::Last(End::Refused(e)),
         }
     }
 
@@ -149,6 +154,17 @@ impl<'a> Connection<'a> {
             self.clock.frame_done();
         }
         Ok(frame)
+    }
+
+    /// How the connection ends on `e`, a frame it cannot read past. A
+    /// "frame" that is a TLS ClientHello is a TLS client on a plaintext
+    /// port: it is told nothing (it could not read a hookv answer) and the
+    /// log says what it was.
+    pub(super) fn refused(&self, e: FrameError) -> End {
+        match e {
+            FrameError::TooLarge { .. } if is_client_hello(&self.rbuf) => End::TlsClient,
+            e => End::Refused(e),
+        }
     }
 
     /// Appends the answer to `req` to the batch; keeps both for
@@ -189,7 +205,8 @@ impl<'a> Connection<'a> {
     /// Writes the batch. What the kernel takes at once costs nothing; the
     /// rest waits for the peer only if the batch's memory fits in what is
     /// left of the server's budget for unread answers, and for the write
-    /// timeout at most.
+    /// timeout at most. (Over TLS, "the rest" includes records rustls made
+    /// but the socket did not take yet.)
     pub(super) async fn flush(&mut self) -> Result<(), End> {
         let bytes = self.answers.bytes();
         let mut written = 0;
@@ -205,7 +222,7 @@ impl<'a> Connection<'a> {
                 Err(e) => return Err(End::Refused(FrameError::Io(e))),
             }
         }
-        if written == bytes.len() {
+        if written == bytes.len() && !self.stream.holds_output() {
             return Ok(());
         }
         let held = self.answers.held();
@@ -213,7 +230,12 @@ impl<'a> Connection<'a> {
             return Err(End::OverBudget { held });
         };
         let rest = &bytes[written..];
-        match tokio::time::timeout(self.write_timeout, self.stream.write_all(rest)).await {
+        let stream = &mut self.stream;
+        let write = async move {
+            stream.write_all(rest).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(self.write_timeout, write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(End::Refused(FrameError::Io(e))),
             Err(_elapsed) => Err(End::Stalled),
@@ -231,6 +253,11 @@ impl<'a> Connection<'a> {
         self.answers.written(ctx, hook);
     }
 
+    /// Ends the stream's session without waiting (TLS: `close_notify`).
+    pub(super) fn close(&mut self) {
+        self.stream.close_now();
+    }
+
     /// Moves the bytes that have already arrived (or arrive within
     /// [`SHUTDOWN_READ_QUIET`]) into the read buffer, stopping early at
     /// EOF. A plain `try_read` is not enough: the reactor may not have seen
@@ -244,5 +271,121 @@ impl<'a> Connection<'a> {
                 return;
             }
         }
+    }
+}
+
+/// True when `bytes` begin like a TLS ClientHello: a handshake record
+/// (type 22) of TLS 1.0 to 1.3 (3.1 to 3.4; SSL 3.0 is 3.0) whose message is
+/// a ClientHello (type 1). As a hookv header that is a frame of some 369
+/// MB, refused anyway; only what is said about it changes.
+fn is_client_hello(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x16, 0x03, 0x00..=0x04, _, _, 0x01, ..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_hello_is_told_from_a_large_frame() {
+        assert!(is_client_hello(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00]));
+        assert!(is_client_hello(&[0x16, 0x03, 0x03, 0x00, 0x30, 0x01]));
+        // Too short to tell, another record type, another handshake message.
+        assert!(!is_client_hello(&[0x16, 0x03, 0x01, 0x02, 0x00]));
+        assert!(!is_client_hello(&[0x17, 0x03, 0x03, 0x00, 0x30, 0x01]));
+        assert!(!is_client_hello(&[0x16, 0x03, 0x03, 0x00, 0x30, 0x02]));
+        assert!(!is_client_hello(&[0x16, 0x05, 0x03, 0x00, 0x30, 0x01]));
+    }
+
+    use std::net::SocketAddr;
+
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use tokio::net::{TcpSocket, TcpStream};
+
+    use crate::config::{ServerConfig, TlsConfig};
+    use crate::connection::limits::Shared;
+    use crate::tls::{ServerTls, TlsOptions};
+
+    type ServerSide = tokio_rustls::server::TlsStream<TcpStream>;
+    type ClientSide = tokio_rustls::client::TlsStream<TcpStream>;
+
+    /// A TLS connection over loopback whose server side has a small send
+    /// buffer (set on the listening socket, inherited on accept; it also
+    /// stops the kernel growing it), so a few KiB fill it.
+    async fn tls_pair(dir: &std::path::Path) -> (ServerSide, ClientSide) {
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let file = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let server = ServerTls::load(&TlsConfig {
+            cert: file("server.pem", cert.pem()),
+            key: file("server.key", key.serialize_pem()),
+            client_ca: None,
+            plaintext_listen: None,
+        })
+        .unwrap();
+        let client = TlsOptions {
+            ca: Some(file("ca.pem", ca.pem())),
+            ..TlsOptions::default()
+        }
+        .load()
+        .unwrap();
+        let listener = TcpSocket::new_v4().unwrap();
+        listener.set_send_buffer_size(4096).unwrap();
+        listener
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .unwrap();
+        let listener = listener.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connecting = async {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = client.server_name_for("localhost:1").unwrap();
+            client.connector().connect(name, tcp).await.unwrap()
+        };
+        let accepting = async {
+            let (tcp, _) = listener.accept().await.unwrap();
+            server.accept(tcp).await.unwrap().stream
+        };
+        let (server, client) = tokio::join!(accepting, connecting);
+        (server, client)
+    }
+
+    #[tokio::test]
+    async fn over_tls_a_flush_waits_for_the_records_rustls_still_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, mut client) = tls_pair(dir.path()).await;
+        let config = ServerConfig::default();
+        let (limits, shared) = (Limits::new(&config), Shared::new(&config));
+        let mut conn = Connection::new(server, &limits, &shared.unsent, Instant::now());
+        // Taken whole at once, but not sent: over loopback the socket takes
+        // one 64 KiB segment whatever its buffer size, rustls up to 64 KiB
+        // more; the rest of 96 KiB waits there, encrypted (measured: 80 to
+        // 128 KiB are all taken whole and partly held).
+        let mut res = CommandResponse::ok();
+        res.values = vec!["v".repeat(96 << 10).into()];
+        conn.push_answer(CommandRequest::default(), res, false);
+        let len = conn.answers.bytes().len();
+        // The client reads only once the flush has had time to return early.
+        let reader = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut got = vec![0u8; len];
+            client.read_exact(&mut got).await.map(|_| got.len())
+        });
+        let bound = Duration::from_secs(10);
+        tokio::time::timeout(bound, conn.flush())
+            .await
+            .unwrap()
+            .unwrap();
+        let got = tokio::time::timeout(bound, reader).await;
+        assert!(matches!(got, Ok(Ok(Ok(n))) if n == len), "{got:?}");
     }
 }

@@ -6,6 +6,22 @@
 //! (200); no match answers 401 and leaves the connection unauthenticated
 //! (even if it was authenticated before). Tokens themselves are never stored.
 //!
+//! On TLS with client certificates (`[server.tls] client_ca`), a user may
+//! instead (or as well) be granted by certificate: `cert_subject =
+//! "CN=billing"` (or `"DNS:..."`, `"URI:..."`: see [`crate::tls::identity`])
+//! grants the user to a connection whose verified certificate carries that
+//! name. Such a connection needs no `auth`: its first request (any request)
+//! finds it unauthenticated, matches its certificate, and runs as that user;
+//! so does every request after a failed `auth` or a reload that changed
+//! this hook. Users are tried in config order; the first whose
+//! `cert_subject` the certificate carries is granted. An `auth` request on
+//! such a connection works as on any other: a valid token makes the
+//! connection the token's user from then on, a wrong one is answered 401 and
+//! counted towards `max_failures`, and the certificate's user comes back at
+//! the next request. A connection on a listener without client certificates
+//! (plain TCP, `plaintext_listen`, TLS without `client_ca`) has no
+//! certificate, so only tokens authenticate it.
+//!
 //! Every other request from an unauthenticated connection gets 401 and
 //! executes nothing. An authenticated user may read tables matching one of
 //! its `read` patterns (hget, hgetall, hmget, hexist, hmexist, hscan) and write
@@ -39,6 +55,7 @@
 //! users = [
 //!   { name = "admin",  token_sha256 = "<hex>", read = ["*"], write = ["*"] },
 //!   { name = "viewer", token_sha256 = "<hex>", read = ["public*"] },
+//!   { name = "billing", cert_subject = "CN=billing", read = ["invoices*"], write = ["invoices*"] },
 //! ]
 //! ```
 
@@ -55,6 +72,8 @@ use subtle::ConstantTimeEq;
 
 use super::pattern;
 use super::{Events, Flow, Hook, HookCtx};
+use crate::tls::identity::BadCertName;
+use crate::tls::CertName;
 
 /// The hook's options.
 #[derive(Debug, Clone, Deserialize)]
@@ -84,8 +103,15 @@ pub struct UserOptions {
     /// The principal's name (in audit records and messages).
     pub name: String,
     /// Lower- or upper-case hex SHA-256 of the user's token
-    /// (`hookv-cli hash-token TOKEN` prints it).
-    pub token_sha256: String,
+    /// (`hookv-cli hash-token TOKEN` prints it). A user has a token, a
+    /// `cert_subject`, or both.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    /// A name the client certificate must carry to be granted this user
+    /// without a token: `CN=...`, `DNS:...` or `URI:...` (see
+    /// [`crate::tls::identity`]). Needs `[server.tls] client_ca`.
+    #[serde(default)]
+    pub cert_subject: Option<String>,
     /// Table patterns this user may read.
     #[serde(default)]
     pub read: Vec<String>,
@@ -125,6 +151,35 @@ pub enum AuthOptionsError {
         /// Its name.
         name: String,
     },
+    /// A user with neither a token nor a certificate name.
+    #[error("users[{index}] ({name}): needs token_sha256, cert_subject, or both (nothing would grant this user)")]
+    NoCredential {
+        /// Which user, from 1.
+        index: usize,
+        /// The user's name.
+        name: String,
+    },
+    /// A `cert_subject` that is not a certificate name.
+    #[error("users[{index}] ({name}): cert_subject {source}")]
+    BadCertSubject {
+        /// Which user, from 1.
+        index: usize,
+        /// The user's name.
+        name: String,
+        /// What is wrong with it.
+        source: BadCertName,
+    },
+    /// Two users with one certificate name: which one a certificate
+    /// grants would depend on their order.
+    #[error("users[{index}] ({name}): cert_subject {subject:?} is the same as another user's")]
+    SameCertSubject {
+        /// The second user, from 1.
+        index: usize,
+        /// Its name.
+        name: String,
+        /// The name, as parsed.
+        subject: String,
+    },
     /// Two users with one name.
     #[error("users[{index}]: the name {name:?} is used twice")]
     SameName {
@@ -137,7 +192,9 @@ pub enum AuthOptionsError {
 
 struct User {
     name: Arc<str>,
-    token_sha256: [u8; 32],
+    /// `None`: a user granted by certificate only.
+    token_sha256: Option<[u8; 32]>,
+    cert_subject: Option<CertName>,
     read: Vec<String>,
     write: Vec<String>,
 }
@@ -170,8 +227,9 @@ fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
 }
 
 impl AuthHook {
-    /// Checks the options: at least one user, unique names and hashes,
-    /// well-formed hashes, `max_failures` in range.
+    /// Checks the options: at least one user, each with a token or a
+    /// certificate name (or both); unique names, hashes and certificate
+    /// names; well-formed hashes and names; `max_failures` in range.
     pub fn new(options: AuthOptions) -> Result<Self, AuthOptionsError> {
         if options.users.is_empty() {
             return Err(AuthOptionsError::NoUsers);
@@ -183,20 +241,54 @@ impl AuthHook {
         let mut by_name = HashMap::new();
         for (i, u) in options.users.into_iter().enumerate() {
             let index = i + 1;
-            let Some(token_sha256) = parse_hex32(&u.token_sha256) else {
-                return Err(AuthOptionsError::BadHash {
+            if u.token_sha256.is_none() && u.cert_subject.is_none() {
+                return Err(AuthOptionsError::NoCredential {
                     index,
                     name: u.name,
                 });
+            }
+            let token_sha256 = match u.token_sha256.as_deref().map(parse_hex32) {
+                None => None,
+                Some(Some(hash)) => Some(hash),
+                Some(None) => {
+                    return Err(AuthOptionsError::BadHash {
+                        index,
+                        name: u.name,
+                    })
+                }
             };
-            if users
-                .iter()
-                .any(|other: &User| other.token_sha256 == token_sha256)
+            if token_sha256.is_some()
+                && users
+                    .iter()
+                    .any(|other: &User| other.token_sha256 == token_sha256)
             {
                 return Err(AuthOptionsError::SameHash {
                     index,
                     name: u.name,
                 });
+            }
+            let cert_subject = match u.cert_subject.as_deref().map(str::parse::<CertName>) {
+                None => None,
+                Some(Ok(subject)) => Some(subject),
+                Some(Err(source)) => {
+                    return Err(AuthOptionsError::BadCertSubject {
+                        index,
+                        name: u.name,
+                        source,
+                    })
+                }
+            };
+            if let Some(subject) = &cert_subject {
+                if users
+                    .iter()
+                    .any(|other| other.cert_subject.as_ref() == Some(subject))
+                {
+                    return Err(AuthOptionsError::SameCertSubject {
+                        index,
+                        name: u.name,
+                        subject: subject.to_string(),
+                    });
+                }
             }
             let name: Arc<str> = u.name.into();
             if by_name.insert(name.clone(), users.len()).is_some() {
@@ -205,6 +297,7 @@ impl AuthHook {
             users.push(User {
                 name,
                 token_sha256,
+                cert_subject,
                 read: u.read,
                 write: u.write,
             });
@@ -215,17 +308,32 @@ impl AuthHook {
         })
     }
 
-    /// The user whose hash matches `token`. Every user's hash is compared,
-    /// in constant time, so timing reveals neither the hash nor which user.
+    /// The user whose hash matches `token`. Every token user's hash is
+    /// compared, in constant time, so timing reveals neither the hash nor
+    /// which user.
     fn authenticate(&self, token: &str) -> Option<&User> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
         for user in &self.users {
-            if bool::from(user.token_sha256.ct_eq(&digest)) {
+            let Some(hash) = &user.token_sha256 else {
+                continue;
+            };
+            if bool::from(hash.ct_eq(&digest)) {
                 found = Some(user);
             }
         }
         found
+    }
+
+    /// The first user (in config order) whose `cert_subject` the
+    /// connection's verified client certificate carries.
+    fn certified(&self, ctx: &HookCtx) -> Option<&User> {
+        let identity = ctx.identity()?;
+        self.users.iter().find(|user| {
+            user.cert_subject
+                .as_ref()
+                .is_some_and(|subject| identity.matches(subject))
+        })
     }
 }
 
@@ -277,14 +385,16 @@ impl Hook for AuthHook {
                 None => self.refuse_token(ctx),
             });
         }
-        let Some(user) = self.user_of(ctx) else {
-            return ControlFlow::Break(CommandResponse::error(
-                status::UNAUTHENTICATED,
-                format!(
-                    "{}: not authenticated; send `auth` with your token first (hookv-cli --token)",
-                    req.command_name()
-                ),
-            ));
+        let user = match self.user_of(ctx) {
+            Some(user) => user,
+            // Logged in by certificate, at the first request that needs it.
+            None => match self.certified(ctx) {
+                Some(user) => {
+                    ctx.principal = Some(user.name.clone());
+                    user
+                }
+                None => return ControlFlow::Break(not_authenticated(ctx, req)),
+            },
         };
         match access(req) {
             Some((Access::Read, table)) if !pattern::any(&user.read, table) => {
@@ -320,6 +430,23 @@ impl Hook for AuthHook {
         self.withhold(ctx, req, res);
         ControlFlow::Continue(())
     }
+}
+
+/// The 401 for a request on a connection nobody authenticated.
+fn not_authenticated(ctx: &HookCtx, req: &CommandRequest) -> CommandResponse {
+    let message = match ctx.identity() {
+        None => format!(
+            "{}: not authenticated; send `auth` with your token first (hookv-cli --token)",
+            req.command_name()
+        ),
+        Some(identity) => format!(
+            "{}: not authenticated: no user has a cert_subject that this connection's \
+             certificate ({}) carries; send `auth` with your token first (hookv-cli --token)",
+            req.command_name(),
+            identity.subject
+        ),
+    };
+    CommandResponse::error(status::UNAUTHENTICATED, message)
 }
 
 impl AuthHook {
@@ -373,6 +500,7 @@ impl AuthHook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::PeerIdentity;
 
     #[test]
     fn hash_is_sha256_hex() {
@@ -388,7 +516,8 @@ mod tests {
     fn bad_options_are_refused() {
         let user = |name: &str, hash: &str| UserOptions {
             name: name.into(),
-            token_sha256: hash.into(),
+            token_sha256: Some(hash.into()),
+            cert_subject: None,
             read: vec![],
             write: vec![],
         };
@@ -411,7 +540,8 @@ mod tests {
     fn bad_options_are_told_apart_by_type() {
         let user = |name: &str, hash: &str| UserOptions {
             name: name.into(),
-            token_sha256: hash.into(),
+            token_sha256: Some(hash.into()),
+            cert_subject: None,
             read: vec![],
             write: vec![],
         };
@@ -439,5 +569,124 @@ mod tests {
             new(vec![user("a", &h), user("a", &hash_token("u"))], 3),
             Err(AuthOptionsError::SameName { index: 2, .. })
         ));
+    }
+
+    fn cert_user(name: &str, subject: &str) -> UserOptions {
+        UserOptions {
+            name: name.into(),
+            token_sha256: None,
+            cert_subject: Some(subject.into()),
+            read: vec!["in*".into()],
+            write: vec![],
+        }
+    }
+
+    #[test]
+    fn a_user_needs_a_token_or_a_certificate_name_and_names_are_checked() {
+        let new = |users| {
+            AuthHook::new(AuthOptions {
+                users,
+                max_failures: DEFAULT_MAX_FAILURES,
+            })
+        };
+        let mut neither = cert_user("ghost", "CN=x");
+        neither.cert_subject = None;
+        let err = new(vec![neither]).err().unwrap();
+        assert!(matches!(
+            err,
+            AuthOptionsError::NoCredential { index: 1, .. }
+        ));
+        assert_eq!(
+            err.to_string(),
+            "users[1] (ghost): needs token_sha256, cert_subject, or both (nothing would grant this user)"
+        );
+        let err = new(vec![cert_user("a", "billing")]).err().unwrap();
+        assert!(
+            err.to_string().starts_with(
+                "users[1] (a): cert_subject \"billing\" is not a certificate name: write \"CN=<common name>\""
+            ),
+            "{err}"
+        );
+        let err = new(vec![
+            cert_user("a", "DNS:x.corp"),
+            cert_user("b", "DNS:X.Corp"),
+        ])
+        .err()
+        .unwrap();
+        assert!(
+            matches!(err, AuthOptionsError::SameCertSubject { index: 2, ref subject, .. } if subject == "DNS:x.corp"),
+            "{err}"
+        );
+        // Token and certificate on one user; a certificate-only user.
+        let mut both = cert_user("both", "CN=both");
+        both.token_sha256 = Some(hash_token("t"));
+        new(vec![both, cert_user("billing", "CN=billing")]).unwrap();
+    }
+
+    fn identity(names: &[&str]) -> PeerIdentity {
+        PeerIdentity {
+            subject: names.join(", "),
+            names: names.iter().map(|n| n.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_certificate_grants_its_user_at_the_first_request_and_a_token_can_replace_it() {
+        let mut admin = cert_user("admin", "CN=admin");
+        admin.token_sha256 = Some(hash_token("admin-token"));
+        admin.read = vec!["*".into()];
+        let hook = AuthHook::new(AuthOptions {
+            users: vec![
+                cert_user("billing", "DNS:billing.corp"),
+                cert_user("second", "CN=billing"),
+                admin,
+            ],
+            max_failures: 3,
+        })
+        .unwrap();
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let read = |table: &str| CommandRequest::new_hget(table, "k");
+        let status = |flow: Flow| match flow {
+            ControlFlow::Continue(()) => 200,
+            ControlFlow::Break(res) => res.status,
+        };
+
+        // The first user (in config order) whose name the certificate carries.
+        let mut ctx =
+            HookCtx::new(1, peer).with_identity(identity(&["CN=billing", "DNS:billing.corp"]));
+        assert_eq!(status(hook.on_received(&mut ctx, &read("invoices"))), 200);
+        assert_eq!(ctx.principal.as_deref(), Some("billing"));
+        assert_eq!(status(hook.on_received(&mut ctx, &read("users"))), 403);
+        // A token replaces it; a wrong one is 401 and the certificate's
+        // user serves the next request.
+        let auth = |token: &str| CommandRequest::new_auth(token);
+        assert_eq!(
+            status(hook.on_received(&mut ctx, &auth("admin-token"))),
+            200
+        );
+        assert_eq!(ctx.principal.as_deref(), Some("admin"));
+        assert_eq!(status(hook.on_received(&mut ctx, &read("users"))), 200);
+        assert_eq!(status(hook.on_received(&mut ctx, &auth("wrong"))), 401);
+        assert_eq!(ctx.principal, None);
+        assert_eq!(status(hook.on_received(&mut ctx, &read("users"))), 403);
+        assert_eq!(ctx.principal.as_deref(), Some("billing"));
+
+        // A certificate no user names: 401 that says so; no certificate: as before.
+        let mut ctx = HookCtx::new(2, peer).with_identity(identity(&["CN=stranger"]));
+        let ControlFlow::Break(res) = hook.on_received(&mut ctx, &read("invoices")) else {
+            panic!("a stranger's certificate was granted");
+        };
+        assert_eq!(res.status, 401);
+        assert!(
+            res.message.contains("certificate (CN=stranger)"),
+            "{}",
+            res.message
+        );
+        let mut ctx = HookCtx::new(3, peer);
+        assert_eq!(status(hook.on_received(&mut ctx, &read("invoices"))), 401);
+        assert_eq!(
+            status(hook.on_received(&mut ctx, &auth("admin-token"))),
+            200
+        );
     }
 }

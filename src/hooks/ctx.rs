@@ -9,6 +9,7 @@
 //! | [`conn_id`](HookCtx::conn_id) | the server, at accept | read |
 //! | [`peer`](HookCtx::peer) | the server, at accept | set it (a hook behind a trusted proxy may put the client's own address here); audit and plugins see the change |
 //! | [`principal`](HookCtx::principal) | hooks that authenticate (the auth hook) | set it, or clear it to make the connection authenticate again |
+//! | [`identity`](HookCtx::identity) | the connection, after a TLS handshake that verified a client certificate (`[server.tls] client_ca`) | read (the auth hook grants `cert_subject` users by it) |
 //! | [`auth_failures`](HookCtx::auth_failures) | hooks that authenticate | count one more ([`HookCtx::add_auth_failure`]); never lower it, so a client cannot buy unlimited guesses |
 //! | [`close_requested`](HookCtx::close_requested) | any hook ([`HookCtx::close_after_answer`]) | ask for the close; never cancel it |
 //! | [`started`](HookCtx::started), [`arrived`](HookCtx::arrived), [`answered`](HookCtx::answered), [`latency`](HookCtx::latency) | the connection | read |
@@ -22,6 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+
+use crate::tls::PeerIdentity;
 
 /// What a connection knows about itself, handed to every hook.
 #[derive(Debug, Clone)]
@@ -37,6 +40,10 @@ pub struct HookCtx {
     /// connection without a principal counts as unauthenticated (and is
     /// bounded by `[server] auth_timeout_secs` and `max_unauthenticated`).
     pub principal: Option<Arc<str>>,
+    /// What the client's certificate says it is, when a TLS handshake
+    /// verified one; `None` on plain TCP and on TLS without `client_ca`.
+    /// Shared: a context is cloned, an identity never changes.
+    identity: Option<Arc<PeerIdentity>>,
     /// Failed `auth` requests on this connection so far; see
     /// [`HookCtx::add_auth_failure`].
     auth_failures: u32,
@@ -68,6 +75,7 @@ impl HookCtx {
             peer,
             peer_text: (peer, peer.to_string().into()),
             principal: None,
+            identity: None,
             started: now,
             arrived: SystemTime::now(),
             answered: now,
@@ -102,6 +110,23 @@ impl HookCtx {
         } else {
             Cow::Owned(self.peer.to_string())
         }
+    }
+
+    /// The verified client certificate's identity (its names: `CN=`,
+    /// `DNS:`, `URI:`), on a TLS connection whose handshake required one
+    /// (`[server.tls] client_ca`); `None` otherwise. A connection without a
+    /// valid certificate on such a listener never reaches the hooks.
+    #[inline]
+    pub fn identity(&self) -> Option<&PeerIdentity> {
+        self.identity.as_deref()
+    }
+
+    /// The context with `identity` as its client certificate's, as a TLS
+    /// connection's is after its handshake: for tests and benches that
+    /// call hooks directly.
+    pub fn with_identity(mut self, identity: PeerIdentity) -> Self {
+        self.identity = Some(Arc::new(identity));
+        self
     }
 
     /// Failed `auth` requests on this connection so far. A success does not
@@ -219,6 +244,11 @@ impl HookCtx {
     /// Sets the largest answer the connection may send.
     pub(crate) fn set_max_frame_bytes(&mut self, max: usize) {
         self.max_frame_bytes = max;
+    }
+
+    /// Sets the identity the TLS handshake verified.
+    pub(crate) fn set_identity(&mut self, identity: Option<PeerIdentity>) {
+        self.identity = identity.map(Arc::new);
     }
 }
 

@@ -1,5 +1,6 @@
-//! One connection's closed loop: connect, authenticate if asked, then
-//! write a pipeline of requests and read every answer, until the run ends.
+//! One connection's closed loop: connect (TLS if asked), authenticate if
+//! asked, then write a pipeline of requests and read every answer, until
+//! the run ends; with `--reconnect`, all of that for every batch.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -9,10 +10,12 @@ use bytes::BytesMut;
 use hookv::frame::FrameCodec;
 use hookv::pb::{status, CommandRequest, CommandResponse};
 use prost::Message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Decoder;
+use tokio_util::either::Either;
 
 use crate::codec::{Codec, Op, Outcome};
 use crate::histogram::Histogram;
@@ -60,14 +63,48 @@ impl ConnResult {
     }
 }
 
+/// A connection: plain TCP or TLS over it.
+type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+
+/// Connects to the server (TLS handshake and `auth` included, if asked).
+async fn open(w: &Workload) -> Result<Stream, BoxError> {
+    let tcp = match timeout(IO_TIMEOUT, TcpStream::connect(w.addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("connect {}: {e}", w.addr).into()),
+        Err(_) => return Err(format!("connect {}: timed out after {IO_TIMEOUT:?}", w.addr).into()),
+    };
+    tcp.set_nodelay(true)
+        .map_err(|e| format!("set TCP_NODELAY: {e}"))?;
+    let mut stream = match &w.tls {
+        None => Either::Left(tcp),
+        Some((tls, name)) => {
+            let handshake = tls.connector().connect(name.clone(), tcp);
+            match timeout(IO_TIMEOUT, handshake).await {
+                Ok(Ok(s)) => Either::Right(s),
+                Ok(Err(e)) => return Err(format!("TLS handshake with {}: {e}", w.addr).into()),
+                Err(_) => {
+                    return Err(format!("TLS handshake: timed out after {IO_TIMEOUT:?}").into())
+                }
+            }
+        }
+    };
+    if let (Protocol::Hookv, Some(token)) = (w.protocol, &w.token) {
+        authenticate(&mut stream, token).await?;
+    }
+    Ok(stream)
+}
+
 /// Sends `auth` and expects 200.
-pub(crate) async fn authenticate(stream: &mut TcpStream, token: &str) -> Result<(), BoxError> {
+pub(crate) async fn authenticate<S>(stream: &mut S, token: &str) -> Result<(), BoxError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let req = CommandRequest::new_auth(token);
     let mut buf = BytesMut::new();
     FrameCodec::new(MAX_RESPONSE_BYTES)
         .encode_message(&req, &mut buf)
         .map_err(|len| format!("auth request of {len} bytes is too large"))?;
-    timeout(IO_TIMEOUT, stream.write_all(&buf))
+    timeout(IO_TIMEOUT, write(stream, &buf))
         .await
         .map_err(|_| "auth: write timed out")??;
     let mut frames = FrameCodec::new(MAX_RESPONSE_BYTES);
@@ -98,21 +135,18 @@ pub(crate) async fn connection(id: usize, w: Arc<Workload>) -> ConnResult {
     result
 }
 
+/// Writes `buf` and flushes it (TLS may hold bytes until flushed).
+async fn write<S: AsyncWrite + Unpin>(stream: &mut S, buf: &[u8]) -> std::io::Result<()> {
+    stream.write_all(buf).await?;
+    stream.flush().await
+}
+
 /// Runs one connection's loop until `w.end`, recording into `r`. On error,
 /// the current batch's unanswered requests have been counted as errors.
 pub(crate) async fn drive(id: usize, w: &Workload, r: &mut ConnResult) -> Result<(), BoxError> {
-    let mut stream = match timeout(IO_TIMEOUT, TcpStream::connect(w.addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(format!("connect {}: {e}", w.addr).into()),
-        Err(_) => return Err(format!("connect {}: timed out after {IO_TIMEOUT:?}", w.addr).into()),
-    };
-    stream
-        .set_nodelay(true)
-        .map_err(|e| format!("set TCP_NODELAY: {e}"))?;
+    // With --reconnect, `None` between batches.
+    let mut conn = Some(open(w).await?);
     r.connected = true;
-    if let (Protocol::Hookv, Some(token)) = (w.protocol, &w.token) {
-        authenticate(&mut stream, token).await?;
-    }
 
     let mut codec = Codec::new(w);
     let mut rng = Rng::new(id as u64);
@@ -137,7 +171,17 @@ pub(crate) async fn drive(id: usize, w: &Workload, r: &mut ConnResult) -> Result
         }
 
         let sent = Instant::now();
-        let written = timeout(IO_TIMEOUT, stream.write_all(&wbuf)).await;
+        let stream = match &mut conn {
+            Some(stream) => stream,
+            None => match open(w).await {
+                Ok(stream) => conn.insert(stream),
+                Err(e) => {
+                    r.errors += w.pipeline as u64;
+                    return Err(e);
+                }
+            },
+        };
+        let written = timeout(IO_TIMEOUT, write(stream, &wbuf)).await;
         match written {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -210,6 +254,12 @@ pub(crate) async fn drive(id: usize, w: &Workload, r: &mut ConnResult) -> Result
                 rbuf.len()
             )
             .into());
+        }
+        if w.reconnect {
+            if let Some(mut stream) = conn.take() {
+                // TLS: close_notify; both: our FIN.
+                let _ = timeout(IO_TIMEOUT, stream.shutdown()).await;
+            }
         }
     }
     Ok(())

@@ -54,6 +54,18 @@
 //! cargo run --release -p loadgen -- --conns 50 --pipeline 16 --duration 10
 //! ```
 //!
+//! # TLS and new connections
+//!
+//! `--tls` speaks TLS (hookv's `[server.tls]`, or redis-server's
+//! `--tls-port`), trusting the CA in `--ca FILE` (`--cert`/`--key` present a
+//! client certificate); the server's certificate must name the host of
+//! `--addr` (an IP SAN for `127.0.0.1`). The generator encrypts too, so
+//! compare TLS with plaintext, and one server with another, measured by
+//! this tool in the same run. `--reconnect` makes every batch a new
+//! connection: connect (TLS handshake, `auth` if `--token`), one pipeline,
+//! close; its latency runs from the connect, and at `--pipeline 1` the
+//! ops/s are connections a second.
+//!
 //! The same load against Redis (RESP2: `HSET table key value` and
 //! `HGET table key`, all in the one hash named by `--table`):
 //!
@@ -81,11 +93,14 @@
 
 use std::error::Error;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use hookv::tls::{ClientCertFiles, ClientTls, TlsOptions};
+use tokio_rustls::rustls::pki_types::ServerName;
 
 mod codec;
 mod driver;
@@ -162,6 +177,22 @@ struct Args {
     /// hookv only: send `auth` with this token on each connection before the load.
     #[arg(long)]
     token: Option<String>,
+    /// Speak TLS.
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: the CA (PEM) that signed the server's certificate
+    /// (default: the system's trust store).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca: Option<PathBuf>,
+    /// With --tls: a client certificate to present (PEM); needs --key.
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
+    cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "cert"])]
+    key: Option<PathBuf>,
+    /// A new connection for every batch: connect, one pipeline, close.
+    #[arg(long)]
+    reconnect: bool,
 }
 
 fn main() -> ExitCode {
@@ -194,6 +225,10 @@ struct Workload {
     table: String,
     /// Token to authenticate each hookv connection with.
     token: Option<String>,
+    /// TLS settings and the name the server's certificate must carry.
+    tls: Option<(ClientTls, ServerName<'static>)>,
+    /// Every batch on a new connection.
+    reconnect: bool,
     /// Responses arriving at or after this instant are measured...
     measure_from: Instant,
     /// ...and those arriving before this one; no batch starts after it.
@@ -220,6 +255,23 @@ fn run(args: Args) -> Result<Summary, BoxError> {
         return Err("--threads must be at least 1".into());
     }
     let addr = resolve_loopback(&args.addr)?;
+    let tls = match args.tls {
+        false => None,
+        true => {
+            let tls = TlsOptions {
+                ca: args.ca.clone(),
+                client_cert: args
+                    .cert
+                    .clone()
+                    .zip(args.key.clone())
+                    .map(|(cert, key)| ClientCertFiles { cert, key }),
+                server_name: None,
+            }
+            .load()?;
+            let name = tls.server_name_for(&args.addr)?;
+            Some((tls, name))
+        }
+    };
 
     let runtime = if args.threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -246,6 +298,8 @@ fn run(args: Args) -> Result<Summary, BoxError> {
         value: "v".repeat(args.value_size),
         table: args.table.clone(),
         token: args.token.clone(),
+        tls,
+        reconnect: args.reconnect,
         measure_from: start + warmup,
         end: start + warmup + duration,
     });

@@ -79,8 +79,10 @@ pub(crate) fn report(args: &Args, addr: SocketAddr, s: &Summary) {
     }
 
     println!(
-        "loadgen: protocol={} addr={addr} conns={} pipeline={} threads={}",
+        "loadgen: protocol={} addr={addr} tls={} reconnect={} conns={} pipeline={} threads={}",
         args.protocol.name(),
+        args.tls,
+        args.reconnect,
         args.conns,
         args.pipeline,
         args.threads
@@ -112,11 +114,13 @@ pub(crate) fn report(args: &Args, addr: SocketAddr, s: &Summary) {
          max {max:.1}  mean {mean:.1}"
     );
     println!(
-        "protocol={} conns={} pipeline={} threads={} set_ratio={} keys={} value_size={} \
-         duration={}s ops={} ops_per_sec={ops_per_sec:.0} errors={} failed_conns={} misses={} \
+        "protocol={} tls={} reconnect={} conns={} pipeline={} threads={} set_ratio={} keys={} \
+         value_size={} duration={}s ops={} ops_per_sec={ops_per_sec:.0} errors={} failed_conns={} misses={} \
          p50_us={p50:.1} p90_us={p90:.1} p99_us={p99:.1} p999_us={p999:.1} max_us={max:.1} \
          mean_us={mean:.1}",
         args.protocol.name(),
+        args.tls,
+        args.reconnect,
         args.conns,
         args.pipeline,
         args.threads,
