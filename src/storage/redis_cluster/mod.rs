@@ -230,6 +230,11 @@ impl RedisCluster {
         Ok(names)
     }
 
+    /// `timeout_ms`: the bound on each batch ([`RedisCluster::execute`]).
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
     /// The masters as hookv last learned them, `host:port` (for tests and
     /// diagnostics).
     pub fn masters(&self) -> Vec<String> {

@@ -24,10 +24,22 @@ use super::{millis, table_read, RedisCluster};
 use crate::storage::StorageError;
 
 impl RedisCluster {
-    /// Runs a batch: one answer (or error) per op, in order. See the module
-    /// docs for how it is sent, ordered and bounded.
+    /// Runs a batch: one answer (or error) per op, in order, within
+    /// `timeout_ms`. See the module docs for how it is sent, ordered and
+    /// bounded.
     pub async fn execute(&self, ops: &[Op<'_>]) -> Vec<Result<Answer, StorageError>> {
-        let deadline = Instant::now() + self.inner.timeout;
+        self.execute_until(ops, Instant::now() + self.inner.timeout)
+            .await
+    }
+
+    /// [`RedisCluster::execute`] with the deadline given: what is not
+    /// answered by then fails with [`ClusterError::Timeout`]. (The request
+    /// path gives a batch and its follow-up one deadline.)
+    pub async fn execute_until(
+        &self,
+        ops: &[Op<'_>],
+        deadline: Instant,
+    ) -> Vec<Result<Answer, StorageError>> {
         let topology = self.inner.topology.load_full();
         let keys: Vec<Vec<u8>> = ops
             .iter()
@@ -91,7 +103,8 @@ impl RedisCluster {
     }
 
     /// One pipeline to one master: the ops of `round`, then `WAIT` if they
-    /// write and `wait_replicas` asks for it.
+    /// write and `wait_replicas` asks for it. Writes next to each other on
+    /// one table share one `MULTI`/`EXEC` (see [`Part`]).
     async fn run_pipeline(
         &self,
         node: &str,
@@ -102,24 +115,41 @@ impl RedisCluster {
         answers: &mut Vec<(usize, Result<Answer, StorageError>)>,
     ) {
         let mut pipe = redis::pipe();
-        // (op, its first reply, its number of replies)
-        let mut spans = Vec::with_capacity(round.len());
+        let mut parts: Vec<Part> = Vec::with_capacity(round.len());
         let mut count = 0;
         let mut writes = false;
-        let mut first = None;
         for &i in round {
             if let Some(answer) = ops[i].trivial_answer() {
                 answers.push((i, Ok(answer)));
                 continue;
             }
+            let joins = ops[i].is_write()
+                && matches!(parts.last(), Some(Part::Transaction(run)) if run.last().is_some_and(|&j| keys[j] == keys[i]));
+            if !joins {
+                if let Some(Part::Transaction(_)) = parts.last() {
+                    pipe.cmd("EXEC");
+                    count += 1;
+                }
+                if ops[i].is_write() {
+                    pipe.cmd("MULTI");
+                    count += 1;
+                    parts.push(Part::Transaction(Vec::new()));
+                }
+            }
             let n = ops[i].push_commands(&keys[i], &mut pipe);
-            spans.push((i, count, n));
             count += n;
+            match parts.last_mut() {
+                Some(Part::Transaction(run)) if ops[i].is_write() => run.push(i),
+                _ => parts.push(Part::Plain(i, n)),
+            }
             writes |= ops[i].is_write();
-            first.get_or_insert(i);
         }
-        if first.is_none() {
+        if parts.is_empty() {
             return;
+        }
+        if let Some(Part::Transaction(_)) = parts.last() {
+            pipe.cmd("EXEC");
+            count += 1;
         }
         let wait_ms = (millis(self.inner.timeout) / 2).max(1);
         let wait = writes && self.inner.wait_replicas > 0;
@@ -141,7 +171,7 @@ impl RedisCluster {
                     },
                 };
                 self.refresh_soon();
-                for (i, _, _) in spans {
+                for i in parts.iter().flat_map(Part::ops) {
                     answers.push((i, Err(error.clone().into())));
                 }
                 return;
@@ -161,8 +191,14 @@ impl RedisCluster {
             }),
         };
         let mut replies = replies.into_iter();
-        for (i, _, n) in spans {
-            let mine: Vec<Reply> = replies.by_ref().take(n).collect();
+        let mut each_op = Vec::with_capacity(round.len());
+        for part in parts {
+            match part {
+                Part::Plain(i, n) => each_op.push((i, replies.by_ref().take(n).collect())),
+                Part::Transaction(run) => split_transaction(&run, &mut replies, &mut each_op),
+            }
+        }
+        for (i, mine) in each_op {
             let answer = match ops[i].read_replies(mine) {
                 Ok(Read::Done(answer)) => Ok(answer),
                 Ok(Read::More(read, cursor)) => {
@@ -216,6 +252,58 @@ impl RedisCluster {
             node: node.to_owned(),
             timeout_ms: millis(self.inner.timeout),
         }
+    }
+}
+
+/// A part of one pipeline.
+#[derive(Debug)]
+enum Part {
+    /// One op (by index) and the number of its replies.
+    Plain(usize, usize),
+    /// Writes (by index) next to each other in the pipeline, on one table,
+    /// in one `MULTI`/`EXEC`: each op's two commands are queued in turn, so
+    /// each reads the values the ones before it left, exactly as if they
+    /// ran alone, and a batch of N writes to one table is one transaction.
+    Transaction(Vec<usize>),
+}
+
+impl Part {
+    /// The ops of this part, in order.
+    fn ops(&self) -> impl Iterator<Item = usize> + '_ {
+        let (one, run) = match self {
+            Part::Plain(i, _) => (Some(*i), &[][..]),
+            Part::Transaction(run) => (None, run.as_slice()),
+        };
+        one.into_iter().chain(run.iter().copied())
+    }
+}
+
+/// Takes a transaction's replies (`MULTI`, two `QUEUED` per op, `EXEC`)
+/// from `replies` and gives each op of `run` the four replies it reads as
+/// its own transaction: `MULTI`, its two `QUEUED`, and its two results of
+/// `EXEC` (or `EXEC`'s refusal, for every op).
+fn split_transaction(
+    run: &[usize],
+    replies: &mut impl Iterator<Item = Reply>,
+    each_op: &mut Vec<(usize, Vec<Reply>)>,
+) {
+    let multi = replies.next().unwrap_or(Reply::Nil);
+    let queued: Vec<Reply> = replies.by_ref().take(2 * run.len()).collect();
+    let (mut results, exec) = match replies.next().unwrap_or(Reply::Nil) {
+        Reply::Array(results) if results.len() == 2 * run.len() => {
+            (Some(results.into_iter()), Reply::Nil)
+        }
+        refused => (None, refused),
+    };
+    let mut queued = queued.into_iter();
+    for &i in run {
+        let (read, write) = (queued.next(), queued.next());
+        let exec_part = match &mut results {
+            Some(results) => Reply::Array(results.by_ref().take(2).collect()),
+            None => exec.clone(),
+        };
+        let mine = [Some(multi.clone()), read, write, Some(exec_part)];
+        each_op.push((i, mine.into_iter().flatten().collect()));
     }
 }
 
