@@ -43,7 +43,7 @@ use crate::config::{Config, ConfigError};
 use crate::hooks::build::{rebuild, wal_entry, BuildEnv, BuiltChain, Changes, HookError, Rebuilt};
 use crate::hooks::{Hook, HookChain};
 use crate::service::Service;
-use crate::storage::Storage;
+use crate::storage::Backend;
 use crate::wal::{Wal, WalOptions};
 
 /// Why a reload changed nothing.
@@ -101,7 +101,7 @@ impl Reloader {
     }
 
     /// Re-reads the config file and swaps the new chain into `service`.
-    pub fn reload<S: Storage>(&mut self, service: &Service<S>) -> Result<Reloaded, ReloadError> {
+    pub fn reload<S: Backend>(&mut self, service: &Service<S>) -> Result<Reloaded, ReloadError> {
         let mut config = Config::load(&self.path)?;
         // Restart-only sections keep their running values; say which differ.
         let mut needs_restart = Vec::new();
@@ -153,7 +153,7 @@ impl Reloader {
     /// logging what each reload did. Building hooks may open files and load
     /// libraries, so each reload runs off the threads that serve
     /// connections.
-    pub async fn on_hangups<S: Storage>(mut self, mut hangups: Signal, service: Service<S>) {
+    pub async fn on_hangups<S: Backend>(mut self, mut hangups: Signal, service: Service<S>) {
         while hangups.recv().await.is_some() {
             let svc = service.clone();
             let (back, outcome) = match tokio::task::spawn_blocking(move || {

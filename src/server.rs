@@ -16,7 +16,7 @@ use crate::config::ServerConfig;
 use crate::connection::{self, Limits, Shared};
 use crate::hooks::HookCtx;
 use crate::service::Service;
-use crate::storage::Storage;
+use crate::storage::Backend;
 
 /// Serves `listener` until `shutdown` completes, then stops accepting, lets
 /// open connections finish what they already read (up to
@@ -24,7 +24,7 @@ use crate::storage::Storage;
 ///
 /// Only a storage flush failure at the end is an error; accept errors are
 /// logged and retried with backoff, connection errors end that connection.
-pub async fn run<S: Storage>(
+pub async fn run<S: Backend>(
     listener: TcpListener,
     service: Service<S>,
     config: &ServerConfig,
@@ -92,7 +92,7 @@ pub async fn run<S: Storage>(
             "connections did not finish within shutdown_grace_secs; leaving them"
         );
     }
-    service.store().flush()?;
+    service.flush()?;
     info!("storage flushed; bye");
     Ok(())
 }

@@ -33,7 +33,10 @@
 //! # Layout
 //!
 //! The loop is `Handler::run`, below: read a batch, answer it, wait for
-//! the barrier if it wrote, flush, run `on_after_send`. Beside it:
+//! the barrier if it wrote, flush, run `on_after_send`. A batch is answered
+//! request by request for a synchronous store (`Handler::answer_batch`),
+//! or in three steps with one awaited storage call for the Redis Cluster
+//! (`batched.rs`; see `crate::service`). Beside it:
 //! `stream.rs` (the `Connection`: socket, buffers, clocks), `answers.rs`
 //! (a batch of answers encoded for one write), `deadlines.rs` (idle, frame
 //! and auth deadlines on one timer), `limits.rs` (the limits above and the
@@ -54,9 +57,10 @@ use crate::error::Error;
 use crate::frame::FrameError;
 use crate::hooks::{HookChain, HookCtx, NotifyMut};
 use crate::service::Service;
-use crate::storage::Storage;
+use crate::storage::{Backend, Reach, Storage};
 
 mod answers;
+mod batched;
 mod deadlines;
 mod end;
 mod limits;
@@ -68,7 +72,7 @@ pub use limits::{Limits, Refusal, Shared};
 use stream::{Connection, Read};
 
 /// Serves one connection until it ends; never panics on client input.
-pub async fn serve<S: Storage>(
+pub async fn serve<S: Backend>(
     stream: TcpStream,
     mut ctx: HookCtx,
     service: Service<S>,
@@ -139,9 +143,12 @@ struct Batch {
     after: After,
 }
 
-impl<S: Storage> Handler<'_, S> {
+impl<S: Backend> Handler<'_, S> {
     /// Answers batch after batch until the connection ends.
     async fn run(&mut self, mut stopped: Pin<&mut WaitForCancellationFutureOwned>) -> End {
+        // Its own handle, so the store can be borrowed while a batch
+        // borrows the handler.
+        let service = self.service.clone();
         let mut after = self.admit();
         loop {
             let ending = match after {
@@ -155,7 +162,10 @@ impl<S: Storage> Handler<'_, S> {
             };
             // One chain per batch, even if a reload swaps it meanwhile.
             let chain = self.service.hooks();
-            let batch = self.answer_batch(&chain, ending);
+            let batch = match service.store().reach() {
+                Reach::Inline(store) => self.answer_batch(store, &chain, ending),
+                Reach::Batched(cluster) => self.answer_batched(cluster, &chain, ending).await,
+            };
             // No answer to a write leaves before the write is durable.
             if batch.wrote && !self.writes_durable().await {
                 return End::NotDurable;
@@ -171,15 +181,21 @@ impl<S: Storage> Handler<'_, S> {
         }
     }
 
-    /// Answers every whole frame buffered, in order, up to the batch cap;
-    /// `ending` closes the connection after them.
-    fn answer_batch(&mut self, chain: &HookChain, ending: Option<End>) -> Batch {
+    /// Answers every whole frame buffered, in order, up to the batch cap,
+    /// each all the way through before the next; `ending` closes the
+    /// connection after them.
+    fn answer_batch(
+        &mut self,
+        store: &dyn Storage,
+        chain: &HookChain,
+        ending: Option<End>,
+    ) -> Batch {
         let keep = chain.has_after_send();
         let mut wrote = false;
         let end = loop {
             match self.conn.next_frame() {
                 Ok(Some(frame)) => {
-                    let (req, res) = answer(&self.service, chain, &mut self.ctx, frame);
+                    let (req, res) = answer(store, chain, &mut self.ctx, frame);
                     // Only a write that storage executed waits for the
                     // barrier (a write refused because the WAL failed must
                     // still get its answer), whatever hooks made of its answer.
@@ -199,13 +215,19 @@ impl<S: Storage> Handler<'_, S> {
                 Err(e) => break Some(End::Refused(e)),
             }
         };
+        self.end_batch(chain, end, wrote)
+    }
+
+    /// The batch's end: with `end`, the connection's last word (if it has
+    /// one) ends the batch, and the connection closes after it.
+    fn end_batch(&mut self, chain: &HookChain, end: Option<End>, wrote: bool) -> Batch {
         let Some(end) = end else {
             let after = After::Read;
             return Batch { wrote, after };
         };
         if let Some((status, message)) = self.conn.last_word(&end) {
             let (req, res) = refuse(chain, &mut self.ctx, &message, status);
-            self.conn.push_answer(req, res, keep);
+            self.conn.push_answer(req, res, chain.has_after_send());
         }
         let after = After::Close(end);
         Batch { wrote, after }
@@ -265,10 +287,10 @@ impl<S: Storage> Handler<'_, S> {
     }
 }
 
-/// Decodes one frame and runs it through the service.
+/// Decodes one frame and runs it through the service (over `store`).
 #[inline]
-fn answer<S: Storage>(
-    service: &Service<S>,
+fn answer(
+    store: &dyn Storage,
     chain: &HookChain,
     ctx: &mut HookCtx,
     frame: Bytes,
@@ -277,7 +299,7 @@ fn answer<S: Storage>(
     ctx.set_request_frame(Some(frame.clone()));
     match CommandRequest::decode(frame) {
         Ok(req) => {
-            let res = service.handle(chain, ctx, &req);
+            let res = crate::service::handle(store, chain, ctx, &req);
             ctx.set_request_frame(None);
             (req, res)
         }
