@@ -1,7 +1,8 @@
-//! A batch for the Redis Cluster ([`Reach::Batched`]): the frames buffered
-//! go through `on_received` in order, then to the cluster as one awaited
-//! call, then through `on_executed` and `on_before_send` in order (see
-//! `crate::service`, "Two ways through a batch").
+//! A batch for the Redis Cluster
+//! ([`Reach::Batched`](crate::storage::Reach::Batched)): the frames
+//! buffered go through `on_received` in order, then to the cluster as one
+//! awaited call, then through `on_executed` and `on_before_send` in order
+//! (see `crate::service`, "Two ways through a batch").
 //!
 //! A batch holds at most [`MAX_REQUESTS`] requests, or about
 //! [`MAX_REQUEST_BYTES`] of them (at least one): their answers are all in

@@ -112,7 +112,7 @@ impl RedisCluster {
     }
 
     /// One page of `table` in key order: the first `limit` pairs whose keys
-    /// come after `after` (as [`Storage::scan`](super::Storage::scan)).
+    /// come after `after` (as [`Storage::scan`](crate::storage::Storage::scan)).
     pub async fn scan(
         &self,
         table: &str,
