@@ -148,7 +148,14 @@ impl RedisCluster {
         )
         .await
         .map_err(|_| failed("no answer".to_owned()))?
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| {
+            // Its own words (the error names the cluster already), on one line.
+            let reason = match e {
+                ClusterError::Redis(e) => e.to_string(),
+                other => other.to_string(),
+            };
+            failed(reason.replace('\n', " "))
+        })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 nodes,
