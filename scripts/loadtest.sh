@@ -16,43 +16,54 @@
 #   tls      hookv and redis-server, each over TLS and in plaintext, 50/50; then new
 #            connections a second: connect, one request, close (pipeline 1)
 #            (baseline: each target's plaintext twin; certificates made with openssl)
+#   cluster  hookv on a local Redis Cluster (3 masters, 3 replicas) vs hookv memory vs the
+#            same load sent straight to the cluster by redis-benchmark --cluster, 50/50,
+#            keys spread over 12 tables (4 per master)                (baseline: hookv memory)
 #
 # hookv runs with worker_threads = 1 (redis-server serves from one thread, and
-# the load generator needs the machine's other core). Servers are pinned to
-# core 0 and the load generator to core 1 (taskset, when there are two cores
-# or more). redis-server is Debian's package (`apt-get install redis-server`,
-# built with OpenSSL, so it speaks TLS with --tls-port); without it redis
-# cells are skipped.
+# the load generator needs the machine's other core). With taskset (util-linux)
+# and two CPUs or more, the servers (hookv, redis-server, the cluster's nodes)
+# are pinned to CPU 0 and the load generator to CPU 1, so the two never share
+# a core; PIN=0 turns that off. redis-server is Debian's package (`apt-get
+# install redis-server`, built with OpenSSL, so it speaks TLS with
+# --tls-port); without it redis and cluster cells are skipped.
+#
+# HOOKV_SERVER=path measures that hookv-server build instead of this tree's
+# release build; BASE_SERVER=path adds, to the core suite, the cells
+# hookv-memory-base and hookv-sled-base run by that build (say, main's), so
+# two builds are compared within one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SUITE=${1:?usage: scripts/loadtest.sh core|hooks|wal|sled|plugins|reload|tls [ROUNDS] [SECONDS]}
+SUITE=${1:?usage: scripts/loadtest.sh core|hooks|wal|sled|plugins|reload|tls|cluster [ROUNDS] [SECONDS]}
 ROUNDS=${2:-5}
 SECS=${3:-5}
 HOOKV_PORT=19527
 REDIS_PORT=16379
+CLUSTER_PORTS="17000 17001 17002 17003 17004 17005"
 TOKEN=loadtest-token
 work=$(mktemp -d)
 cleanup() {
   kill $(jobs -p) 2>/dev/null || true
   "${REDIS_CLI[@]}" shutdown nosave >/dev/null 2>&1 || true
+  for p in $CLUSTER_PORTS; do redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 cargo build --release --quiet --bin hookv-server --bin hookv-cli
 cargo build --release --quiet -p loadgen
-SERVER=target/release/hookv-server
+SERVER=${HOOKV_SERVER:-target/release/hookv-server}
+BASE_SERVER=${BASE_SERVER:-}
 LOADGEN=target/release/loadgen
+# Pinning: servers on CPU 0, the load generator on CPU 1.
+ON_SERVER_CPU=() ON_CLIENT_CPU=()
+if [ "${PIN:-1}" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  ON_SERVER_CPU=(taskset -c 0) ON_CLIENT_CPU=(taskset -c 1)
+fi
 if [ "$SUITE" = plugins ]; then
   cargo build --release --quiet -p key-guard -p rate-limit
 fi
 HASH=$(target/release/hookv-cli hash-token $TOKEN)
-
-# The server on one core, the load generator on another.
-SERVER_ON=() LOADGEN_ON=()
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  SERVER_ON=(taskset -c 0) LOADGEN_ON=(taskset -c 1)
-fi
 
 # tls: a CA and a server certificate for 127.0.0.1 (README, "TLS": the same
 # openssl commands).
@@ -119,6 +130,8 @@ TOML
 start_hookv() { # name backend
   rm -rf "$work/sled" "$work/wal" "$work/audit.jsonl"
   if port_open $HOOKV_PORT; then echo "port $HOOKV_PORT is already in use" >&2; exit 1; fi
+  local bin=$SERVER
+  case $1 in *-base) bin=$BASE_SERVER ;; esac
   { cat <<TOML
 [server]
 listen = "127.0.0.1:$HOOKV_PORT"
@@ -127,12 +140,17 @@ worker_threads = 1
 backend = "$2"
 path = "$work/sled"
 sync = "$(case $1 in *sync-no) echo no ;; *sync-everysec) echo everysec ;; *) echo always ;; esac)"
+TOML
+    if [ "$2" = redis-cluster ]; then
+      echo "nodes = [\"127.0.0.1:${CLUSTER_PORTS%% *}\"]"
+    fi
+    cat <<TOML
 [log]
 filter = "warn"
 TOML
     case $1 in *tls*) printf '[server.tls]\ncert = "%s"\nkey = "%s"\n' "$CERTS/server.pem" "$CERTS/server.key" ;; esac
     hooks_for "$1"; } > "$work/hookv.toml"
-  "${SERVER_ON[@]}" $SERVER --config "$work/hookv.toml" & echo $! > "$work/pid"
+  "${ON_SERVER_CPU[@]}" "$bin" --config "$work/hookv.toml" & echo $! > "$work/pid"
   wait_port $HOOKV_PORT
 }
 stop_hookv() { kill "$(cat "$work/pid")"; wait "$(cat "$work/pid")" 2>/dev/null || true; }
@@ -142,19 +160,59 @@ start_redis() { # extra args...
   # A fresh data dir: an append-only file left by the last cell would be
   # loaded first, and redis answers LOADING meanwhile.
   rm -rf "$work/redis"; mkdir -p "$work/redis"
-  "${SERVER_ON[@]}" redis-server --save '' --dir "$work/redis" "$@" --daemonize yes >/dev/null
+  "${ON_SERVER_CPU[@]}" redis-server --save '' --dir "$work/redis" "$@" --daemonize yes >/dev/null
   wait_port $REDIS_PORT
   for _ in $(seq 200); do [ "$("${REDIS_CLI[@]}" ping 2>/dev/null)" = PONG ] && return 0; sleep 0.05; done
   echo "redis never became ready" >&2; return 1
 }
 stop_redis() { "${REDIS_CLI[@]}" shutdown nosave >/dev/null; }
 
+# The cluster suite's cluster: 3 masters and their 3 replicas, started once
+# (on the servers' CPU) and emptied before each cell.
+start_cluster() {
+  local p
+  for p in $CLUSTER_PORTS; do
+    if port_open "$p" || port_open $((p + 10000)); then echo "port $p or $((p + 10000)) is already in use" >&2; exit 1; fi
+    mkdir -p "$work/cluster/$p"
+    "${ON_SERVER_CPU[@]}" redis-server --port "$p" --cluster-enabled yes --cluster-node-timeout 2000 \
+      --cluster-config-file "$work/cluster/$p/nodes.conf" --dir "$work/cluster/$p" \
+      --save '' --appendonly no --daemonize yes --logfile "$work/cluster/$p/log" >/dev/null
+  done
+  for p in $CLUSTER_PORTS; do wait_port "$p"; done
+  redis-cli --cluster create $(for p in $CLUSTER_PORTS; do echo "127.0.0.1:$p"; done) \
+    --cluster-replicas 1 --cluster-yes >/dev/null
+  for _ in $(seq 200); do
+    local ok=0
+    for p in $CLUSTER_PORTS; do redis-cli -p "$p" cluster info | grep -q cluster_state:ok && ok=$((ok + 1)); done
+    [ $ok = 6 ] && return 0
+    sleep 0.1
+  done
+  echo "the cluster never became ok" >&2; return 1
+}
+flush_cluster() {
+  local p
+  for p in $CLUSTER_PORTS; do redis-cli -p "$p" flushall >/dev/null 2>&1 || true; done
+}
+# 12 tables, 4 served by each master (by the slot of hookv's key for them).
+cluster_tables() {
+  local masters=() tables=() counts=(0 0 0) i=0
+  read -r -a masters <<< "$CLUSTER_PORTS"
+  while [ ${#tables[@]} -lt 12 ]; do
+    local name="bench$i" slot m
+    slot=$(redis-cli -p "${masters[0]}" cluster keyslot "hookv:$name")
+    m=$(( slot * 3 / 16384 ))  # redis-cli --cluster create splits the slots evenly, in port order
+    if [ "${counts[$m]}" -lt 4 ]; then tables+=("$name"); counts[$m]=$((counts[$m] + 1)); fi
+    i=$((i + 1))
+  done
+  (IFS=,; echo "${tables[*]}")
+}
+
 have_redis=1
 command -v redis-server >/dev/null || { have_redis=0; echo "note: redis-server not installed; redis cells skipped" >&2; }
 
 measure() { # name protocol port pipeline set-ratio [loadgen args...]
   local name=$1 proto=$2 port=$3 p=$4 ratio=$5; shift 5
-  "${LOADGEN_ON[@]}" $LOADGEN --addr 127.0.0.1:$port --protocol "$proto" --conns 50 --pipeline "$p" \
+  "${ON_CLIENT_CPU[@]}" $LOADGEN --addr 127.0.0.1:$port --protocol "$proto" --conns 50 --pipeline "$p" \
     --duration "$SECS" --set-ratio "$ratio" "$@" \
     | tee -a "$work/raw" | grep "^protocol=" | sed "s/^/target=$name /" >> "$work/results" || { echo "loadgen failed for $name:" >&2; tail -5 "$work/raw" >&2; }
 }
@@ -171,6 +229,8 @@ hookv_cell() { # name backend pipeline set-ratio [reload]
   start_hookv "$1" "$2"
   local args=()
   mapfile -t args < <(client_args "$1")
+  if [ "$SUITE" = cluster ]; then args+=(--tables "$TABLES"); fi
+  if [ "$2" = redis-cluster ]; then flush_cluster; fi
   local reloader=""
   if [ "${5:-}" = reload ]; then
     # Each reload changes the rewrite hook's message, so a new rewrite hook is
@@ -184,6 +244,39 @@ hookv_cell() { # name backend pipeline set-ratio [reload]
   measure "$1" hookv $HOOKV_PORT "$3" "$4" "${args[@]}"
   [ -n "$reloader" ] && kill $reloader 2>/dev/null
   stop_hookv
+}
+
+# The same load straight to the cluster, by redis-benchmark --cluster (a
+# cluster-aware client in C): hset and hget measured apart, over 100k random
+# fields of one hash per master, 16-byte values; their 50/50 mix is reported
+# as the harmonic mean of the two rates (each op taking its own time), and
+# the latencies as their mean. `{tag}` in a key is where redis-benchmark
+# --cluster puts a hash tag of a slot that the client's node serves.
+redis_cluster_cell() { # name pipeline
+  [ $have_redis = 1 ] || return 0
+  local name=$1 p=$2 out rates=() p50s=() p99s=() per_op
+  flush_cluster
+  # Requests per op: about SECS seconds of it at a rate this machine gives.
+  per_op=$(( SECS * (p == 1 ? 100000 : 400000) ))
+  for op in hset hget; do
+    if [ $op = hset ]; then
+      out=$("${ON_CLIENT_CPU[@]}" redis-benchmark --cluster -p "${CLUSTER_PORTS%% *}" -c 50 -P "$p" -n "$per_op" \
+        -r 100000 -d 16 -t hset --csv -q 2>/dev/null | tail -1)
+    else
+      out=$("${ON_CLIENT_CPU[@]}" redis-benchmark --cluster -p "${CLUSTER_PORTS%% *}" -c 50 -P "$p" -n "$per_op" \
+        -r 100000 --csv -q hget 'myhash{tag}' 'element:__rand_int__' 2>/dev/null | tail -1)
+    fi
+    # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    IFS=, read -r _ rps _ _ p50 _ p99 _ <<< "$(echo "$out" | tr -d '"')"
+    rates+=("$rps") p50s+=("$p50") p99s+=("$p99")
+  done
+  python3 - "$name" "$p" "${rates[@]}" "${p50s[@]}" "${p99s[@]}" >> "$work/results" <<'PY'
+import sys
+name, p, (a, b, p50a, p50b, p99a, p99b) = sys.argv[1], sys.argv[2], map(float, sys.argv[3:9])
+mix = 2 / (1 / a + 1 / b)
+print(f"target={name} protocol=resp pipeline={p} ops_per_sec={mix:.0f} errors=0 "
+      f"p50_us={(p50a + p50b) / 2 * 1000:.0f} p99_us={(p99a + p99b) / 2 * 1000:.0f} hset_per_sec={a:.0f} hget_per_sec={b:.0f}")
+PY
 }
 
 redis_cell() { # name pipeline set-ratio [redis args...]
@@ -201,12 +294,21 @@ redis_cell() { # name pipeline set-ratio [redis args...]
 }
 
 baseline=""
+if [ "$SUITE" = cluster ]; then
+  [ $have_redis = 1 ] || { echo "the cluster suite needs redis-server" >&2; exit 1; }
+  start_cluster
+  TABLES=$(cluster_tables)
+fi
 for round in $(seq "$ROUNDS"); do
   for p in 1 16; do
     case $SUITE in
       core) baseline=redis
         hookv_cell hookv-memory memory $p 0.5
         hookv_cell hookv-sled sled $p 0.5
+        if [ -n "$BASE_SERVER" ]; then
+          hookv_cell hookv-memory-base memory $p 0.5
+          hookv_cell hookv-sled-base sled $p 0.5
+        fi
         redis_cell redis $p 0.5 --appendonly no ;;
       hooks) baseline=no-hooks
         hookv_cell no-hooks memory $p 0.5
@@ -236,6 +338,10 @@ for round in $(seq "$ROUNDS"); do
           redis_cell redis-reconnect 1 0.5 --appendonly no
           redis_cell redis-tls-reconnect 1 0.5 --appendonly no
         fi ;;
+      cluster) baseline=hookv-memory
+        hookv_cell hookv-memory memory $p 0.5
+        hookv_cell hookv-cluster redis-cluster $p 0.5
+        redis_cluster_cell redis-benchmark-cluster $p ;;
       *) echo "unknown suite $SUITE" >&2; exit 2 ;;
     esac
   done

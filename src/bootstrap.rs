@@ -3,15 +3,21 @@
 //!
 //! ```text
 //! config ─ [server.tls] files ─ storage (memory | sled) ─ WalStore over it (a wal entry) ─ service ─ listeners ─ run
-//!                                                                                            ├ hook chain ([[hooks]])
-//!                                                                                            └ write barrier: the log's, sled's, or both
+//!        │                                                                                   ├ hook chain ([[hooks]])
+//!        │                                                                                   └ write barrier: the log's, sled's, or both
+//!        └ storage (redis-cluster): connect, read its layout ─────────────────────────────────── service (its own hook chain)
 //! ```
 //!
 //! The certificate files are read and checked first, so a bad one stops
 //! the start before the log replays. Then in that order, because each
 //! wraps or needs the one before: the log
 //! replays into the storage before anything serves, and the wal entry of
-//! the chain is the log opened then. A write is answered once every
+//! the chain is the log opened then. The Redis Cluster takes no log (a
+//! wal entry with it is refused: the cluster keeps the data, replicated,
+//! for every hookv server, and one server's local log would diverge from
+//! it) and no barrier (a write is answered once the cluster has it); its
+//! service is a `Service<RedisCluster>`, whose connections send each batch
+//! to the cluster as one awaited call (see `crate::service`). A write is answered once every
 //! barrier holds: the log's (its records written or fsync'd) and, with
 //! `[storage] sync = "always"`, sled's (flushed), awaited together.
 //!
@@ -37,7 +43,8 @@ use crate::hooks::{BothBarriers, WriteBarrier};
 use crate::reload::Reloader;
 use crate::server::Listeners;
 use crate::service::{Service, ServiceInner};
-use crate::storage::{MemTable, SledDb, Storage, StorageError};
+use crate::storage::redis_cluster::{ClusterError, ClusterOptions};
+use crate::storage::{self, MemTable, RedisCluster, SledDb, Storage, StorageError};
 use crate::tls::{ServerTls, TlsError};
 use crate::wal::Wal;
 
@@ -68,9 +75,15 @@ pub enum ServerError {
     /// A `[server.tls]` file cannot be used (the message names it).
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// The configured backend is not served by this build yet.
-    #[error("storage.backend = {0:?}: not served yet (the request path is not async yet)")]
-    NotServed(&'static str),
+    /// The Redis Cluster cannot be reached at start (or its password
+    /// variable is gone): the error names the seed nodes tried.
+    #[error("{}: storage.nodes: {source}", file.display())]
+    Cluster {
+        /// The config file.
+        file: PathBuf,
+        /// What went wrong, naming the nodes tried.
+        source: ClusterError,
+    },
     /// The SIGHUP handler cannot be installed.
     #[error("cannot install the SIGHUP handler: {0}")]
     Hangup(std::io::Error),
@@ -87,7 +100,7 @@ pub struct Server {
     listeners: Listeners,
     addr: SocketAddr,
     plaintext_addr: Option<SocketAddr>,
-    service: Service<Arc<dyn Storage>>,
+    service: Served,
     /// Swaps in a new hook chain when the config file changes.
     reloader: Reloader,
     /// The log opened at start, closed once the server has stopped.
@@ -97,9 +110,27 @@ pub struct Server {
     backend: Backend,
 }
 
+/// The service of a server, over the storage its config names.
+#[derive(Clone)]
+enum Served {
+    /// Memory or sled (and the log over it): called inline.
+    Local(Service<Arc<dyn Storage>>),
+    /// The Redis Cluster: called once per batch.
+    Cluster(Service<RedisCluster>),
+}
+
+impl Served {
+    fn hooks(&self) -> Arc<crate::hooks::HookChain> {
+        match self {
+            Served::Local(service) => service.hooks(),
+            Served::Cluster(service) => service.hooks(),
+        }
+    }
+}
+
 /// The parts of a server before it listens.
 struct Built {
-    service: Service<Arc<dyn Storage>>,
+    service: Served,
     reloader: Reloader,
     wal: Option<Arc<Wal>>,
     /// `[server.tls]`, loaded; the reloader holds it too.
@@ -113,7 +144,7 @@ impl Server {
     /// [`Server::local_addr`]) and `plaintext_listen`, if set. Nothing is
     /// served until [`Server::run`].
     pub async fn from_config(config: &Config) -> Result<Self, ServerError> {
-        let built = build(config)?;
+        let built = build(config).await?;
         Self::listen(config, built, config.server.listen).await
     }
 
@@ -151,9 +182,22 @@ impl Server {
         self.plaintext_addr
     }
 
-    /// The service connections are handed to (its storage, its hooks).
-    pub fn service(&self) -> &Service<Arc<dyn Storage>> {
-        &self.service
+    /// The service connections are handed to (its storage, its hooks), for
+    /// memory and sled; `None` for the Redis Cluster (see
+    /// [`Server::cluster_service`]).
+    pub fn service(&self) -> Option<&Service<Arc<dyn Storage>>> {
+        match &self.service {
+            Served::Local(service) => Some(service),
+            Served::Cluster(_) => None,
+        }
+    }
+
+    /// The service of a server on the Redis Cluster, if it is one.
+    pub fn cluster_service(&self) -> Option<&Service<RedisCluster>> {
+        match &self.service {
+            Served::Cluster(service) => Some(service),
+            Served::Local(_) => None,
+        }
     }
 
     /// The write-ahead log, if the config has a wal entry.
@@ -206,14 +250,14 @@ impl Server {
                  ([server.tls] client_ca is not set): only tokens can log in"
             );
         }
-        let reloads =
-            hangups.map(|hangups| tokio::spawn(reloader.on_hangups(hangups, service.clone())));
-        let served = crate::server::serve(listeners, service.clone(), &limits, shutdown).await;
-        if let Some(reloads) = reloads {
-            reloads.abort();
-        }
-        // Flush what hooks hold (audit queue, logs) even if storage failed to flush.
-        service.hooks().shutdown();
+        let served = match service {
+            Served::Local(service) => {
+                serve_with(listeners, service, reloader, &limits, shutdown, hangups).await
+            }
+            Served::Cluster(service) => {
+                serve_with(listeners, service, reloader, &limits, shutdown, hangups).await
+            }
+        };
         if let Some(wal) = &wal {
             wal.close();
         }
@@ -222,12 +266,33 @@ impl Server {
     }
 }
 
+/// Serves `service` until `shutdown`, reloading its hook chain on every
+/// signal of `hangups` (if any); then shuts the hooks down.
+async fn serve_with<S: storage::Backend>(
+    listeners: Listeners,
+    service: Service<S>,
+    reloader: Reloader,
+    limits: &ServerConfig,
+    shutdown: impl Future<Output = ()>,
+    hangups: Option<Signal>,
+) -> Result<(), StorageError> {
+    let reloads =
+        hangups.map(|hangups| tokio::spawn(reloader.on_hangups(hangups, service.clone())));
+    let served = crate::server::serve(listeners, service.clone(), limits, shutdown).await;
+    if let Some(reloads) = reloads {
+        reloads.abort();
+    }
+    // Flush what hooks hold (audit queue, logs) even if storage failed to flush.
+    service.hooks().shutdown();
+    served
+}
+
 /// What `hookv-server` does once it has read `config` (from its file) and
 /// its arguments: builds the server, listens on `listen` (or `[server]
 /// listen`), and serves until SIGINT or SIGTERM, reloading the hook chain
 /// on SIGHUP.
 pub async fn serve(config: &Config, listen: Option<SocketAddr>) -> Result<(), ServerError> {
-    let built = build(config)?;
+    let built = build(config).await?;
     // Installed before listening, so no signal meets its default action.
     let hangups = signal(SignalKind::hangup()).map_err(ServerError::Hangup)?;
     let shutdown = shutdown_signal().map_err(ServerError::Signals)?;
@@ -271,11 +336,14 @@ async fn bind(
 
 /// The TLS certificate, storage, the log over it, the hook chain and the
 /// barriers of `config`.
-fn build(config: &Config) -> Result<Built, ServerError> {
+async fn build(config: &Config) -> Result<Built, ServerError> {
     let tls = match &config.server.tls {
         Some(settings) => Some(Arc::new(ServerTls::load(settings)?)),
         None => None,
     };
+    // Checked next: a mistake in the wal entry (or one with the cluster)
+    // is found before any storage opens.
+    let wal_entry = wal_entry(config)?;
     // sled with `sync = "always"` answers writes only once flushed: its barrier.
     let (store, sled_barrier): (Arc<dyn Storage>, Option<Arc<dyn WriteBarrier>>) =
         match config.storage.backend {
@@ -290,12 +358,11 @@ fn build(config: &Config) -> Result<Built, ServerError> {
                 let barrier = db.barrier().map(|b| b as Arc<dyn WriteBarrier>);
                 (Arc::new(db), barrier)
             }
-            // Served once the request path is async (storage::redis_cluster).
-            Backend::RedisCluster => return Err(ServerError::NotServed("redis-cluster")),
+            Backend::RedisCluster => return build_cluster(config, tls).await,
         };
     // The log wraps the storage, so it opens (and replays) before the
     // service and the hook chain are built.
-    let (wal, store) = match wal_entry(config)? {
+    let (wal, store) = match wal_entry {
         Some((entry, options)) => {
             let (wal, store) = Wal::open(options, &config.dir, store)
                 .map_err(|e| HookError::new(&config.path, entry, e))?;
@@ -318,9 +385,30 @@ fn build(config: &Config) -> Result<Built, ServerError> {
     let service: Service<Arc<dyn Storage>> = inner.into();
     let reloader = Reloader::new(config.clone(), built, wal.clone(), tls.clone());
     Ok(Built {
-        service,
+        service: Served::Local(service),
         reloader,
         wal,
+        tls,
+    })
+}
+
+/// The Redis Cluster of `config` (connected, its layout read, within
+/// `timeout_ms`) and the hook chain over it.
+async fn build_cluster(config: &Config, tls: Option<Arc<ServerTls>>) -> Result<Built, ServerError> {
+    let failed = |source| ServerError::Cluster {
+        file: config.path.clone(),
+        source,
+    };
+    let options = ClusterOptions::from_config(&config.storage).map_err(failed)?;
+    let cluster = RedisCluster::connect(options).await.map_err(failed)?;
+    let env = BuildEnv { config, wal: None };
+    let built = rebuild(&env, &[])?.built;
+    let service: Service<RedisCluster> = ServiceInner::new(cluster).hooks(&built.chain).into();
+    let reloader = Reloader::new(config.clone(), built, None, tls.clone());
+    Ok(Built {
+        service: Served::Cluster(service),
+        reloader,
+        wal: None,
         tls,
     })
 }

@@ -23,6 +23,11 @@
 //!
 //! A failure part-way through a multi-key write (storage error) answers 500;
 //! the keys before the failing one stay written.
+//!
+//! [`dispatch`] calls a synchronous [`Storage`]; `batched.rs` runs the
+//! same commands, with the same answers, as the [`Op`](crate::storage::redis_cluster::Op)s
+//! of one batch for the Redis Cluster (where a multi-key write is one
+//! transaction: all of it or none, and a storage error answers 503).
 
 use hookv_plugin::pb::command_request::RequestData;
 use hookv_plugin::pb::{CommandRequest, CommandResponse, Hscan, Kvpair, Value};
@@ -30,6 +35,8 @@ use prost::Message;
 
 use crate::error::Error;
 use crate::storage::Storage;
+
+pub(crate) mod batched;
 
 /// The page size of an `hscan` that asks for `count = 0`.
 pub const HSCAN_DEFAULT_COUNT: u32 = 100;
@@ -110,12 +117,27 @@ pub fn dispatch(
 
 /// One page of a table: see the module docs.
 fn hscan(r: &Hscan, store: &dyn Storage, max_frame_bytes: usize) -> Result<CommandResponse, Error> {
-    let count = match r.count {
+    // One pair more than the page: if there is one, the scan goes on.
+    let pairs = store.scan(&r.table, r.cursor.as_deref(), page_size(r) + 1)?;
+    page(r, pairs, max_frame_bytes)
+}
+
+/// The pairs an `hscan` page holds at most.
+fn page_size(r: &Hscan) -> usize {
+    (match r.count {
         0 => HSCAN_DEFAULT_COUNT,
         n => n.min(HSCAN_MAX_COUNT),
-    } as usize;
-    // One pair more than the page: if there is one, the scan goes on.
-    let mut pairs = store.scan(&r.table, r.cursor.as_deref(), count + 1)?;
+    }) as usize
+}
+
+/// The answer to `r`, from the first [`page_size`] + 1 pairs after its
+/// cursor: the page, cut to fit a frame, and the cursor to go on from.
+fn page(
+    r: &Hscan,
+    mut pairs: Vec<Kvpair>,
+    max_frame_bytes: usize,
+) -> Result<CommandResponse, Error> {
+    let count = page_size(r);
     let mut more = pairs.len() > count;
     pairs.truncate(count);
     let fit = fitting(&pairs, max_frame_bytes);
@@ -191,8 +213,13 @@ fn each_key(
 /// The value of a pair to write; an absent or empty value is refused, since
 /// storing "nothing" would read back as a missing key.
 fn checked_value(pair: &Kvpair, command: &'static str) -> Result<Value, Error> {
+    checked(pair, command).cloned()
+}
+
+/// [`checked_value`], borrowed.
+fn checked<'p>(pair: &'p Kvpair, command: &'static str) -> Result<&'p Value, Error> {
     match &pair.value {
-        Some(v) if !v.is_empty() => Ok(v.clone()),
+        Some(v) if !v.is_empty() => Ok(v),
         _ => Err(Error::MissingField {
             command,
             what: "the value (an unset Value cannot be stored)",

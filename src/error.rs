@@ -82,7 +82,9 @@ pub enum Error {
         /// The configured maximum.
         max: usize,
     },
-    /// The storage backend failed.
+    /// The storage backend failed: 500, or 503 when the Redis Cluster
+    /// cannot answer now ([`StorageError::Cluster`]: a node down, a
+    /// failover, a timeout; the client may retry).
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
 }
@@ -98,6 +100,7 @@ impl Error {
             Error::NotFound { .. } | Error::NoTable { .. } => status::NOT_FOUND,
             Error::Frame(e) => e.status(),
             Error::ResponseTooLarge { .. } | Error::PairTooLarge { .. } => status::TOO_LARGE,
+            Error::Storage(StorageError::Cluster(_)) => status::UNAVAILABLE,
             Error::Storage(_) => status::INTERNAL,
         }
     }

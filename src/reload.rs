@@ -55,7 +55,7 @@ use crate::config::{Config, ConfigError};
 use crate::hooks::build::{rebuild, wal_entry, BuildEnv, BuiltChain, Changes, HookError, Rebuilt};
 use crate::hooks::{Hook, HookChain};
 use crate::service::Service;
-use crate::storage::Storage;
+use crate::storage::Backend;
 use crate::tls::ServerTls;
 use crate::wal::{Wal, WalOptions};
 
@@ -130,7 +130,7 @@ impl Reloader {
 
     /// Re-reads the config file, reloads the TLS files (logging how that
     /// went), and swaps the new chain into `service`.
-    pub fn reload<S: Storage>(&mut self, service: &Service<S>) -> Result<Reloaded, ReloadError> {
+    pub fn reload<S: Backend>(&mut self, service: &Service<S>) -> Result<Reloaded, ReloadError> {
         let mut config = Config::load(&self.path)?;
         self.reload_tls(&config);
         // Restart-only sections keep their running values; say which differ.
@@ -211,7 +211,7 @@ impl Reloader {
     /// logging what each reload did. Building hooks may open files and load
     /// libraries, so each reload runs off the threads that serve
     /// connections.
-    pub async fn on_hangups<S: Storage>(mut self, mut hangups: Signal, service: Service<S>) {
+    pub async fn on_hangups<S: Backend>(mut self, mut hangups: Signal, service: Service<S>) {
         while hangups.recv().await.is_some() {
             let svc = service.clone();
             let (back, outcome) = match tokio::task::spawn_blocking(move || {

@@ -23,7 +23,7 @@ use crate::config::ServerConfig;
 use crate::connection::{self, Incoming, Limits, Shared};
 use crate::hooks::HookCtx;
 use crate::service::Service;
-use crate::storage::Storage;
+use crate::storage::Backend;
 use crate::tls::ServerTls;
 
 /// The sockets a server accepts connections on.
@@ -64,7 +64,7 @@ impl Listeners {
 
 /// Serves `listener` (plain TCP) until `shutdown` completes: [`serve`]
 /// with one plaintext listener.
-pub async fn run<S: Storage>(
+pub async fn run<S: Backend>(
     listener: TcpListener,
     service: Service<S>,
     config: &ServerConfig,
@@ -79,7 +79,7 @@ pub async fn run<S: Storage>(
 ///
 /// Only a storage flush failure at the end is an error; accept errors are
 /// logged and retried with backoff, connection errors end that connection.
-pub async fn serve<S: Storage>(
+pub async fn serve<S: Backend>(
     listeners: Listeners,
     service: Service<S>,
     config: &ServerConfig,
@@ -151,7 +151,7 @@ pub async fn serve<S: Storage>(
             "connections did not finish within shutdown_grace_secs; leaving them"
         );
     }
-    service.store().flush()?;
+    service.flush()?;
     info!("storage flushed; bye");
     Ok(())
 }

@@ -34,6 +34,29 @@
 //! The hook chain sits behind an `ArcSwap`: reading it per batch is lock-free,
 //! and [`Service::replace_hooks`] swaps a new chain in atomically. A batch of
 //! requests runs, start to finish, on the chain it loaded.
+//!
+//! # Two ways through a batch
+//!
+//! A connection answers its pipelined requests a batch at a time, and how
+//! depends on the store's [`Reach`]:
+//!
+//! - **Inline** (every [`Storage`]: memory, sled, your own): each request
+//!   goes all the way through [`Service::handle`] before the next begins.
+//!   Nothing is boxed or awaited per request.
+//! - **Batched** ([`RedisCluster`](crate::storage::RedisCluster)): the batch
+//!   goes through in three steps. (1) `on_received` for each request in
+//!   order (a refusal stops that request there, as always); (2) the storage
+//!   work of every request left, as one
+//!   [`RedisCluster::execute`](crate::storage::RedisCluster::execute),
+//!   awaited (one pipeline per master touched, one round trip for the batch);
+//!   (3) `on_executed` and `on_before_send` for each request in order. Each
+//!   request's own hooks see the context as its `on_received` hooks left it
+//!   (its principal, its peer), so a login later in the batch does not
+//!   change how an earlier request's answer is treated. The one difference a
+//!   hook can see: within one batch, a later request's `on_received` runs
+//!   before an earlier request's `on_executed` (received₁ received₂ …
+//!   executed₁ before_send₁ executed₂ …), so a hook that keeps its own state
+//!   across requests sees them in that order.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -42,8 +65,9 @@ use arc_swap::ArcSwap;
 use hookv_plugin::pb::{CommandRequest, CommandResponse};
 
 use crate::command::dispatch;
+use crate::error::Error;
 use crate::hooks::{Events, Flow, Hook, HookChain, HookCtx, Notify, NotifyMut, WriteBarrier};
-use crate::storage::{MemTable, Storage};
+use crate::storage::{Backend, MemTable, Reach, Storage, StorageError};
 
 /// A cheaply clonable handle to the storage and hook chain shared by all
 /// connections.
@@ -67,7 +91,7 @@ pub struct ServiceInner<Store> {
     barrier: Option<Arc<dyn WriteBarrier>>,
 }
 
-impl<Store: Storage> ServiceInner<Store> {
+impl<Store: Backend> ServiceInner<Store> {
     /// A service over `store` with no hooks.
     pub fn new(store: Store) -> Self {
         Self {
@@ -142,7 +166,7 @@ impl<Store: Storage> ServiceInner<Store> {
     }
 }
 
-impl<Store: Storage> From<ServiceInner<Store>> for Service<Store> {
+impl<Store: Backend> From<ServiceInner<Store>> for Service<Store> {
     fn from(inner: ServiceInner<Store>) -> Self {
         Self {
             inner: Arc::new(inner),
@@ -150,7 +174,7 @@ impl<Store: Storage> From<ServiceInner<Store>> for Service<Store> {
     }
 }
 
-impl<Store: Storage> Service<Store> {
+impl<Store: Backend> Service<Store> {
     /// The storage backend.
     pub fn store(&self) -> &Store {
         &self.inner.store
@@ -173,6 +197,29 @@ impl<Store: Storage> Service<Store> {
         self.inner.hooks.swap(Arc::new(chain))
     }
 
+    /// Runs the `on_after_send` chain once `res` has been written.
+    pub fn after_send(
+        &self,
+        chain: &HookChain,
+        ctx: &mut HookCtx,
+        req: &CommandRequest,
+        res: &CommandResponse,
+    ) {
+        let _ = chain.after_send.notify(ctx, req, res);
+    }
+
+    /// Makes everything written so far durable, as the server stops: a
+    /// synchronous store's [`Storage::flush`]. (The cluster has every
+    /// answered write already: nothing is held here.)
+    pub fn flush(&self) -> Result<(), StorageError> {
+        match self.inner.store.reach() {
+            Reach::Inline(store) => store.flush(),
+            Reach::Batched(_) => Ok(()),
+        }
+    }
+}
+
+impl<Store: Storage> Service<Store> {
     /// Runs `req` on the current chain: on_received → dispatch → on_executed
     /// → on_before_send. For in-process use; a connection uses
     /// [`Service::handle`] with the chain it holds, then [`Service::after_send`].
@@ -191,38 +238,116 @@ impl<Store: Storage> Service<Store> {
         ctx: &mut HookCtx,
         req: &CommandRequest,
     ) -> CommandResponse {
-        ctx.set_wrote(false);
-        let mut res = match chain.received.notify(ctx, req, &()) {
-            ControlFlow::Break(refusal) => refusal,
-            ControlFlow::Continue(()) => {
-                let res = dispatch(req, &self.inner.store, ctx.max_frame_bytes()).unwrap_or_else(|e| {
-                    if e.status() >= 500 {
-                        // A failing disk fails every request: limited.
-                        crate::log_limited!(error, conn = ctx.conn_id(), command = req.command_name(), error = %e, "request failed");
-                    }
-                    CommandResponse::from(e)
-                });
-                ctx.set_wrote(req.is_write() && res.is_ok());
-                match chain.executed.notify(ctx, req, &res) {
-                    ControlFlow::Break(replacement) => replacement,
-                    ControlFlow::Continue(()) => res,
-                }
-            }
-        };
-        let _ = chain.before_send.notify(ctx, req, &mut res);
-        res
+        handle(&self.inner.store, chain, ctx, req)
     }
+}
 
-    /// Runs the `on_after_send` chain once `res` has been written.
-    pub fn after_send(
-        &self,
-        chain: &HookChain,
-        ctx: &mut HookCtx,
-        req: &CommandRequest,
-        res: &CommandResponse,
-    ) {
-        let _ = chain.after_send.notify(ctx, req, res);
+/// [`Service::handle`] over any synchronous store: what a connection runs
+/// for each request when its store is [`Reach::Inline`].
+#[inline]
+pub(crate) fn handle(
+    store: &dyn Storage,
+    chain: &HookChain,
+    ctx: &mut HookCtx,
+    req: &CommandRequest,
+) -> CommandResponse {
+    ctx.set_wrote(false);
+    let mut res = match chain.received.notify(ctx, req, &()) {
+        ControlFlow::Break(refusal) => refusal,
+        ControlFlow::Continue(()) => {
+            let result = dispatch(req, store, ctx.max_frame_bytes());
+            executed(chain, ctx, req, result)
+        }
+    };
+    let _ = chain.before_send.notify(ctx, req, &mut res);
+    res
+}
+
+/// A request's result once storage ran it (or refused it), through the
+/// `on_executed` chain; marks the context `wrote` if it changed storage.
+#[inline]
+fn executed(
+    chain: &HookChain,
+    ctx: &mut HookCtx,
+    req: &CommandRequest,
+    result: Result<CommandResponse, Error>,
+) -> CommandResponse {
+    let res = result.unwrap_or_else(|e| {
+        if e.status() >= 500 {
+            // A failing disk, or a cluster down, fails every request: limited.
+            crate::log_limited!(error, conn = ctx.conn_id(), command = req.command_name(), error = %e, "request failed");
+        }
+        CommandResponse::from(e)
+    });
+    ctx.set_wrote(req.is_write() && res.is_ok());
+    match chain.executed.notify(ctx, req, &res) {
+        ControlFlow::Break(replacement) => replacement,
+        ControlFlow::Continue(()) => res,
     }
+}
+
+/// A request of a batch bound for a batched store ([`Reach::Batched`]),
+/// between its `on_received` hooks and its execution (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Received {
+    /// The request (the default, empty one for a frame that was none).
+    pub(crate) req: CommandRequest,
+    /// The connection's context as this request's `on_received` hooks left
+    /// it: the request's later hooks see this one, as they would in
+    /// [`Service::handle`], whatever the requests after it change.
+    pub(crate) ctx: HookCtx,
+    /// Its answer already, storage untouched: refused by an `on_received`
+    /// hook, or a frame that was not a request.
+    pub(crate) answered: Option<CommandResponse>,
+}
+
+impl Received {
+    /// A request answered before storage: `res` goes through
+    /// `on_before_send` only.
+    pub(crate) fn answered(req: CommandRequest, ctx: &HookCtx, res: CommandResponse) -> Self {
+        Self {
+            req,
+            ctx: ctx.clone(),
+            answered: Some(res),
+        }
+    }
+}
+
+/// The batched path, step 1, for one request: its `on_received` hooks.
+pub(crate) fn receive(chain: &HookChain, ctx: &mut HookCtx, req: CommandRequest) -> Received {
+    ctx.set_wrote(false);
+    let answered = match chain.received.notify(ctx, &req, &()) {
+        ControlFlow::Break(refusal) => Some(refusal),
+        ControlFlow::Continue(()) => None,
+    };
+    Received {
+        req,
+        ctx: ctx.clone(),
+        answered,
+    }
+}
+
+/// The batched path, step 3, for one request: the result storage gave it
+/// (`None` for one answered in step 1) through `on_executed`, then
+/// `on_before_send`, with the request's own context.
+pub(crate) fn answer(
+    chain: &HookChain,
+    received: &mut Received,
+    result: Option<Result<CommandResponse, Error>>,
+) -> CommandResponse {
+    let Received { req, ctx, answered } = received;
+    let mut res = match (answered.take(), result) {
+        (Some(res), _) => res,
+        (None, Some(result)) => executed(chain, ctx, req, result),
+        // Step 2 answers every request it was given; were one missing, it
+        // was not executed.
+        (None, None) => CommandResponse::error(
+            hookv_plugin::pb::status::INTERNAL,
+            "storage gave no answer for this request; it was not executed",
+        ),
+    };
+    let _ = chain.before_send.notify(ctx, req, &mut res);
+    res
 }
 
 struct ReceivedFn<F>(F);
@@ -322,6 +447,7 @@ fn _assert_send_sync() {
     is::<Service<MemTable>>();
     is::<Service<crate::storage::SledDb>>();
     is::<Service<Box<dyn Storage>>>();
+    is::<Service<crate::storage::RedisCluster>>();
     is::<Arc<dyn Hook>>();
     is::<HookChain>();
 }

@@ -94,6 +94,7 @@ async fn a_batch_across_masters_answers_as_the_ops_one_by_one() {
 
     let values: Vec<Value> = (0..8i64).map(Value::from).collect();
     let keys: Vec<String> = (0..4).map(|k| format!("k{k}")).collect();
+    let missing: Vec<String> = (0..tables.len()).map(|n| format!("none{n}")).collect();
     let mut ops = Vec::new();
     for (n, table) in tables.iter().enumerate() {
         let v = |i: usize| &values[(n + i) % values.len()];
@@ -129,6 +130,30 @@ async fn a_batch_across_masters_answers_as_the_ops_one_by_one() {
                 keys: vec![&keys[0], &keys[1], &keys[2]],
             },
             Op::GetAll { table },
+            // Writes next to each other on one table share a transaction;
+            // each still answers what it replaced or removed.
+            Op::Set {
+                table,
+                pairs: vec![(&keys[3], v(5))],
+            },
+            Op::Set {
+                table,
+                pairs: vec![(&keys[3], v(6)), (&keys[1], v(7))],
+            },
+            Op::Del {
+                table,
+                keys: vec![&keys[3], &keys[2]],
+            },
+            Op::Del {
+                table,
+                keys: vec![&keys[3]],
+            },
+            Op::Set {
+                table,
+                pairs: vec![(&keys[3], v(0))],
+            },
+            Op::Exists { table },
+            Op::Exists { table: &missing[n] },
         ]);
     }
     // A table too big for one HSCAN reply, read whole between writes: the
@@ -186,6 +211,7 @@ fn run_on(store: &dyn hookv::Storage, op: &Op<'_>) -> Answer {
         Op::Del { table, keys } => {
             Answer::Values(keys.iter().map(|k| store.del(table, k).unwrap()).collect())
         }
+        Op::Exists { table } => Answer::Bools(vec![store.table_exists(table).unwrap().unwrap()]),
         Op::GetAll { table } => Answer::Pairs(store.get_all(table).unwrap()),
         Op::Scan {
             table,

@@ -50,7 +50,10 @@
 //! # Layout
 //!
 //! The loop is `Handler::run`, below: read a batch, answer it, wait for
-//! the barrier if it wrote, flush, run `on_after_send`. Beside it:
+//! the barrier if it wrote, flush, run `on_after_send`. A batch is answered
+//! request by request for a synchronous store (`Handler::answer_batch`),
+//! or in three steps with one awaited storage call for the Redis Cluster
+//! (`batched.rs`; see `crate::service`). Beside it:
 //! `stream.rs` (the `Connection`: stream, buffers, clocks), `transport.rs`
 //! (the stream: TCP or TLS, a type parameter), `answers.rs`
 //! (a batch of answers encoded for one write), `deadlines.rs` (idle, frame
@@ -72,10 +75,11 @@ use crate::error::Error;
 use crate::frame::FrameError;
 use crate::hooks::{HookChain, HookCtx, NotifyMut};
 use crate::service::Service;
-use crate::storage::Storage;
+use crate::storage::{Backend, Reach, Storage};
 use crate::tls::{Accepted, ServerTls};
 
 mod answers;
+mod batched;
 mod deadlines;
 mod end;
 mod limits;
@@ -98,7 +102,7 @@ pub enum Incoming {
 }
 
 /// Serves one connection until it ends; never panics on client input.
-pub async fn serve<S: Storage>(
+pub async fn serve<S: Backend>(
     incoming: Incoming,
     mut ctx: HookCtx,
     service: Service<S>,
@@ -127,7 +131,7 @@ pub async fn serve<S: Storage>(
 /// [`serve`] for a connection on the TLS port: counted among the
 /// unauthenticated from accept (refused before any handshake past
 /// `max_unauthenticated`), then the handshake, then served as any other.
-async fn serve_tls<S: Storage>(
+async fn serve_tls<S: Backend>(
     tcp: TcpStream,
     tls: Arc<ServerTls>,
     mut ctx: HookCtx,
@@ -182,7 +186,7 @@ struct Admission<'a> {
 impl<'a> Admission<'a> {
     /// Counts a new connection among the unauthenticated while the chain
     /// authenticates, unless `max_unauthenticated` are already.
-    fn new<S: Storage>(service: &Service<S>, shared: &'a Shared) -> Self {
+    fn new<S: Backend>(service: &Service<S>, shared: &'a Shared) -> Self {
         let mut unauthenticated = Unauthenticated::new(&shared.unauthenticated);
         let refused = match service.hooks().authenticates() {
             true => unauthenticated.admit().err(),
@@ -244,7 +248,7 @@ struct Batch {
     after: After,
 }
 
-impl<'a, S: Storage, T: Transport> Handler<'a, S, T> {
+impl<'a, S: Backend, T: Transport> Handler<'a, S, T> {
     /// A handler for `stream`, admitted as `admission` says.
     fn new(
         stream: T,
@@ -278,6 +282,9 @@ impl<'a, S: Storage, T: Transport> Handler<'a, S, T> {
     /// Answers batch after batch until the connection ends: first the
     /// refusal (503), if admission refused it.
     async fn run(&mut self, mut stopped: Pin<&mut WaitForCancellationFutureOwned>) -> End {
+        // Its own handle, so the store can be borrowed while a batch
+        // borrows the handler.
+        let service = self.service.clone();
         let mut after = match self.refused.take() {
             None => After::Read,
             Some(refusal) => After::More(Some(End::Limit(refusal))),
@@ -294,7 +301,10 @@ impl<'a, S: Storage, T: Transport> Handler<'a, S, T> {
             };
             // One chain per batch, even if a reload swaps it meanwhile.
             let chain = self.service.hooks();
-            let batch = self.answer_batch(&chain, ending);
+            let batch = match service.store().reach() {
+                Reach::Inline(store) => self.answer_batch(store, &chain, ending),
+                Reach::Batched(cluster) => self.answer_batched(cluster, &chain, ending).await,
+            };
             // No answer to a write leaves before the write is durable.
             if batch.wrote && !self.writes_durable().await {
                 return End::NotDurable;
@@ -310,15 +320,21 @@ impl<'a, S: Storage, T: Transport> Handler<'a, S, T> {
         }
     }
 
-    /// Answers every whole frame buffered, in order, up to the batch cap;
-    /// `ending` closes the connection after them.
-    fn answer_batch(&mut self, chain: &HookChain, ending: Option<End>) -> Batch {
+    /// Answers every whole frame buffered, in order, up to the batch cap,
+    /// each all the way through before the next; `ending` closes the
+    /// connection after them.
+    fn answer_batch(
+        &mut self,
+        store: &dyn Storage,
+        chain: &HookChain,
+        ending: Option<End>,
+    ) -> Batch {
         let keep = chain.has_after_send();
         let mut wrote = false;
         let end = loop {
             match self.conn.next_frame() {
                 Ok(Some(frame)) => {
-                    let (req, res) = answer(&self.service, chain, &mut self.ctx, frame);
+                    let (req, res) = answer(store, chain, &mut self.ctx, frame);
                     // Only a write that storage executed waits for the
                     // barrier (a write refused because the WAL failed must
                     // still get its answer), whatever hooks made of its answer.
@@ -338,13 +354,19 @@ impl<'a, S: Storage, T: Transport> Handler<'a, S, T> {
                 Err(e) => break Some(self.conn.refused(e)),
             }
         };
+        self.end_batch(chain, end, wrote)
+    }
+
+    /// The batch's end: with `end`, the connection's last word (if it has
+    /// one) ends the batch, and the connection closes after it.
+    fn end_batch(&mut self, chain: &HookChain, end: Option<End>, wrote: bool) -> Batch {
         let Some(end) = end else {
             let after = After::Read;
             return Batch { wrote, after };
         };
         if let Some((status, message)) = self.conn.last_word(&end) {
             let (req, res) = refuse(chain, &mut self.ctx, &message, status);
-            self.conn.push_answer(req, res, keep);
+            self.conn.push_answer(req, res, chain.has_after_send());
         }
         let after = After::Close(end);
         Batch { wrote, after }
@@ -388,10 +410,10 @@ impl<'a, S: Storage, T: Transport> Handler<'a, S, T> {
     }
 }
 
-/// Decodes one frame and runs it through the service.
+/// Decodes one frame and runs it through the service (over `store`).
 #[inline]
-fn answer<S: Storage>(
-    service: &Service<S>,
+fn answer(
+    store: &dyn Storage,
     chain: &HookChain,
     ctx: &mut HookCtx,
     frame: Bytes,
@@ -400,7 +422,7 @@ fn answer<S: Storage>(
     ctx.set_request_frame(Some(frame.clone()));
     match CommandRequest::decode(frame) {
         Ok(req) => {
-            let res = service.handle(chain, ctx, &req);
+            let res = crate::service::handle(store, chain, ctx, &req);
             ctx.set_request_frame(None);
             (req, res)
         }

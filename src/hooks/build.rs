@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::config::{Config, HookEntry};
+use crate::config::{Backend, Config, HookEntry};
 use crate::hooks::audit::{AuditError, AuditHook, AuditOptions};
 use crate::hooks::auth::AuthHook;
 use crate::hooks::rewrite::RewriteHook;
@@ -77,6 +77,13 @@ pub enum EntryError {
         /// The label of the first.
         first: String,
     },
+    /// A wal entry with `storage.backend = "redis-cluster"`.
+    #[error(
+        "the wal hook cannot run with storage.backend = \"redis-cluster\": the cluster keeps the \
+         data, replicated, for every hookv server, and this server's local log would diverge from \
+         it; remove this entry (wait_replicas in [storage] is how writes wait for copies)"
+    )]
+    WalWithCluster,
     /// The wal options parse but cannot be used.
     #[error(transparent)]
     WalOptions(#[from] OptionsError),
@@ -321,12 +328,16 @@ fn build_one(
 
 /// The one `kind = "wal"` entry of `config` with its options parsed and
 /// checked, or `None` when the config has no wal hook. Two wal entries are
-/// an error (they would be one log). The log is opened from these options
-/// before the chain is built, since it wraps the storage.
+/// an error (they would be one log), and so is one with the Redis Cluster
+/// backend. The log is opened from these options before the chain is
+/// built, since it wraps the storage.
 pub fn wal_entry(config: &Config) -> Result<Option<(&HookEntry, WalOptions)>, HookError> {
     let mut found: Option<(&HookEntry, WalOptions)> = None;
     for entry in config.hooks.iter().filter(|e| e.kind() == Some("wal")) {
         let error = |problem: EntryError| HookError::new(&config.path, entry, problem);
+        if config.storage.backend == Backend::RedisCluster {
+            return Err(error(EntryError::WalWithCluster));
+        }
         if let Some((first, _)) = found {
             return Err(error(EntryError::SecondWal {
                 first: first.label(),

@@ -1,4 +1,5 @@
-//! Where data lives: the [`Storage`] trait and its two backends.
+//! Where data lives: the [`Storage`] trait, its backends, and the
+//! [`Backend`] a service is built over.
 //!
 //! - [`MemTable`]: in memory, a `DashMap` of tables (lost on exit unless the
 //!   write-ahead log, `crate::wal`, wraps it).
@@ -9,6 +10,13 @@
 //!   talks over the network, so its API is async and batched and it does
 //!   not implement [`Storage`]; [`behaviours`] holds the conformance
 //!   behaviours written once for all three (see `redis_cluster/mod.rs`).
+//!
+//! A [`Service`](crate::Service) is built over a [`Backend`]: any
+//! [`Storage`] (called inline, request by request: it answers at once, so
+//! the request path costs no future and no allocation for it), or the
+//! [`RedisCluster`] (called once per batch of pipelined requests, awaited:
+//! waiting for the network never blocks a worker thread). A connection asks
+//! [`Backend::reach`] once per batch.
 //!
 //! A layer may wrap a backend and be a [`Storage`] itself, as the write-ahead
 //! log does; what it refuses reaches the client as
@@ -63,6 +71,42 @@ pub enum StorageError {
     /// too, and cost about 16 instructions per `hset`.)
     #[error("{0}")]
     Layer(String),
+}
+
+/// What a [`Service`](crate::Service) keeps its tables in, as the request
+/// path calls it: see [`Reach`]. Every [`Storage`] is a `Backend` (the
+/// course's trait stays the one to implement for a backend of your own);
+/// so is [`RedisCluster`], which is not a [`Storage`].
+pub trait Backend: Send + Sync + 'static {
+    /// How the request path calls this store.
+    fn reach(&self) -> Reach<'_>;
+}
+
+/// How the request path calls a [`Backend`].
+#[derive(Clone, Copy)]
+pub enum Reach<'a> {
+    /// A synchronous store that answers at once (memory, sled, the log over
+    /// them, your own): each request calls it in turn, inline, between its
+    /// `on_received` and `on_executed` hooks.
+    Inline(&'a dyn Storage),
+    /// The Redis Cluster: a batch's requests go through `on_received`
+    /// first, then to the cluster as one [`RedisCluster::execute`] (one
+    /// pipeline per master touched), awaited, then through `on_executed`
+    /// and `on_before_send` in order.
+    Batched(&'a RedisCluster),
+}
+
+impl<S: Storage> Backend for S {
+    #[inline]
+    fn reach(&self) -> Reach<'_> {
+        Reach::Inline(self)
+    }
+}
+
+impl Backend for RedisCluster {
+    fn reach(&self) -> Reach<'_> {
+        Reach::Batched(self)
+    }
 }
 
 /// A key-value store of named tables.

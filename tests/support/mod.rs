@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use hookv::config::{Config, ServerConfig};
+use hookv::storage::Backend;
 use hookv::wal::Wal;
 use hookv::{Server, Service, Storage};
 use tokio::net::TcpListener;
@@ -38,8 +39,8 @@ type Failure = Box<dyn std::error::Error + Send + Sync>;
 /// A server running in this process until dropped or stopped.
 pub struct TestServer {
     pub addr: SocketAddr,
-    /// For a server started from a config: its service (to look at its
-    /// storage) and its write-ahead log, if it has one.
+    /// For a server started from a config on memory or sled: its service
+    /// (to look at its storage) and its write-ahead log, if it has one.
     pub service: Option<Service<Arc<dyn Storage>>>,
     pub wal: Option<Arc<Wal>>,
     stop: Option<oneshot::Sender<()>>,
@@ -48,7 +49,7 @@ pub struct TestServer {
 
 impl TestServer {
     /// Starts `service` on 127.0.0.1 with an OS-chosen port.
-    pub async fn start<S: Storage>(service: Service<S>, config: ServerConfig) -> Self {
+    pub async fn start<S: Backend>(service: Service<S>, config: ServerConfig) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -84,7 +85,7 @@ impl TestServer {
         config.server.listen = "127.0.0.1:0".parse().unwrap();
         let server = Server::from_config(&config).await?;
         let addr = server.local_addr();
-        let service = Some(server.service().clone());
+        let service = server.service().cloned();
         let wal = server.wal().cloned();
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(async move {

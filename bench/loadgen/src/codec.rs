@@ -47,21 +47,31 @@ impl Codec {
         match w.protocol {
             Protocol::Hookv => Codec::Hookv {
                 frames: FrameCodec::new(MAX_RESPONSE_BYTES),
-                hset: CommandRequest::new_hset(w.table.as_str(), "", w.value.as_str()),
-                hget: CommandRequest::new_hget(w.table.as_str(), ""),
+                hset: CommandRequest::new_hset(w.tables[0].as_str(), "", w.value.as_str()),
+                hget: CommandRequest::new_hget(w.tables[0].as_str(), ""),
             },
             Protocol::Resp => Codec::Resp,
         }
     }
 
-    /// Appends one request for `op` on `key` to `out`.
-    pub(crate) fn encode(&mut self, w: &Workload, op: Op, key: &str, out: &mut BytesMut) {
+    /// Appends one request for `op` on `key` of `table` to `out`.
+    pub(crate) fn encode(
+        &mut self,
+        w: &Workload,
+        op: Op,
+        table: &str,
+        key: &str,
+        out: &mut BytesMut,
+    ) {
         match self {
             Codec::Hookv { hset, hget, .. } => {
                 let req = match op {
                     Op::Set => hset,
                     Op::Get => hget,
                 };
+                if w.tables.len() > 1 {
+                    set_table(req, table);
+                }
                 set_key(req, key);
                 let len = req.encoded_len();
                 out.reserve(4 + len);
@@ -70,8 +80,8 @@ impl Codec {
                 req.encode_raw(out);
             }
             Codec::Resp => match op {
-                Op::Set => resp_array(&["HSET", &w.table, key, &w.value], out),
-                Op::Get => resp_array(&["HGET", &w.table, key], out),
+                Op::Set => resp_array(&["HSET", table, key, &w.value], out),
+                Op::Get => resp_array(&["HGET", table, key], out),
             },
         }
     }
@@ -111,6 +121,17 @@ impl Codec {
             }
         }
     }
+}
+
+/// Overwrites the table of an `hset`/`hget` template.
+fn set_table(req: &mut CommandRequest, table: &str) {
+    let slot = match &mut req.request_data {
+        Some(RequestData::Hset(h)) => &mut h.table,
+        Some(RequestData::Hget(h)) => &mut h.table,
+        _ => return,
+    };
+    slot.clear();
+    slot.push_str(table);
 }
 
 /// Overwrites the key of an `hset`/`hget` template.

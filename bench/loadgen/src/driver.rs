@@ -152,7 +152,8 @@ pub(crate) async fn drive(id: usize, w: &Workload, r: &mut ConnResult) -> Result
     let mut rng = Rng::new(id as u64);
     let mut key = String::with_capacity(32);
     let mut ops = Vec::with_capacity(w.pipeline);
-    let mut wbuf = BytesMut::with_capacity(w.pipeline * (64 + w.value.len() + w.table.len()));
+    let longest = w.tables.iter().map(String::len).max().unwrap_or(0);
+    let mut wbuf = BytesMut::with_capacity(w.pipeline * (64 + w.value.len() + longest));
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
 
     while Instant::now() < w.end {
@@ -165,8 +166,10 @@ pub(crate) async fn drive(id: usize, w: &Workload, r: &mut ConnResult) -> Result
                 Op::Get
             };
             key.clear();
-            let _ = write!(key, "key:{}", rng.below(w.keys));
-            codec.encode(w, op, &key, &mut wbuf);
+            let n = rng.below(w.keys);
+            let _ = write!(key, "key:{n}");
+            let table = &w.tables[(n % w.tables.len() as u64) as usize];
+            codec.encode(w, op, table, &key, &mut wbuf);
             ops.push(op);
         }
 

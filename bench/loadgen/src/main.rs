@@ -20,7 +20,10 @@
 //! table growth) are not counted.
 //!
 //! Keys are `key:N` with N uniform in `0..--keys`, drawn by a xorshift PRNG
-//! seeded per connection, so a run is repeatable. Nothing is pre-populated:
+//! seeded per connection, so a run is repeatable. They all live in the table
+//! `--table`, or, with `--tables a,b,c`, key N lives in table number
+//! N mod 3 (so its hset and hget meet), spreading the load over tables: over
+//! the masters of a Redis Cluster behind hookv, say. Nothing is pre-populated:
 //! an `hget` of a key not yet set is a miss (404, or `$-1` in RESP) and counts
 //! as a success; any other non-200 status, or a RESP `-ERR`, is an error
 //! (errors are counted during the warmup too; successes only in the window).
@@ -168,6 +171,10 @@ struct Args {
     /// Table (hookv) or hash key (Redis) every request addresses.
     #[arg(long, default_value = "bench")]
     table: String,
+    /// Tables (comma-separated) to spread the keys over instead of
+    /// `--table`: key N lives in the (N mod count)th.
+    #[arg(long, value_delimiter = ',')]
+    tables: Vec<String>,
     /// Wire protocol to speak.
     #[arg(long, value_enum, default_value_t = Protocol::Hookv)]
     protocol: Protocol,
@@ -222,7 +229,8 @@ struct Workload {
     set_threshold: u64,
     keys: u64,
     value: String,
-    table: String,
+    /// The tables keys live in (key N in `tables[N % len]`); at least one.
+    tables: Vec<String>,
     /// Token to authenticate each hookv connection with.
     token: Option<String>,
     /// TLS settings and the name the server's certificate must carry.
@@ -250,6 +258,9 @@ fn run(args: Args) -> Result<Summary, BoxError> {
     }
     if args.keys == 0 {
         return Err("--keys must be at least 1".into());
+    }
+    if args.tables.iter().any(String::is_empty) {
+        return Err("--tables: a table name is empty".into());
     }
     if args.threads == 0 {
         return Err("--threads must be at least 1".into());
@@ -296,7 +307,10 @@ fn run(args: Args) -> Result<Summary, BoxError> {
         set_threshold: (args.set_ratio * (1u64 << 53) as f64) as u64,
         keys: args.keys,
         value: "v".repeat(args.value_size),
-        table: args.table.clone(),
+        tables: match args.tables.is_empty() {
+            true => vec![args.table.clone()],
+            false => args.tables.clone(),
+        },
         token: args.token.clone(),
         tls,
         reconnect: args.reconnect,

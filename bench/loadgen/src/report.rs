@@ -89,7 +89,13 @@ pub(crate) fn report(args: &Args, addr: SocketAddr, s: &Summary) {
     );
     println!(
         "  workload:   set_ratio={} keys={} value_size={} table={}",
-        args.set_ratio, args.keys, args.value_size, args.table
+        args.set_ratio,
+        args.keys,
+        args.value_size,
+        match args.tables.is_empty() {
+            true => args.table.clone(),
+            false => args.tables.join(","),
+        }
     );
     println!(
         "  window:     {}s warmup (not counted), {}s measured",

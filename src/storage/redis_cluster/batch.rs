@@ -5,15 +5,19 @@
 //! |---|---|---|
 //! | `Get` (hget, hmget) | `HGET` (one key) or `HMGET` | one command |
 //! | `Contains` (hexist, hmexist) | one `HEXISTS` per key | per key |
-//! | `Set` (hset, hmset) | `MULTI`, `HMGET`, `HSET`, `EXEC` | yes: the previous values are the ones replaced |
-//! | `Del` (hdel, hmdel) | `MULTI`, `HMGET`, `HDEL`, `EXEC` | yes: the values answered are the ones removed |
+//! | `Exists` (whether a table exists: hget's 404) | `EXISTS` | one command |
+//! | `Set` (hset, hmset) | `HMGET`, `HSET` in a `MULTI`/`EXEC` | yes: the previous values are the ones replaced |
+//! | `Del` (hdel, hmdel) | `HMGET`, `HDEL` in a `MULTI`/`EXEC` | yes: the values answered are the ones removed |
 //! | `GetAll` (hgetall), `Scan` (hscan) | `HSCAN` until its cursor is 0 | no (see `table_read.rs`) |
 //!
 //! A `MULTI` ... `EXEC` block runs on the hash's master with nothing else in
 //! between, whichever hookv server sent it, so no other write can slip
 //! between reading the previous values and writing the new ones. (Redis
 //! refuses the whole block, writing nothing, when any of its commands is
-//! refused when queued, e.g. `MOVED` during a failover.)
+//! refused when queued, e.g. `MOVED` during a failover.) The pipeline puts
+//! the writes next to each other on one table in one block
+//! (`pipeline.rs`); each op still reads its replies as its own block's:
+//! `MULTI`, its two `QUEUED`, and its two results of `EXEC`.
 
 use hookv_plugin::pb::{Kvpair, Value};
 use redis::{Pipeline, Value as Reply};
@@ -55,6 +59,12 @@ pub enum Op<'a> {
         /// The keys, answered in this order.
         keys: Vec<&'a str>,
     },
+    /// Whether the table exists, i.e. holds at least one key (asked to
+    /// tell a missing table from a missing key in hget's 404).
+    Exists {
+        /// The table.
+        table: &'a str,
+    },
     /// Every pair of the table, in key order (hgetall).
     GetAll {
         /// The table.
@@ -78,7 +88,7 @@ pub enum Answer {
     /// `Get`, `Set`, `Del`: one per key, in order; `None` where the key was
     /// missing (read, replaced or removed: nothing).
     Values(Vec<Option<Value>>),
-    /// `Contains`: one per key, in order.
+    /// `Contains`: one per key, in order; `Exists`: one.
     Bools(Vec<bool>),
     /// `GetAll`, `Scan`: pairs in key order.
     Pairs(Vec<Kvpair>),
@@ -92,6 +102,7 @@ impl Op<'_> {
             | Op::Contains { table, .. }
             | Op::Set { table, .. }
             | Op::Del { table, .. }
+            | Op::Exists { table }
             | Op::GetAll { table }
             | Op::Scan { table, .. } => table,
         }
@@ -124,6 +135,8 @@ impl Op<'_> {
 
     /// Appends the op's commands on hash `key` to `pipe`; returns how many
     /// replies they bring. Call only when [`Op::trivial_answer`] is `None`.
+    /// A write's two commands go inside a `MULTI`/`EXEC` its caller opens
+    /// and closes.
     pub(super) fn push_commands(&self, key: &[u8], pipe: &mut Pipeline) -> usize {
         match self {
             Op::Get { keys, .. } if keys.len() == 1 => {
@@ -141,7 +154,6 @@ impl Op<'_> {
                 keys.len()
             }
             Op::Set { pairs, .. } => {
-                pipe.cmd("MULTI");
                 let hmget = pipe.cmd("HMGET").arg(key);
                 for (k, _) in pairs {
                     hmget.arg(*k);
@@ -150,15 +162,16 @@ impl Op<'_> {
                 for (k, v) in pairs {
                     hset.arg(*k).arg(keyspace::encode(v));
                 }
-                pipe.cmd("EXEC");
-                4
+                2
             }
             Op::Del { keys, .. } => {
-                pipe.cmd("MULTI");
                 pipe.cmd("HMGET").arg(key).arg(keys);
                 pipe.cmd("HDEL").arg(key).arg(keys);
-                pipe.cmd("EXEC");
-                4
+                2
+            }
+            Op::Exists { .. } => {
+                pipe.cmd("EXISTS").arg(key);
+                1
             }
             Op::GetAll { .. } | Op::Scan { .. } => {
                 push_hscan(pipe, key, b"0");
@@ -167,8 +180,9 @@ impl Op<'_> {
         }
     }
 
-    /// Reads the op's `replies` (as many as [`Op::push_commands`] said).
-    /// A table read may need more `HSCAN`s: then it comes back unfinished.
+    /// Reads the op's `replies` (as many as [`Op::push_commands`] said; a
+    /// write's four: `MULTI`, two `QUEUED`, its part of `EXEC`). A table
+    /// read may need more `HSCAN`s: then it comes back unfinished.
     pub(super) fn read_replies(&self, mut replies: Vec<Reply>) -> Result<Read<'_>, StorageError> {
         match self {
             Op::Get { table, keys } => {
@@ -188,6 +202,10 @@ impl Op<'_> {
                     .collect::<Result<_, _>>()?;
                 Ok(Read::Done(Answer::Bools(bools)))
             }
+            Op::Exists { table } => match one(replies, "EXISTS")? {
+                Reply::Int(n) => Ok(Read::Done(Answer::Bools(vec![n == 1]))),
+                other => Err(refused(table, other, "EXISTS")),
+            },
             Op::Set { table, pairs } => {
                 let keys: Vec<&str> = pairs.iter().map(|(k, _)| *k).collect();
                 let mut old = values_of(table, &keys, transaction(table, replies, "HSET")?)?;
