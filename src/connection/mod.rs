@@ -53,6 +53,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use crate::error::Error;
 use crate::frame::FrameError;
 use crate::hooks::{HookChain, HookCtx, NotifyMut};
+use crate::metrics::Tally;
 use crate::service::Service;
 use crate::storage::Storage;
 
@@ -76,6 +77,7 @@ pub async fn serve<S: Storage>(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
+    let _open = crate::metrics::connection_opened();
     // Commands that size their answers (hscan pages) read it from here.
     ctx.set_max_frame_bytes(limits.max_frame_bytes);
     // Created once: each `cancelled()` call registers a waiter under a lock.
@@ -87,8 +89,11 @@ pub async fn serve<S: Storage>(
         auth_timeout: limits.auth_timeout,
         service,
         ctx,
+        tally: Tally::new(),
     };
     let end = handler.run(stopped).await;
+    // A batch executed but never answered (its write failed) still counts.
+    handler.tally.unanswered();
     end.log(&handler.ctx);
 }
 
@@ -101,6 +106,8 @@ struct Handler<'a, S> {
     /// The connection's place among those that must still authenticate.
     unauthenticated: Unauthenticated<'a>,
     auth_timeout: Duration,
+    /// The batch's requests, for the figures.
+    tally: Tally,
 }
 
 /// What answering one batch leaves to do once it is written.
@@ -164,6 +171,7 @@ impl<S: Storage> Handler<'_, S> {
                 return batch.after.or_failed(failed);
             }
             self.after_send(&chain);
+            self.tally.answered(self.ctx.latency());
             if !matches!(batch.after, After::Close(_)) {
                 self.track_auth(&chain);
             }
@@ -184,6 +192,7 @@ impl<S: Storage> Handler<'_, S> {
                     // barrier (a write refused because the WAL failed must
                     // still get its answer), whatever hooks made of its answer.
                     wrote |= self.ctx.wrote();
+                    self.tally.add(&req, res.status);
                     self.conn.push_answer(req, res, keep);
                     // Nothing after this request is read: the connection ends.
                     if self.ctx.close_requested() {
@@ -205,6 +214,7 @@ impl<S: Storage> Handler<'_, S> {
         };
         if let Some((status, message)) = self.conn.last_word(&end) {
             let (req, res) = refuse(chain, &mut self.ctx, &message, status);
+            self.tally.add(&req, res.status);
             self.conn.push_answer(req, res, keep);
         }
         let after = After::Close(end);
@@ -282,6 +292,7 @@ fn answer<S: Storage>(
             (req, res)
         }
         Err(e) => {
+            crate::metrics::malformed_frame();
             ctx.set_request_frame(None);
             ctx.set_wrote(false);
             let e = Error::Decode(e);
