@@ -21,11 +21,11 @@ pub mod storage;
 #[cfg(test)]
 mod tests;
 
+pub use metrics::MetricsConfig;
 use position::{line_column, position};
 use server::{
     min_unsent_bytes, why, wide, HOUR, MAX_CONNECTIONS, MAX_UNSENT_BYTES, MAX_WORKER_THREADS, WEEK,
 };
-pub use metrics::MetricsConfig;
 pub use server::{ServerConfig, TlsConfig, MAX_FRAME_BYTES_LIMIT, MIN_FRAME_BYTES, TLS_LISTENER};
 pub use storage::{Backend, StorageConfig, SyncPolicy};
 

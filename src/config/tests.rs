@@ -316,7 +316,9 @@ fn metrics_listen_is_off_by_default_and_its_mistakes_name_file_line_and_key() {
         .unwrap_err()
         .to_string();
     assert!(
-        msg.starts_with("config.toml:2:10: metrics.listen = \"127.0.0.1:9527\": must differ from server.listen"),
+        msg.starts_with(
+            "config.toml:2:10: metrics.listen = \"127.0.0.1:9527\": must differ from server.listen"
+        ),
         "{msg}"
     );
     let msg = parse("[metrics]\nlisen = \"127.0.0.1:9100\"\n")

@@ -238,7 +238,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
 /// every scrape is answered 503).
 pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()>) {
     if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "metrics at http://{addr}/metrics");
+        info!(metrics = %addr, "serving /metrics");
     }
     let scrapes = Arc::new(Semaphore::new(MAX_SCRAPES));
     let mut upkeep = tokio::time::interval(UPKEEP);
@@ -281,9 +281,15 @@ async fn scrape(mut stream: TcpStream) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let read = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream, &mut head)).await;
     let (status, body) = match read {
-        Err(_elapsed) => ("408 Request Timeout", "request head not received in time\n".into()),
+        Err(_elapsed) => (
+            "408 Request Timeout",
+            "request head not received in time\n".into(),
+        ),
         Ok(Err(e)) => return Err(e),
-        Ok(Ok(false)) => ("431 Request Header Fields Too Large", "request head too large\n".into()),
+        Ok(Ok(false)) => (
+            "431 Request Header Fields Too Large",
+            "request head too large\n".into(),
+        ),
         Ok(Ok(true)) => answer(&head),
     };
     let response = format!(
@@ -332,7 +338,10 @@ fn answer(head: &[u8]) -> (&'static str, String) {
                 ("503 Service Unavailable", "no recorder installed\n".into())
             }
         },
-        ("GET", _) => ("404 Not Found", "hookv serves its metrics at /metrics\n".into()),
+        ("GET", _) => (
+            "404 Not Found",
+            "hookv serves its metrics at /metrics\n".into(),
+        ),
         _ => ("405 Method Not Allowed", "only GET /metrics\n".into()),
     }
 }
