@@ -333,3 +333,17 @@ fn metrics_listen_is_off_by_default_and_its_mistakes_name_file_line_and_key() {
     // Both on port 0: two free ports.
     parse("[server]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n").unwrap();
 }
+
+#[test]
+fn the_checked_in_metrics_example_parses_once_uncommented() {
+    let text = include_str!("../../config.toml");
+    let start = text.find("# [metrics]\n").unwrap();
+    let block: String = text[start..]
+        .lines()
+        .take_while(|line| line.starts_with('#'))
+        .filter_map(|line| line.strip_prefix("# "))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let listen = parse(&block).unwrap().metrics.listen;
+    assert_eq!(listen, Some("127.0.0.1:9100".parse().unwrap()));
+}
