@@ -113,7 +113,8 @@ pub fn install() -> Result<(), MetricsError> {
     }
     let recorder = PrometheusBuilder::new()
         .set_buckets(&BUCKETS)
-        .map_err(|_| MetricsError::RecorderTaken)?
+        // It refuses only an empty list.
+        .expect("BUCKETS is a constant, not empty")
         .build_recorder();
     let prometheus = recorder.handle();
     // Racing installs: the first wins, the loser finds EXPORT set below.
@@ -124,12 +125,10 @@ pub fn install() -> Result<(), MetricsError> {
         };
     }
     for &(name, kind, help) in METRICS {
-        let unit = (kind == Kind::Histogram).then_some(Unit::Seconds);
-        match (kind, unit) {
-            (Kind::Counter, _) => ::metrics::describe_counter!(name, help),
-            (Kind::Gauge, _) => ::metrics::describe_gauge!(name, help),
-            (Kind::Histogram, Some(unit)) => ::metrics::describe_histogram!(name, unit, help),
-            (Kind::Histogram, None) => ::metrics::describe_histogram!(name, help),
+        match kind {
+            Kind::Counter => ::metrics::describe_counter!(name, help),
+            Kind::Gauge => ::metrics::describe_gauge!(name, help),
+            Kind::Histogram => ::metrics::describe_histogram!(name, Unit::Seconds, help),
         }
     }
     let export = Export {
