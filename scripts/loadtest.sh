@@ -19,6 +19,10 @@
 #   cluster  hookv on a local Redis Cluster (3 masters, 3 replicas) vs hookv memory vs the
 #            same load sent straight to the cluster by redis-benchmark --cluster, 50/50,
 #            keys spread over 12 tables (4 per master)                (baseline: hookv memory)
+#   metrics  no hooks and the full chain, with [metrics] listen (scraped every second)
+#            and without; with BASE_SERVER=path/to/an/older/hookv-server, the "off"
+#            cells run that binary instead, to measure the counting itself (which
+#            this build does with or without [metrics])     (baseline: no hooks, off)
 #
 # hookv runs with worker_threads = 1 (redis-server serves from one thread, and
 # the load generator needs the machine's other core). With taskset (util-linux)
@@ -34,10 +38,11 @@
 # two builds are compared within one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SUITE=${1:?usage: scripts/loadtest.sh core|hooks|wal|sled|plugins|reload|tls|cluster [ROUNDS] [SECONDS]}
+SUITE=${1:?usage: scripts/loadtest.sh core|hooks|wal|sled|plugins|reload|tls|cluster|metrics [ROUNDS] [SECONDS]}
 ROUNDS=${2:-5}
 SECS=${3:-5}
 HOOKV_PORT=19527
+METRICS_PORT=19100
 REDIS_PORT=16379
 CLUSTER_PORTS="17000 17001 17002 17003 17004 17005"
 TOKEN=loadtest-token
@@ -131,7 +136,7 @@ start_hookv() { # name backend
   rm -rf "$work/sled" "$work/wal" "$work/audit.jsonl"
   if port_open $HOOKV_PORT; then echo "port $HOOKV_PORT is already in use" >&2; exit 1; fi
   local bin=$SERVER
-  case $1 in *-base) bin=$BASE_SERVER ;; esac
+  case $1 in *-base) bin=$BASE_SERVER ;; *metrics-off) bin=${BASE_SERVER:-$SERVER} ;; esac
   { cat <<TOML
 [server]
 listen = "127.0.0.1:$HOOKV_PORT"
@@ -149,6 +154,7 @@ TOML
 filter = "warn"
 TOML
     case $1 in *tls*) printf '[server.tls]\ncert = "%s"\nkey = "%s"\n' "$CERTS/server.pem" "$CERTS/server.key" ;; esac
+    case $1 in *metrics-on) printf '[metrics]\nlisten = "127.0.0.1:%s"\n' $METRICS_PORT ;; esac
     hooks_for "$1"; } > "$work/hookv.toml"
   "${ON_SERVER_CPU[@]}" "$bin" --config "$work/hookv.toml" & echo $! > "$work/pid"
   wait_port $HOOKV_PORT
@@ -241,8 +247,16 @@ hookv_cell() { # name backend pipeline set-ratio [reload]
         kill -HUP "$(cat "$work/pid")" 2>/dev/null || exit 0
       done ) & reloader=$!
   fi
+  local scraper=""
+  case $1 in *metrics-on)
+    # A Prometheus scraping every second (they usually scrape every 15 s or more).
+    ( while sleep 1; do
+        (exec 3<>/dev/tcp/127.0.0.1/$METRICS_PORT && printf 'GET /metrics HTTP/1.1\r\n\r\n' >&3 && cat <&3 >/dev/null) 2>/dev/null || exit 0
+      done ) & scraper=$!
+  esac
   measure "$1" hookv $HOOKV_PORT "$3" "$4" "${args[@]}"
   [ -n "$reloader" ] && kill $reloader 2>/dev/null
+  [ -n "$scraper" ] && kill $scraper 2>/dev/null
   stop_hookv
 }
 
@@ -342,6 +356,11 @@ for round in $(seq "$ROUNDS"); do
         hookv_cell hookv-memory memory $p 0.5
         hookv_cell hookv-cluster redis-cluster $p 0.5
         redis_cluster_cell redis-benchmark-cluster $p ;;
+      metrics) baseline=no-hooks-metrics-off
+        hookv_cell no-hooks-metrics-off memory $p 0.5
+        hookv_cell no-hooks-metrics-on memory $p 0.5
+        hookv_cell chain-metrics-off memory $p 0.5
+        hookv_cell chain-metrics-on memory $p 0.5 ;;
       *) echo "unknown suite $SUITE" >&2; exit 2 ;;
     esac
   done

@@ -40,6 +40,7 @@ use tracing::{info, warn};
 use crate::config::{Backend, Config, ServerConfig};
 use crate::hooks::build::{rebuild, wal_entry, BuildEnv, HookError};
 use crate::hooks::{BothBarriers, WriteBarrier};
+use crate::metrics::MetricsError;
 use crate::reload::Reloader;
 use crate::server::Listeners;
 use crate::service::{Service, ServiceInner};
@@ -84,6 +85,9 @@ pub enum ServerError {
         /// What went wrong, naming the nodes tried.
         source: ClusterError,
     },
+    /// The metrics endpoint cannot start.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     /// The SIGHUP handler cannot be installed.
     #[error("cannot install the SIGHUP handler: {0}")]
     Hangup(std::io::Error),
@@ -108,6 +112,8 @@ pub struct Server {
     /// Limits and timeouts of the accept loop and the connections.
     limits: ServerConfig,
     backend: Backend,
+    /// `[metrics] listen`, bound: served while the server runs.
+    metrics: Option<TcpListener>,
 }
 
 /// The service of a server, over the storage its config names.
@@ -155,6 +161,10 @@ impl Server {
             None => None,
         };
         let plaintext_addr = plaintext.as_ref().map(|(_, addr)| *addr);
+        let metrics = match config.metrics.listen {
+            Some(addr) => Some(crate::metrics::bind(addr).await?),
+            None => None,
+        };
         Ok(Self {
             listeners: Listeners {
                 main,
@@ -168,7 +178,13 @@ impl Server {
             wal: built.wal,
             limits: config.server.clone(),
             backend: config.storage.backend,
+            metrics,
         })
+    }
+
+    /// The address `/metrics` is served on, if `[metrics] listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The address the server listens on (`[server] listen`: TLS when
@@ -231,6 +247,7 @@ impl Server {
             wal,
             limits,
             backend,
+            metrics,
         } = self;
         let tls = listeners.tls.as_ref().map(|tls| tls.info());
         info!(
@@ -250,6 +267,8 @@ impl Server {
                  ([server.tls] client_ca is not set): only tokens can log in"
             );
         }
+        let metrics = metrics
+            .map(|listener| tokio::spawn(crate::metrics::serve(listener, std::future::pending())));
         let served = match service {
             Served::Local(service) => {
                 serve_with(listeners, service, reloader, &limits, shutdown, hangups).await
@@ -258,6 +277,9 @@ impl Server {
                 serve_with(listeners, service, reloader, &limits, shutdown, hangups).await
             }
         };
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         if let Some(wal) = &wal {
             wal.close();
         }
@@ -337,6 +359,11 @@ async fn bind(
 /// The TLS certificate, storage, the log over it, the hook chain and the
 /// barriers of `config`.
 async fn build(config: &Config) -> Result<Built, ServerError> {
+    crate::metrics::mark_start();
+    // Before any hook is built, so that what hooks register goes to it.
+    if config.metrics.listen.is_some() {
+        crate::metrics::install()?;
+    }
     let tls = match &config.server.tls {
         Some(settings) => Some(Arc::new(ServerTls::load(settings)?)),
         None => None,

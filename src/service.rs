@@ -273,6 +273,9 @@ fn executed(
     result: Result<CommandResponse, Error>,
 ) -> CommandResponse {
     let res = result.unwrap_or_else(|e| {
+        if matches!(e, Error::Storage(_)) {
+            crate::metrics::storage_error();
+        }
         if e.status() >= 500 {
             // A failing disk, or a cluster down, fails every request: limited.
             crate::log_limited!(error, conn = ctx.conn_id(), command = req.command_name(), error = %e, "request failed");

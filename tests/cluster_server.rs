@@ -820,6 +820,27 @@ async fn two_servers_over_one_cluster_share_their_tables() {
     assert_eq!(res.values, [Value::from("admin")]);
     let res = bounded(one.hget("users", "alice")).await.unwrap();
     assert_eq!(res.status, 404, "{res:?}");
+    // stats touches no storage, in a batch with ops that do: the figures
+    // are this server's own (its requests so far: hmset, hgetall, hdel).
+    let batch = [
+        CommandRequest::new_hset("users", "carol", 3i64),
+        CommandRequest::new_stats(),
+        CommandRequest::new_hget("users", "carol"),
+    ];
+    let answers = bounded(two.pipeline(&batch)).await.unwrap();
+    assert_eq!(answers[0].status, 200, "{:?}", answers[0]);
+    assert_eq!(answers[2].values, [Value::from(3i64)], "{:?}", answers[2]);
+    let stats = &answers[1];
+    assert_eq!(stats.status, 200, "{stats:?}");
+    let calls = |command: &str| {
+        stats
+            .pairs
+            .iter()
+            .find(|p| p.key == format!("commandstats.{command}.calls"))
+            .and_then(|p| p.value.clone())
+    };
+    assert_eq!(calls("hgetall"), Some(1i64.into()), "{stats:?}");
+    assert_eq!(calls("hdel"), Some(1i64.into()), "{stats:?}");
     drop((one, two));
     for server in servers {
         server.stop_cleanly();

@@ -59,30 +59,32 @@ enum Shape<'r> {
     Pairs,
     /// One page (hscan).
     Page(&'r Hscan),
+    /// The server's figures (stats): no op.
+    Stats,
 }
 
 /// The op of `req` and how its answer becomes a response; or, for a
 /// request storage cannot run, the error `dispatch` answers it with.
-fn plan(req: &CommandRequest) -> Result<(Op<'_>, Shape<'_>), Error> {
+fn plan(req: &CommandRequest) -> Result<(Option<Op<'_>>, Shape<'_>), Error> {
     let data = req.request_data.as_ref().ok_or(Error::UnknownCommand)?;
     Ok(match data {
         RequestData::Hget(r) => (
-            Op::Get {
+            Some(Op::Get {
                 table: &r.table,
                 keys: vec![&r.key],
-            },
+            }),
             Shape::Hget {
                 table: &r.table,
                 key: &r.key,
                 exists: false,
             },
         ),
-        RequestData::Hgetall(r) => (Op::GetAll { table: &r.table }, Shape::Pairs),
+        RequestData::Hgetall(r) => (Some(Op::GetAll { table: &r.table }), Shape::Pairs),
         RequestData::Hmget(r) => (
-            Op::Get {
+            Some(Op::Get {
                 table: &r.table,
                 keys: keys(&r.keys),
-            },
+            }),
             Shape::Values,
         ),
         RequestData::Hset(r) => {
@@ -93,10 +95,10 @@ fn plan(req: &CommandRequest) -> Result<(Op<'_>, Shape<'_>), Error> {
             let value = checked(pair, "hset")?;
             let pairs = vec![(pair.key.as_str(), value)];
             (
-                Op::Set {
+                Some(Op::Set {
                     table: &r.table,
                     pairs,
-                },
+                }),
                 Shape::Values,
             )
         }
@@ -109,50 +111,52 @@ fn plan(req: &CommandRequest) -> Result<(Op<'_>, Shape<'_>), Error> {
                 .map(|p| Ok((p.key.as_str(), checked(p, "hmset")?)))
                 .collect::<Result<_, Error>>()?;
             (
-                Op::Set {
+                Some(Op::Set {
                     table: &r.table,
                     pairs,
-                },
+                }),
                 Shape::Values,
             )
         }
         RequestData::Hdel(r) => (
-            Op::Del {
+            Some(Op::Del {
                 table: &r.table,
                 keys: vec![&r.key],
-            },
+            }),
             Shape::Values,
         ),
         RequestData::Hmdel(r) => (
-            Op::Del {
+            Some(Op::Del {
                 table: &r.table,
                 keys: keys(&r.keys),
-            },
+            }),
             Shape::Values,
         ),
         RequestData::Hexist(r) => (
-            Op::Contains {
+            Some(Op::Contains {
                 table: &r.table,
                 keys: vec![&r.key],
-            },
+            }),
             Shape::Bools,
         ),
         RequestData::Hmexist(r) => (
-            Op::Contains {
+            Some(Op::Contains {
                 table: &r.table,
                 keys: keys(&r.keys),
-            },
+            }),
             Shape::Bools,
         ),
         RequestData::Hscan(r) => (
             // One pair more than the page: if there is one, the scan goes on.
-            Op::Scan {
+            Some(Op::Scan {
                 table: &r.table,
                 after: r.cursor.as_deref(),
                 limit: page_size(r) + 1,
-            },
+            }),
             Shape::Page(r),
         ),
+        // The figures, not storage: see `metrics::stats_answer`.
+        RequestData::Stats(_) => (None, Shape::Stats),
         // The auth hook answers `auth` itself; reaching here means no auth hook.
         RequestData::Auth(_) => return Err(Error::AuthNotEnabled),
     })
@@ -169,7 +173,7 @@ pub(crate) async fn execute(
     max_frame_bytes: usize,
 ) -> Vec<Result<CommandResponse, Error>> {
     let deadline = Instant::now() + cluster.timeout();
-    let mut plans: Vec<Result<(Op<'_>, Shape<'_>), Error>> = batch
+    let mut plans: Vec<Result<(Option<Op<'_>>, Shape<'_>), Error>> = batch
         .iter()
         .filter(|r| r.answered.is_none())
         .map(|r| plan(&r.req))
@@ -180,7 +184,7 @@ pub(crate) async fn execute(
         .into_iter()
         .map(|plan| {
             plan.map(|(op, shape)| {
-                ops.push(op);
+                ops.extend(op);
                 if let Shape::Hget {
                     table,
                     exists: true,
@@ -214,6 +218,9 @@ pub(crate) async fn execute(
     let mut misses = Vec::new();
     for shape in shapes {
         let result = shape.and_then(|shape| {
+            if let Shape::Stats = shape {
+                return Ok(crate::metrics::stats_answer());
+            }
             let result = respond(shape, next(), max_frame_bytes);
             match shape {
                 Shape::Hget { exists: true, .. } => missing_table(result, next()),
@@ -236,9 +243,10 @@ pub(crate) async fn execute(
 
 /// Marks the hgets whose table a later request of the batch writes, so
 /// that their table's `Exists` goes with them (see the module docs).
-fn ask_exists_with_hgets_written_later(plans: &mut [Result<(Op<'_>, Shape<'_>), Error>]) {
+fn ask_exists_with_hgets_written_later(plans: &mut [Result<(Option<Op<'_>>, Shape<'_>), Error>]) {
     let mut written: HashSet<&str> = HashSet::new();
     for (op, shape) in plans.iter_mut().rev().flatten() {
+        let Some(op) = op else { continue };
         match shape {
             Shape::Hget { table, exists, .. } => *exists = written.contains(table),
             _ if op.is_write() => {
@@ -342,10 +350,10 @@ mod tests {
         let (op, _) = plan(&hmget).unwrap();
         assert_eq!(
             op,
-            Op::Get {
+            Some(Op::Get {
                 table: "t",
                 keys: vec!["a", "b"]
-            }
+            })
         );
     }
 

@@ -77,6 +77,7 @@ impl<S: Backend, T: Transport> Handler<'_, S, T> {
             };
             let res = service::answer(chain, &mut request, result);
             wrote |= request.ctx.wrote();
+            self.tally.add(&request.req, res.status);
             self.conn.push_answer(request.req, res, keep);
         }
         if cut {
@@ -95,6 +96,7 @@ fn receive(chain: &HookChain, ctx: &mut HookCtx, frame: Bytes) -> Received {
     let received = match CommandRequest::decode(frame) {
         Ok(req) => service::receive(chain, ctx, req),
         Err(e) => {
+            crate::metrics::malformed_frame();
             ctx.set_wrote(false);
             let e = Error::Decode(e);
             let res = CommandResponse::error(e.status(), e.to_string());

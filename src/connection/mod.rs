@@ -74,6 +74,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use crate::error::Error;
 use crate::frame::FrameError;
 use crate::hooks::{HookChain, HookCtx, NotifyMut};
+use crate::metrics::Tally;
 use crate::service::Service;
 use crate::storage::{Backend, Reach, Storage};
 use crate::tls::{Accepted, ServerTls};
@@ -110,6 +111,7 @@ pub async fn serve<S: Backend>(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
+    let _open = crate::metrics::connection_opened();
     // Commands that size their answers (hscan pages) read it from here.
     ctx.set_max_frame_bytes(limits.max_frame_bytes);
     let tcp = match incoming {
@@ -210,6 +212,8 @@ struct Handler<'a, S, T> {
     /// Set when `max_unauthenticated` refused it: its only answer.
     refused: Option<Refusal>,
     auth_timeout: Duration,
+    /// The batch's requests, for the figures.
+    tally: Tally,
 }
 
 /// What answering one batch leaves to do once it is written.
@@ -269,6 +273,7 @@ impl<'a, S: Backend, T: Transport> Handler<'a, S, T> {
             auth_timeout: limits.auth_timeout,
             service,
             ctx,
+            tally: Tally::new(),
         }
     }
 
@@ -276,6 +281,8 @@ impl<'a, S: Backend, T: Transport> Handler<'a, S, T> {
     async fn serve(&mut self, stopped: Pin<&mut WaitForCancellationFutureOwned>) {
         let end = self.run(stopped).await;
         self.conn.close();
+        // A batch executed but never answered (its write failed) still counts.
+        self.tally.unanswered();
         end.log(&self.ctx);
     }
 
@@ -313,6 +320,7 @@ impl<'a, S: Backend, T: Transport> Handler<'a, S, T> {
                 return batch.after.or_failed(failed);
             }
             self.after_send(&chain);
+            self.tally.answered(self.ctx.latency());
             if !matches!(batch.after, After::Close(_)) {
                 self.track_auth(&chain);
             }
@@ -339,6 +347,7 @@ impl<'a, S: Backend, T: Transport> Handler<'a, S, T> {
                     // barrier (a write refused because the WAL failed must
                     // still get its answer), whatever hooks made of its answer.
                     wrote |= self.ctx.wrote();
+                    self.tally.add(&req, res.status);
                     self.conn.push_answer(req, res, keep);
                     // Nothing after this request is read: the connection ends.
                     if self.ctx.close_requested() {
@@ -366,6 +375,7 @@ impl<'a, S: Backend, T: Transport> Handler<'a, S, T> {
         };
         if let Some((status, message)) = self.conn.last_word(&end) {
             let (req, res) = refuse(chain, &mut self.ctx, &message, status);
+            self.tally.add(&req, res.status);
             self.conn.push_answer(req, res, chain.has_after_send());
         }
         let after = After::Close(end);
@@ -427,6 +437,7 @@ fn answer(
             (req, res)
         }
         Err(e) => {
+            crate::metrics::malformed_frame();
             ctx.set_request_frame(None);
             ctx.set_wrote(false);
             let e = Error::Decode(e);
