@@ -6,13 +6,35 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use hookv::pb::{Kvpair, Value};
 use hookv::{SledDb, Storage};
 use prost::Message;
-use support::{bounded, fails_with, Running, SERVER};
+use rustix::fs::FlockOperation;
+use support::{bounded, fails_with, Running, LIMIT, SERVER};
 
 const CLI: &str = env!("CARGO_BIN_EXE_hookv-cli");
+
+/// Drops `handle` (sled's `Db`, or hookv's store over one) and waits until
+/// sled's lock on the database at `path` is free. sled writes its last
+/// buffers on pool threads that hold the database file, and with it the
+/// lock, a moment after the handle is gone: an open right after it, here or
+/// by the CLI or the server, could find the database locked.
+fn close<T>(handle: T, path: &Path) {
+    drop(handle);
+    unlocked(path);
+}
+
+/// Waits until nothing holds sled's lock (`flock`) on the database at `path`.
+fn unlocked(path: &Path) {
+    let file = std::fs::File::open(path.join("db")).unwrap();
+    let deadline = Instant::now() + LIMIT;
+    while rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+        assert!(Instant::now() < deadline, "{} stays locked", path.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
 
 /// Writes `pairs` as the course's `SledDb::set` does: key
 /// `format!("{}:{}", table, key)`, value the protobuf encoding of `Value`,
@@ -25,17 +47,21 @@ fn course_writes(path: &Path, pairs: &[(&str, &str, Value)]) {
         db.insert(name, data).unwrap();
     }
     db.flush().unwrap();
+    close(db, path);
 }
 
 /// Every record of the database, as raw bytes.
 fn dump(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     let db = sled::open(path).unwrap();
-    db.iter()
+    let records = db
+        .iter()
         .map(|item| {
             let (k, v) = item.unwrap();
             (k.to_vec(), v.to_vec())
         })
-        .collect()
+        .collect();
+    close(db, path);
+    records
 }
 
 /// A config serving the sled database at `db`.
@@ -181,6 +207,7 @@ fn an_undecodable_course_value_is_refused_named_and_left_intact() {
         let raw = sled::open(&db).unwrap();
         raw.insert("t:bad", &b"\xff\xff\xff"[..]).unwrap();
         raw.flush().unwrap();
+        close(raw, &db);
     }
     let before = dump(&db);
     let config = config_for(dir.path(), &db);
@@ -219,7 +246,7 @@ fn a_mixed_database_is_reported_not_guessed() {
         let store = SledDb::open(db).unwrap();
         store.set("t", "k", "hookv's".into()).unwrap();
         store.flush().unwrap();
-        drop(store);
+        close(store, db);
         course_writes(db, course);
     };
     let db = dir.path().join("conflict");
@@ -270,7 +297,9 @@ fn a_mixed_database_is_reported_not_guessed() {
 fn migration_needs_the_server_stopped_and_an_existing_database() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
-    SledDb::open(&db).unwrap().flush().unwrap();
+    let store = SledDb::open(&db).unwrap();
+    store.flush().unwrap();
+    close(store, &db);
     let server = Running::start(&config_for(dir.path(), &db));
     let out = migrate(&db, &[]);
     assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
@@ -333,6 +362,7 @@ async fn a_migration_stopped_part_way_is_refused_then_finished() {
             raw.insert(hookv_key(table, key), value).unwrap();
         }
         raw.flush().unwrap();
+        close(raw, &db);
     }
     let config = config_for(dir.path(), &db);
     let line = refused_start(&config);
@@ -384,7 +414,7 @@ fn records_move_in_batches_and_every_one_arrives() {
     let store = SledDb::open(&db).unwrap();
     store.set("h", "kept", "hookv's".into()).unwrap();
     store.flush().unwrap();
-    drop(store);
+    close(store, &db);
     let keys: Vec<String> = (0..11).map(|i| format!("k{i:02}")).collect();
     let pairs: Vec<(&str, &str, Value)> = keys
         .iter()
@@ -398,6 +428,7 @@ fn records_move_in_batches_and_every_one_arrives() {
         chunk_records: Some(3),
     };
     let migration = course_sled::migrate(&db, options).unwrap();
+    unlocked(&db);
     assert_eq!(migration.outcome, Outcome::Migrated, "{migration}");
     assert_eq!(migration.course_records(), 12);
     assert_eq!(migration.ambiguous.len(), 1);
