@@ -37,6 +37,7 @@ use hookv::command::HSCAN_MAX_COUNT;
 use hookv::config::MAX_FRAME_BYTES_LIMIT;
 use hookv::pb::command_request::RequestData;
 use hookv::pb::{status, value, CommandRequest, CommandResponse, Kvpair, Value};
+use hookv::storage::course_sled;
 use hookv::tls::{ClientCertFiles, ClientTls, TlsOptions};
 
 #[derive(Debug, Parser)]
@@ -161,6 +162,18 @@ enum Command {
     Stats,
     /// Print the SHA-256 of TOKEN for an auth hook's `token_sha256` (no server needed).
     HashToken { token: String },
+    /// Move a sled database written by the course's SledDb ("table:key"
+    /// keys) into hookv's layout, in place, and report (no server: stop the
+    /// one using PATH). Exit 0 done or nothing to do, 1 refused (nothing
+    /// changed), 3 the database cannot be opened, read or written.
+    MigrateCourseSled {
+        /// The sled directory (`[storage] path`).
+        path: PathBuf,
+        /// Also when records in hookv's layout are there (refused if a course
+        /// record names a pair they hold).
+        #[arg(long)]
+        merge: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -168,6 +181,9 @@ fn main() -> ExitCode {
     if let Command::HashToken { token } = &args.command {
         println!("{}", hookv::hooks::auth::hash_token(token));
         return ExitCode::SUCCESS;
+    }
+    if let Command::MigrateCourseSled { path, merge } = &args.command {
+        return migrate_course_sled(path, *merge);
     }
     let (request, keys) = match build(&args.command) {
         Ok(built) => built,
@@ -221,6 +237,29 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("hookv-cli: {}: {e}", args.addr);
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// `migrate-course-sled PATH [--merge]`: the report on stdout.
+fn migrate_course_sled(path: &Path, merge: bool) -> ExitCode {
+    let options = course_sled::MigrateOptions {
+        merge,
+        ..Default::default()
+    };
+    match course_sled::migrate(path, options) {
+        Ok(migration) => {
+            print!("{migration}");
+            match migration.outcome {
+                course_sled::Outcome::Refused(_) => ExitCode::from(1),
+                course_sled::Outcome::Migrated | course_sled::Outcome::NothingToDo => {
+                    ExitCode::SUCCESS
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("hookv-cli: migrate-course-sled: {e}");
             ExitCode::from(3)
         }
     }
@@ -363,6 +402,9 @@ fn build(command: &Command) -> Result<(CommandRequest, Option<Vec<String>>), Str
         ),
         Command::Stats => (CommandRequest::new_stats(), None),
         Command::HashToken { .. } => return Err("hash-token needs no server".into()),
+        Command::MigrateCourseSled { .. } => {
+            return Err("migrate-course-sled needs no server".into())
+        }
     })
 }
 

@@ -10,6 +10,9 @@
 //!   talks over the network, so its API is async and batched and it does
 //!   not implement [`Storage`]; [`behaviours`] holds the conformance
 //!   behaviours written once for all three (see `redis_cluster/mod.rs`).
+//! - [`course_sled`]: not a backend: a sled database the course's `SledDb`
+//!   wrote (`"{table}:{key}"` keys), which [`SledDb`] refuses to open and
+//!   `hookv-cli migrate-course-sled` moves into its layout.
 //!
 //! A [`Service`](crate::Service) is built over a [`Backend`]: any
 //! [`Storage`] (called inline, request by request: it answers at once, so
@@ -31,6 +34,7 @@
 
 #[doc(hidden)]
 pub mod behaviours;
+pub mod course_sled;
 mod memory;
 pub mod redis_cluster;
 mod sled_store;
@@ -63,6 +67,12 @@ pub enum StorageError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The sled database holds records outside hookv's layout (e.g. the
+    /// course's `SledDb` wrote them), so it is not opened rather than served
+    /// as empty or corrupt; the message says what they are and what to run
+    /// (see `course_sled.rs`).
+    #[error("{0}")]
+    ForeignLayout(Box<course_sled::ForeignRecords>),
     /// A layer wrapping this store refused or failed the operation, e.g. the
     /// write-ahead log (`crate::wal`) once it has stopped: writes are refused
     /// rather than applied unlogged. The message is the layer's own error,

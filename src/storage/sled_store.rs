@@ -12,6 +12,10 @@
 //! key `c` are different records, and a prefix scan of one table can never
 //! reach another, whatever bytes the names contain.
 //!
+//! A database written by the course's `SledDb` (`"{table}:{key}"` keys) is
+//! refused at open with a line that says so; `hookv-cli migrate-course-sled`
+//! moves it into this layout (see `course_sled.rs`).
+//!
 //! # Durability (`[storage] sync`)
 //!
 //! sled applies a write in memory and appends it to an I/O buffer of its
@@ -47,7 +51,7 @@ use hookv_plugin::pb::{Kvpair, Value};
 use prost::Message;
 use sled::IVec;
 
-use super::{Storage, StorageError, StorageIter};
+use super::{course_sled, Storage, StorageError, StorageIter};
 use crate::config::SyncPolicy;
 use crate::hooks::{BarrierError, WriteBarrier};
 
@@ -67,17 +71,22 @@ impl SledDb {
 
     /// Opens (or creates) the database in directory `path`, flushing as
     /// `sync` says (see the module docs).
+    ///
+    /// A database holding records outside hookv's layout (one the course's
+    /// `SledDb` wrote, say) is refused with [`StorageError::ForeignLayout`],
+    /// which says what they are and what to run: it is never served as
+    /// empty or corrupt (see `course_sled.rs`).
     pub fn open_with(path: impl AsRef<Path>, sync: SyncPolicy) -> Result<Self, StorageError> {
+        let path = path.as_ref();
         let config = sled::Config::new().path(path);
         let config = match sync {
             SyncPolicy::Everysec => config.flush_every_ms(Some(1000)),
             // sled's own background flush, as it comes.
             SyncPolicy::Always | SyncPolicy::No => config,
         };
-        Ok(Self {
-            db: config.open()?,
-            sync,
-        })
+        let db = config.open()?;
+        course_sled::check_layout(&db, path)?;
+        Ok(Self { db, sync })
     }
 
     /// The barrier the service must await before answering writes, when the
@@ -189,14 +198,14 @@ fn table_prefix(table: &str) -> Vec<u8> {
     prefix
 }
 
-fn record_key(table: &str, key: &str) -> Vec<u8> {
+pub(super) fn record_key(table: &str, key: &str) -> Vec<u8> {
     let mut k = table_prefix(table);
     k.extend_from_slice(key.as_bytes());
     k
 }
 
 /// Splits a record key into table and key, or says why it cannot.
-fn split_record_key(raw: &[u8]) -> Result<(&str, &str), StorageError> {
+pub(super) fn split_record_key(raw: &[u8]) -> Result<(&str, &str), StorageError> {
     let corrupt = |reason: &str| StorageError::Corrupt {
         table: String::from_utf8_lossy(raw).into_owned(),
         key: String::new(),
