@@ -26,12 +26,7 @@ use support::{bounded, Running, TestServer};
 
 /// A key prefix no other test uses.
 fn unique_prefix() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "hookv-srv-{}-{}:",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    cluster::unique_prefix("hookv-srv")
 }
 
 /// `[storage]` for `cluster`, in a key space of its own, with `extra`

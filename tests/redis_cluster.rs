@@ -21,12 +21,7 @@ use support::bounded;
 
 /// A key prefix no other test uses.
 fn unique_prefix() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "hookv-test-{}-{}:",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    cluster::unique_prefix("hookv-test")
 }
 
 fn options(cluster: &Cluster, prefix: &str) -> ClusterOptions {

@@ -20,6 +20,7 @@ use std::collections::HashSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,17 @@ const START_LIMIT: Duration = Duration::from_secs(60);
 /// Ports handed out in this process (a node's and its bus port), so two
 /// clusters started at once never pick the same.
 static TAKEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A key prefix no other test (of any test binary running now) uses:
+/// `tag`, the process id and a counter.
+pub fn unique_prefix(tag: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{tag}-{}-{}:",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
 
 pub struct Node {
     pub port: u16,
