@@ -164,6 +164,8 @@ impl<S: Storage> Handler<'_, S> {
                 return batch.after.or_failed(failed);
             }
             self.after_send(&chain);
+            // The batch's hook calls, counted in the context, made public.
+            self.ctx.flush_hook_calls();
             if !matches!(batch.after, After::Close(_)) {
                 self.track_auth(&chain);
             }

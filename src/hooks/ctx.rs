@@ -23,6 +23,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
+use super::tally::Tally;
+
 /// What a connection knows about itself, handed to every hook.
 #[derive(Debug, Clone)]
 pub struct HookCtx {
@@ -57,6 +59,8 @@ pub struct HookCtx {
     peer_text: (SocketAddr, Arc<str>),
     /// Set by [`HookCtx::close_after_answer`].
     close: bool,
+    /// Hook calls not yet added to the shared counters (see `tally.rs`).
+    tally: Tally,
 }
 
 impl HookCtx {
@@ -76,6 +80,7 @@ impl HookCtx {
             auth_failures: 0,
             max_frame_bytes: crate::frame::DEFAULT_MAX_FRAME_BYTES,
             close: false,
+            tally: Tally::new(conn_id),
         }
     }
 
@@ -219,6 +224,19 @@ impl HookCtx {
     /// Sets the largest answer the connection may send.
     pub(crate) fn set_max_frame_bytes(&mut self, max: usize) {
         self.max_frame_bytes = max;
+    }
+
+    /// The connection's tally of hook calls.
+    #[inline]
+    pub(crate) fn tally(&mut self) -> &mut Tally {
+        &mut self.tally
+    }
+
+    /// Adds the hook calls this context counted to the shared counters
+    /// (`hookv_hook_calls_total`): a connection does it once per batch,
+    /// and dropping the context does it too.
+    pub fn flush_hook_calls(&mut self) {
+        self.tally.flush();
     }
 }
 

@@ -5,7 +5,9 @@
 //!   plugins all use these types, so the schema has a single source.
 //! - [`catalogue`]: every command hookv knows ([`Command`]: tag, name,
 //!   read or write, shape), written out once for the server and plugins.
-//! - [`Plugin`], [`export_plugin!`]: write a hookv plugin in safe Rust.
+//! - [`Plugin`], [`export_plugin!`]: write a hookv plugin in safe Rust;
+//!   [`Log`] and [`Counter`], [`Gauge`], [`Histogram`]: talk back to the
+//!   server (its log, its `/metrics`).
 //! - [`abi`]: the C ABI underneath (also written down as the C header
 //!   `plugins/hookv_plugin.h`), for the server's loader and for plugins in
 //!   other languages.
@@ -78,7 +80,10 @@ mod plugin;
 mod view;
 
 pub use catalogue::{Access, Command, Shape};
-pub use plugin::{Context, Events, Flow, Keys, Lazy, Options, Plugin, Request, Response};
+pub use plugin::{
+    Context, Counter, Events, Flow, Gauge, Histogram, Keys, Lazy, Log, Options, Plugin, Request,
+    Response,
+};
 /// The protobuf runtime the messages in [`pb`] are built on (for
 /// `Message::encode` / `decode` in hand-written ABI code).
 pub use prost;
