@@ -11,8 +11,8 @@
 //! given back through `free_buf`.
 //!
 //! What it does, on `on_received`: refuses writes naming a key longer than
-//! `max_key_len` (default 256) with 400, as `key-guard` does, and panics on
-//! any request to table `"boom"`.
+//! `max_key_len` (default 256) with 400, as `key-guard` does, and, given
+//! `panic_table = "boom"`, panics on any request to that table.
 
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -26,15 +26,18 @@ use hookv_plugin::pb::{status, CommandResponse};
 use hookv_plugin::prost::Message;
 use hookv_plugin::{Options, Request};
 
-/// The plugin's state: its limit.
+/// The plugin's state: its limit, and the table it panics on.
 struct Guard {
     max_key_len: usize,
+    panic_table: Option<String>,
 }
 
 impl Guard {
     fn on_received(&self, req: &Request<'_>) -> Option<CommandResponse> {
-        if req.table() == Some("boom") {
-            panic!("asked to panic on table boom");
+        if let Some(table) = &self.panic_table {
+            if req.table() == Some(table.as_str()) {
+                panic!("asked to panic on table {table}");
+            }
         }
         if !req.is_write() {
             return None;
@@ -76,10 +79,11 @@ unsafe extern "C" fn init(
         // SAFETY: the server lends the options for the call.
         let json = std::str::from_utf8(unsafe { as_slice(options) }).map_err(|e| e.to_string())?;
         let options = Options::from_json(json)?;
-        options.only(&["max_key_len"])?;
+        options.only(&["max_key_len", "panic_table"])?;
         let max_key_len: u32 = options.get("max_key_len")?.unwrap_or(256);
         Ok(Guard {
             max_key_len: max_key_len as usize,
+            panic_table: options.get("panic_table")?,
         })
     });
     match made {
