@@ -13,13 +13,15 @@
 #   sled     hset only: sled with [storage] sync = no vs everysec vs always  (baseline: sync no)
 #   plugins  no hooks vs key-guard + rate-limit plugins, 50/50        (baseline: no hooks)
 #   reload   the full chain, with and without a SIGHUP reload every 100 ms (baseline: no reload)
+#   scoped   no hooks vs auth+audit+rewrite+key-guard+rate-limit all scoped (`tables`) to a
+#            table the load never names (the wal cannot be scoped), 50/50 (baseline: no hooks)
 #
 # hookv runs with worker_threads = 1 (redis-server serves from one thread, and
 # the load generator needs the machine's other core). redis-server is Debian's
 # package (`apt-get install redis-server`); without it redis cells are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SUITE=${1:?usage: scripts/loadtest.sh core|hooks|wal|sled|plugins|reload [ROUNDS] [SECONDS]}
+SUITE=${1:?usage: scripts/loadtest.sh core|hooks|wal|sled|plugins|reload|scoped [ROUNDS] [SECONDS]}
 ROUNDS=${2:-5}
 SECS=${3:-5}
 HOOKV_PORT=19527
@@ -37,7 +39,7 @@ cargo build --release --quiet --bin hookv-server --bin hookv-cli
 cargo build --release --quiet -p loadgen
 SERVER=target/release/hookv-server
 LOADGEN=target/release/loadgen
-if [ "$SUITE" = plugins ]; then
+if [ "$SUITE" = plugins ] || [ "$SUITE" = scoped ]; then
   cargo build --release --quiet -p key-guard -p rate-limit
 fi
 HASH=$(target/release/hookv-cli hash-token $TOKEN)
@@ -75,6 +77,30 @@ TOML
 [[hooks]]
 kind = "rewrite"
 rules = [{ status = 401, set_message = "log in first" }, { table = "secret*", redact = "***" }]
+TOML
+    ;;
+    scoped) cat <<TOML
+[[hooks]]
+kind = "auth"
+tables = ["untouched*"]
+users = [{ name = "bench", token_sha256 = "$HASH", read = ["*"], write = ["*"] }]
+[[hooks]]
+kind = "audit"
+tables = ["untouched*"]
+path = "$work/audit.jsonl"
+[[hooks]]
+kind = "rewrite"
+tables = ["untouched*"]
+rules = [{ status = 401, set_message = "log in first" }, { table = "secret*", redact = "***" }]
+[[hooks]]
+plugin = "$PWD/target/release/libkey_guard.so"
+tables = ["untouched*"]
+max_key_len = 64
+[[hooks]]
+plugin = "$PWD/target/release/librate_limit.so"
+tables = ["untouched*"]
+per_second = 100000000
+burst = 100000000
 TOML
     ;;
     plugins) cat <<TOML
@@ -178,6 +204,9 @@ for round in $(seq "$ROUNDS"); do
       plugins) baseline=no-hooks
         hookv_cell no-hooks memory $p 0.5
         hookv_cell plugins memory $p 0.5 ;;
+      scoped) baseline=no-hooks
+        hookv_cell no-hooks memory $p 0.5
+        hookv_cell scoped memory $p 0.5 ;;
       reload) baseline=chain
         hookv_cell chain memory $p 0.5
         hookv_cell chain-reload-every-100ms memory $p 0.5 reload ;;
