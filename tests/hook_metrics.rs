@@ -191,7 +191,10 @@ async fn a_c_plugin_at_version_2_counts_through_the_header_alone() {
 #[tokio::test]
 async fn plugin_panics_and_errors_are_counted_for_v1_and_v2_plugins() {
     let hooks = plugin_entry("panic-test", "on_panic = \"fail_open\"")
-        + &plugin_entry("v1-guard", "on_panic = \"fail_open\"");
+        + &plugin_entry(
+            "v1-guard",
+            "on_panic = \"fail_open\"\npanic_table = \"boom\"",
+        );
     let server = server_with(&hooks).await;
     let mut c = server.client().await;
     for _ in 0..2 {

@@ -92,7 +92,10 @@ async fn a_scoped_rewrite_touches_only_its_tables() {
 #[tokio::test]
 async fn a_plugin_failing_open_lets_the_request_through() {
     let hooks = plugin_entry("panic-test", "on_panic = \"fail_open\"")
-        + &plugin_entry("v1-guard", "on_panic = \"fail_open\"\nmax_key_len = 4");
+        + &plugin_entry(
+            "v1-guard",
+            "on_panic = \"fail_open\"\nmax_key_len = 4\npanic_table = \"boom\"",
+        );
     let server = server_with(&hooks).await;
     let mut c = server.client().await;
     // Both plugins panic on table boom (v1-guard is a version 1 plugin);
@@ -111,7 +114,10 @@ async fn a_plugin_failing_open_lets_the_request_through() {
 
 #[tokio::test]
 async fn a_plugin_failing_closed_answers_500() {
-    let hooks = plugin_entry("v1-guard", "on_panic = \"fail_closed\"");
+    let hooks = plugin_entry(
+        "v1-guard",
+        "on_panic = \"fail_closed\"\npanic_table = \"boom\"",
+    );
     let server = server_with(&hooks).await;
     let mut c = server.client().await;
     let r = bounded(c.hset("boom", "k", "v")).await.unwrap();
