@@ -15,16 +15,21 @@
 #   reload   the full chain, with and without a SIGHUP reload every 100 ms (baseline: no reload)
 #   scoped   no hooks vs auth+audit+rewrite+key-guard+rate-limit all scoped (`tables`) to a
 #            table the load never names (the wal cannot be scoped), 50/50 (baseline: no hooks)
+#   metrics  no hooks and the full chain, with [metrics] listen (scraped every second)
+#            and without; with BASE_SERVER=path/to/an/older/hookv-server, the "off"
+#            cells run that binary instead, to measure the counting itself (which
+#            this build does with or without [metrics])     (baseline: no hooks, off)
 #
 # hookv runs with worker_threads = 1 (redis-server serves from one thread, and
 # the load generator needs the machine's other core). redis-server is Debian's
 # package (`apt-get install redis-server`); without it redis cells are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SUITE=${1:?usage: scripts/loadtest.sh core|hooks|wal|sled|plugins|reload|scoped [ROUNDS] [SECONDS]}
+SUITE=${1:?usage: scripts/loadtest.sh core|hooks|wal|sled|plugins|reload|scoped|metrics [ROUNDS] [SECONDS]}
 ROUNDS=${2:-5}
 SECS=${3:-5}
 HOOKV_PORT=19527
+METRICS_PORT=19100
 REDIS_PORT=16379
 TOKEN=loadtest-token
 work=$(mktemp -d)
@@ -130,8 +135,11 @@ sync = "$(case $1 in *sync-no) echo no ;; *sync-everysec) echo everysec ;; *) ec
 [log]
 filter = "warn"
 TOML
+    case $1 in *metrics-on) printf '[metrics]\nlisten = "127.0.0.1:%s"\n' $METRICS_PORT ;; esac
     hooks_for "$1"; } > "$work/hookv.toml"
-  $SERVER --config "$work/hookv.toml" & echo $! > "$work/pid"
+  local server=$SERVER
+  case $1 in *metrics-off) server=${BASE_SERVER:-$SERVER} ;; esac
+  $server --config "$work/hookv.toml" & echo $! > "$work/pid"
   wait_port $HOOKV_PORT
 }
 stop_hookv() { kill "$(cat "$work/pid")"; wait "$(cat "$work/pid")" 2>/dev/null || true; }
@@ -171,8 +179,16 @@ hookv_cell() { # name backend pipeline set-ratio [reload]
         kill -HUP "$(cat "$work/pid")" 2>/dev/null || exit 0
       done ) & reloader=$!
   fi
+  local scraper=""
+  case $1 in *metrics-on)
+    # A Prometheus scraping every second (they usually scrape every 15 s or more).
+    ( while sleep 1; do
+        (exec 3<>/dev/tcp/127.0.0.1/$METRICS_PORT && printf 'GET /metrics HTTP/1.1\r\n\r\n' >&3 && cat <&3 >/dev/null) 2>/dev/null || exit 0
+      done ) & scraper=$!
+  esac
   measure "$1" hookv $HOOKV_PORT "$3" "$4" "${args[@]}"
   [ -n "$reloader" ] && kill $reloader 2>/dev/null
+  [ -n "$scraper" ] && kill $scraper 2>/dev/null
   stop_hookv
 }
 
@@ -210,6 +226,11 @@ for round in $(seq "$ROUNDS"); do
       reload) baseline=chain
         hookv_cell chain memory $p 0.5
         hookv_cell chain-reload-every-100ms memory $p 0.5 reload ;;
+      metrics) baseline=no-hooks-metrics-off
+        hookv_cell no-hooks-metrics-off memory $p 0.5
+        hookv_cell no-hooks-metrics-on memory $p 0.5
+        hookv_cell chain-metrics-off memory $p 0.5
+        hookv_cell chain-metrics-on memory $p 0.5 ;;
       *) echo "unknown suite $SUITE" >&2; exit 2 ;;
     esac
   done

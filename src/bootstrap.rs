@@ -31,6 +31,7 @@ use tracing::info;
 use crate::config::{Backend, Config, ServerConfig};
 use crate::hooks::build::{rebuild, wal_entry, BuildEnv, HookError};
 use crate::hooks::{BothBarriers, WriteBarrier};
+use crate::metrics::MetricsError;
 use crate::reload::Reloader;
 use crate::service::{Service, ServiceInner};
 use crate::storage::{MemTable, SledDb, Storage, StorageError};
@@ -61,6 +62,9 @@ pub enum ServerError {
     /// The configured backend is not served by this build yet.
     #[error("storage.backend = {0:?}: not served yet (the request path is not async yet)")]
     NotServed(&'static str),
+    /// The metrics endpoint cannot start.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     /// The SIGHUP handler cannot be installed.
     #[error("cannot install the SIGHUP handler: {0}")]
     Hangup(std::io::Error),
@@ -84,6 +88,8 @@ pub struct Server {
     /// Limits and timeouts of the accept loop and the connections.
     limits: ServerConfig,
     backend: Backend,
+    /// `[metrics] listen`, bound: served while the server runs.
+    metrics: Option<TcpListener>,
 }
 
 /// The parts of a server before it listens.
@@ -107,6 +113,10 @@ impl Server {
         let listen_error = |source| ServerError::Listen { addr, source };
         let listener = TcpListener::bind(addr).await.map_err(listen_error)?;
         let addr = listener.local_addr().map_err(listen_error)?;
+        let metrics = match config.metrics.listen {
+            Some(addr) => Some(crate::metrics::bind(addr).await?),
+            None => None,
+        };
         Ok(Self {
             listener,
             addr,
@@ -115,7 +125,13 @@ impl Server {
             wal: built.wal,
             limits: config.server.clone(),
             backend: config.storage.backend,
+            metrics,
         })
+    }
+
+    /// The address `/metrics` is served on, if `[metrics] listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The address the server listens on.
@@ -158,13 +174,19 @@ impl Server {
             wal,
             limits,
             backend,
+            metrics,
         } = self;
         info!(%addr, ?backend, hooks = ?service.hooks(), "hookv listening");
         let reloads =
             hangups.map(|hangups| tokio::spawn(reloader.on_hangups(hangups, service.clone())));
+        let metrics = metrics
+            .map(|listener| tokio::spawn(crate::metrics::serve(listener, std::future::pending())));
         let served = crate::server::run(listener, service.clone(), &limits, shutdown).await;
         if let Some(reloads) = reloads {
             reloads.abort();
+        }
+        if let Some(metrics) = metrics {
+            metrics.abort();
         }
         // Flush what hooks hold (audit queue, logs) even if storage failed to flush.
         service.hooks().shutdown();
@@ -191,6 +213,11 @@ pub async fn serve(config: &Config, listen: Option<SocketAddr>) -> Result<(), Se
 
 /// Storage, the log over it, the hook chain and the barriers of `config`.
 fn build(config: &Config) -> Result<Built, ServerError> {
+    crate::metrics::mark_start();
+    // Before any hook is built, so that what hooks register goes to it.
+    if config.metrics.listen.is_some() {
+        crate::metrics::install()?;
+    }
     // sled with `sync = "always"` answers writes only once flushed: its barrier.
     let (store, sled_barrier): (Arc<dyn Storage>, Option<Arc<dyn WriteBarrier>>) =
         match config.storage.backend {

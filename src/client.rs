@@ -259,6 +259,12 @@ impl Client {
         .await
     }
 
+    /// `stats`: the server's figures, as `pairs` of `section.name` → value
+    /// (see `hookv::metrics::stats_answer`).
+    pub async fn stats(&mut self) -> Result<CommandResponse, ClientError> {
+        self.send(&CommandRequest::new_stats()).await
+    }
+
     /// `auth token`
     pub async fn auth(&mut self, token: &str) -> Result<CommandResponse, ClientError> {
         self.send(&CommandRequest::new_auth(token)).await

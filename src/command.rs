@@ -20,6 +20,8 @@
 //!   answer's `cursor` is the key to continue after, absent once the table
 //!   is exhausted.
 //! - Reads never create tables.
+//! - `stats` answers the server's figures as pairs (`metrics::stats_answer`);
+//!   it touches no storage.
 //!
 //! A failure part-way through a multi-key write (storage error) answers 500;
 //! the keys before the failing one stay written.
@@ -102,6 +104,8 @@ pub fn dispatch(
             found.into()
         }
         RequestData::Hscan(r) => hscan(r, store, max_frame_bytes)?,
+        // The figures, not storage: see `metrics::stats_answer`.
+        RequestData::Stats(_) => crate::metrics::stats_answer(),
         // The auth hook answers `auth` itself; reaching here means no auth hook.
         RequestData::Auth(_) => return Err(Error::AuthNotEnabled),
     };

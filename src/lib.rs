@@ -25,6 +25,8 @@
 //!   write before it is answered.
 //! - [`config`], [`error`]: `config.toml`, and the error → status mapping.
 //! - [`reload`]: swapping in a new hook chain from `config.toml` on SIGHUP.
+//! - [`metrics`]: the figures the server counts, served as Prometheus text at
+//!   `[metrics] listen` and answered to the `stats` request.
 //! - [`tls`]: TLS material (rustls): `[server.tls]` loaded and reloadable,
 //!   client certificates as identities, the client's side.
 //! - [`client`]: a small async client used by `hookv-cli`, the examples and tests.
@@ -44,6 +46,7 @@ pub mod error;
 pub mod frame;
 pub mod hooks;
 pub mod log_limit;
+pub mod metrics;
 pub mod plugin;
 pub mod reload;
 pub mod server;

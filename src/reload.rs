@@ -114,6 +114,9 @@ impl Reloader {
         if config.log != self.running.log {
             needs_restart.push("log");
         }
+        if config.metrics != self.running.metrics {
+            needs_restart.push("metrics");
+        }
         // The write-ahead log wraps the storage: it cannot be added, removed
         // or re-optioned while serving. The open log goes on as it is, but a
         // wal entry must still be valid, so that the next restart works.
@@ -127,6 +130,7 @@ impl Reloader {
         config.server = self.running.server.clone();
         config.storage = self.running.storage.clone();
         config.log = self.running.log.clone();
+        config.metrics = self.running.metrics.clone();
 
         let Rebuilt {
             built,
@@ -169,6 +173,7 @@ impl Reloader {
                 }
             };
             self = back;
+            crate::metrics::reloaded(outcome.is_ok());
             match outcome {
                 Ok(done) => {
                     tracing::info!(

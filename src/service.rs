@@ -199,6 +199,9 @@ impl<Store: Storage> Service<Store> {
             ControlFlow::Break(refusal) => refusal,
             ControlFlow::Continue(()) => {
                 let res = dispatch(req, &self.inner.store, ctx.max_frame_bytes()).unwrap_or_else(|e| {
+                    if matches!(e, crate::error::Error::Storage(_)) {
+                        crate::metrics::storage_error();
+                    }
                     if e.status() >= 500 {
                         // A failing disk fails every request: limited.
                         crate::log_limited!(error, conn = ctx.conn_id(), command = req.command_name(), error = %e, "request failed");

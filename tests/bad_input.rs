@@ -125,10 +125,10 @@ async fn an_unset_or_unknown_oneof_is_400_and_the_connection_stays_usable() {
     let server = TestServer::memory().await;
     let mut c = server.client().await;
     let cases: [&[u8]; 4] = [
-        &[],                       // empty message: oneof unset
-        &[0xa2, 0x01, 0x00],       // field 20 (unknown), empty submessage
-        &[0x52, 0x00],             // field 10: reserved (subscribe)
-        &[0x72, 0x02, 0x0a, 0x00], // field 14: a request kind from the future
+        &[],                             // empty message: oneof unset
+        &[0xa2, 0x01, 0x00],             // field 20 (unknown), empty submessage
+        &[0x52, 0x00],                   // field 10: reserved (subscribe)
+        &[0x82, 0x01, 0x02, 0x0a, 0x00], // field 16: a request kind from the future
     ];
     for payload in cases {
         bounded(c.send_raw(&frame(payload))).await.unwrap();

@@ -19,6 +19,10 @@
 //! `hscan` pages and printed as they come (said on stderr): the same pairs
 //! in the same order, though not a snapshot of one moment.
 //!
+//! `stats` prints the server's figures grouped like Redis `INFO`, in human
+//! units when typed (`# Server`, `uptime_seconds: 1h 02m 03s`, one line per
+//! command), as `section.name=value` lines when raw.
+//!
 //! `hset ... --file PATH` (`-`: stdin) reads the value from a file, so binary
 //! values need not go through the command line as hex (where the kernel caps
 //! one argument at 128 KiB, 64 KiB of bytes).
@@ -153,6 +157,8 @@ enum Command {
         #[arg(required = true)]
         keys: Vec<String>,
     },
+    /// The server's figures (what /metrics exports), grouped like Redis INFO.
+    Stats,
     /// Print the SHA-256 of TOKEN for an auth hook's `token_sha256` (no server needed).
     HashToken { token: String },
 }
@@ -196,7 +202,9 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(call(&args, tls.as_ref(), &request, form)) {
         Ok(Answer { res, printed }) if res.is_ok() => {
-            if !printed {
+            if let Command::Stats = &args.command {
+                print_stats(&res, form);
+            } else if !printed {
                 print(&res, keys.as_deref(), form, listing(&args.command));
             }
             if let Command::Hscan { .. } = &args.command {
@@ -353,6 +361,7 @@ fn build(command: &Command) -> Result<(CommandRequest, Option<Vec<String>>), Str
             CommandRequest::new_hmexist(table, keys.clone()),
             Some(keys.clone()),
         ),
+        Command::Stats => (CommandRequest::new_stats(), None),
         Command::HashToken { .. } => return Err("hash-token needs no server".into()),
     })
 }
@@ -426,6 +435,21 @@ fn listing(command: &Command) -> Option<&'static str> {
         Command::Hgetall { .. } => Some("(empty table)"),
         Command::Hscan { .. } => Some("(empty page)"),
         _ => None,
+    }
+}
+
+/// A `stats` answer: for a person (typed), or `section.name=value` lines.
+fn print_stats(res: &CommandResponse, form: Form) {
+    match form {
+        Form::Typed => print!("{}", hookv::metrics::stats_for_a_person(&res.pairs)),
+        Form::Raw => {
+            let mut out = String::new();
+            for pair in &res.pairs {
+                let value = pair.value.clone().unwrap_or_default();
+                out.push_str(&format!("{}={value}\n", pair.key));
+            }
+            print!("{out}");
+        }
     }
 }
 

@@ -7,18 +7,21 @@
 //! - `mod.rs`: [`Config`], the whole file, [`load`](Config::load) and the checks;
 //! - [`server`]: `[server]` and `[server.tls]`, and the bounds of their numbers;
 //! - [`storage`]: `[storage]`: the backend and its options;
+//! - [`metrics`]: `[metrics]`: the Prometheus endpoint;
 //! - `position.rs`: where a key is written, so an error names its line.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod metrics;
 mod position;
 pub mod server;
 pub mod storage;
 #[cfg(test)]
 mod tests;
 
+pub use metrics::MetricsConfig;
 use position::{line_column, position};
 use server::{
     min_unsent_bytes, why, wide, HOUR, MAX_CONNECTIONS, MAX_UNSENT_BYTES, MAX_WORKER_THREADS, WEEK,
@@ -36,6 +39,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[log]`
     pub log: LogConfig,
+    /// `[metrics]`
+    pub metrics: MetricsConfig,
     /// `[[hooks]]` as written, with their positions; see [`Config::hooks`].
     #[serde(rename = "hooks")]
     raw_hooks: Vec<toml::Spanned<toml::Table>>,
@@ -314,6 +319,19 @@ impl Config {
                     "server.tls.plaintext_listen",
                     format!("\"{}\"", s.listen),
                     "must differ from server.listen, which speaks TLS".into(),
+                ));
+            }
+        }
+        if let Some(addr) = self.metrics.listen {
+            // Port 0 picks a free port for each listener, so they differ.
+            let plaintext = s.tls.as_ref().and_then(|tls| tls.plaintext_listen);
+            if addr.port() != 0 && (addr == s.listen || Some(addr) == plaintext) {
+                return Err(invalid(
+                    "metrics.listen",
+                    format!("\"{addr}\""),
+                    "must differ from server.listen (and server.tls.plaintext_listen): \
+                     /metrics is plain HTTP on a port of its own"
+                        .into(),
                 ));
             }
         }

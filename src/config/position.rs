@@ -11,6 +11,8 @@ struct Positions {
     server: Spans,
     #[serde(default)]
     storage: Spans,
+    #[serde(default)]
+    metrics: Spans,
 }
 
 /// Where each key of a table is written.
@@ -40,6 +42,7 @@ pub(super) fn position(text: &str, key: &str) -> Option<(usize, usize)> {
             let table = match section {
                 "server" => &positions.server,
                 "storage" => &positions.storage,
+                "metrics" => &positions.metrics,
                 _ => return None,
             };
             table.get(name)?.span()

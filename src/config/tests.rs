@@ -306,3 +306,44 @@ fn the_checked_in_server_tls_example_parses_once_uncommented() {
     assert_eq!(tls.client_ca, Some(PathBuf::from("certs/ca.pem")));
     assert!(tls.plaintext_listen.is_some());
 }
+
+#[test]
+fn metrics_listen_is_off_by_default_and_its_mistakes_name_file_line_and_key() {
+    assert_eq!(parse("").unwrap().metrics.listen, None);
+    let c = parse("[metrics]\nlisten = \"127.0.0.1:9100\"\n").unwrap();
+    assert_eq!(c.metrics.listen, Some("127.0.0.1:9100".parse().unwrap()));
+    let msg = parse("[metrics]\nlisten = \"127.0.0.1:9527\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.starts_with(
+            "config.toml:2:10: metrics.listen = \"127.0.0.1:9527\": must differ from server.listen"
+        ),
+        "{msg}"
+    );
+    let msg = parse("[metrics]\nlisen = \"127.0.0.1:9100\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.starts_with("config.toml:2:1:"), "{msg}");
+    assert!(msg.contains("unknown field `lisen`"), "{msg}");
+    let msg = parse("[metrics]\nlisten = \"localhost\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.starts_with("config.toml:2:10:"), "{msg}");
+    // Both on port 0: two free ports.
+    parse("[server]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+}
+
+#[test]
+fn the_checked_in_metrics_example_parses_once_uncommented() {
+    let text = include_str!("../../config.toml");
+    let start = text.find("# [metrics]\n").unwrap();
+    let block: String = text[start..]
+        .lines()
+        .take_while(|line| line.starts_with('#'))
+        .filter_map(|line| line.strip_prefix("# "))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let listen = parse(&block).unwrap().metrics.listen;
+    assert_eq!(listen, Some("127.0.0.1:9100".parse().unwrap()));
+}

@@ -1,4 +1,5 @@
-//! [`End`]: why a connection ended, and the one log line that says so.
+//! [`End`]: why a connection ended, and the one log line that says so (a
+//! frame error is counted there too: `hookv_frame_errors_total`).
 
 use tracing::debug;
 
@@ -36,6 +37,7 @@ impl End {
         let (conn, peer) = (ctx.conn_id(), &ctx.peer);
         match self {
             End::Refused(e) => {
+                crate::metrics::frame_error(e);
                 crate::log_limited!(warn, conn, %peer, error = %e, "connection closed")
             }
             End::Limit(refusal) => {

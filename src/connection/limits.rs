@@ -82,6 +82,7 @@ impl Gauge {
                 (n < self.max).then_some(n + 1)
             })
             .ok()?;
+        crate::metrics::unauthenticated(1);
         Some(Place(self))
     }
 
@@ -90,6 +91,7 @@ impl Gauge {
     /// added an auth hook): the cap is for new connections.
     fn enter(&self) -> Place<'_> {
         self.count.fetch_add(1, Ordering::AcqRel);
+        crate::metrics::unauthenticated(1);
         Place(self)
     }
 }
@@ -101,6 +103,7 @@ struct Place<'a>(&'a Gauge);
 impl Drop for Place<'_> {
     fn drop(&mut self) {
         self.0.count.fetch_sub(1, Ordering::AcqRel);
+        crate::metrics::unauthenticated(-1);
     }
 }
 

@@ -76,6 +76,7 @@ pub async fn serve<S: Storage>(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
+    let _open = crate::metrics::connection_opened();
     // Commands that size their answers (hscan pages) read it from here.
     ctx.set_max_frame_bytes(limits.max_frame_bytes);
     // Created once: each `cancelled()` call registers a waiter under a lock.
@@ -89,6 +90,8 @@ pub async fn serve<S: Storage>(
         ctx,
     };
     let end = handler.run(stopped).await;
+    // A batch executed but never answered (its write failed) still counts.
+    handler.ctx.tally().unanswered();
     end.log(&handler.ctx);
 }
 
@@ -164,8 +167,9 @@ impl<S: Storage> Handler<'_, S> {
                 return batch.after.or_failed(failed);
             }
             self.after_send(&chain);
-            // The batch's hook calls, counted in the context, made public.
-            self.ctx.flush_hook_calls();
+            // The batch's requests and hook calls, added to the figures.
+            let latency = self.ctx.latency();
+            self.ctx.tally().answered(latency);
             if !matches!(batch.after, After::Close(_)) {
                 self.track_auth(&chain);
             }
@@ -186,6 +190,7 @@ impl<S: Storage> Handler<'_, S> {
                     // barrier (a write refused because the WAL failed must
                     // still get its answer), whatever hooks made of its answer.
                     wrote |= self.ctx.wrote();
+                    self.ctx.tally().add(&req, res.status);
                     self.conn.push_answer(req, res, keep);
                     // Nothing after this request is read: the connection ends.
                     if self.ctx.close_requested() {
@@ -207,6 +212,7 @@ impl<S: Storage> Handler<'_, S> {
         };
         if let Some((status, message)) = self.conn.last_word(&end) {
             let (req, res) = refuse(chain, &mut self.ctx, &message, status);
+            self.ctx.tally().add(&req, res.status);
             self.conn.push_answer(req, res, keep);
         }
         let after = After::Close(end);
@@ -284,6 +290,7 @@ fn answer<S: Storage>(
             (req, res)
         }
         Err(e) => {
+            crate::metrics::malformed_frame();
             ctx.set_request_frame(None);
             ctx.set_wrote(false);
             let e = Error::Decode(e);

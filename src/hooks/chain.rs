@@ -6,7 +6,9 @@
 //! a call, and a panic inside a hook is caught here and follows the entry's
 //! [`OnPanic`]: `fail_closed` answers that request 500, `fail_open` goes on
 //! as if the hook had said continue. Calls, breaks, sampled durations and
-//! panics are counted per hook (see `tally.rs`).
+//! panics are counted per hook (`crate::metrics`: the figures are found
+//! when the chain is built, and the calls are tallied per batch in the
+//! connection's context).
 
 use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -14,12 +16,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hookv_plugin::pb::{status, CommandRequest, CommandResponse};
-use metrics::Counter;
 
 use super::ctx::HookCtx;
 use super::hook::{Flow, Hook};
 use super::scope::{OnPanic, Placement, Scope};
-use super::tally::SlotStats;
+use crate::metrics::{hook_figures, HookFigures};
 
 /// Runs an event's chain where hooks read the exchange and may answer early.
 pub trait Notify<Arg: ?Sized> {
@@ -40,8 +41,8 @@ pub struct HookChain {
     all: Vec<Arc<dyn Hook>>,
     /// The placement of each of `all`.
     placements: Vec<Placement>,
-    /// One call counter per hook and event, by place (see `tally.rs`).
-    calls: Vec<Counter>,
+    /// The figures of each hook on each event, by place.
+    figures: Vec<Arc<HookFigures>>,
     pub(crate) received: Received,
     pub(crate) executed: Executed,
     pub(crate) before_send: BeforeSend,
@@ -67,8 +68,8 @@ struct Slots {
     slots: Vec<Slot>,
     /// Some hook here has a scope: the request's table must be read.
     scoped: bool,
-    /// The chain's call counters (shared by its four events).
-    calls: Arc<[Counter]>,
+    /// The chain's figures, by place (shared by its four events).
+    figures: Arc<[Arc<HookFigures>]>,
 }
 
 /// A hook in one event's list.
@@ -77,9 +78,9 @@ struct Slot {
     hook: Arc<dyn Hook>,
     scope: Option<Scope>,
     on_panic: OnPanic,
-    /// Its call counter in the chain's `calls`.
+    /// Its figures' place in the chain's `figures`.
     place: usize,
-    stats: Arc<SlotStats>,
+    stats: Arc<HookFigures>,
 }
 
 /// A hook's call panicked (caught, logged and counted).
@@ -95,7 +96,7 @@ impl Slots {
         req: &'a CommandRequest,
     ) -> impl Iterator<Item = &'a Slot> + 'a {
         if !self.slots.is_empty() {
-            ctx.tally().enter(&self.calls);
+            ctx.tally().hooks().enter(&self.figures);
         }
         let table = if self.scoped { req.table() } else { None };
         self.slots
@@ -113,7 +114,7 @@ impl Slot {
         ctx: &mut HookCtx,
         f: impl FnOnce(&dyn Hook, &mut HookCtx) -> ControlFlow<B>,
     ) -> Result<ControlFlow<B>, Panicked> {
-        let timed = ctx.tally().call(self.place).then(Instant::now);
+        let timed = ctx.tally().hooks().call(self.place).then(Instant::now);
         let outcome = catch_unwind(AssertUnwindSafe(|| f(&*self.hook, ctx)));
         if let Some(start) = timed {
             self.stats.timed(start.elapsed());
@@ -269,27 +270,27 @@ impl HookChain {
             if !handles {
                 continue;
             }
-            let (stats, calls) = SlotStats::new(hook.name(), event);
+            let stats = hook_figures(hook.name(), event);
             slots.scoped |= placement.scope.is_some();
             slots.slots.push(Slot {
                 hook: Arc::clone(&hook),
                 scope: placement.scope.clone(),
                 on_panic: placement.on_panic,
-                place: self.calls.len(),
-                stats: Arc::new(stats),
+                place: self.figures.len(),
+                stats: Arc::clone(&stats),
             });
-            self.calls.push(calls);
+            self.figures.push(stats);
         }
-        // Every event shares the one list of counters, so that a connection
+        // Every event shares the one list of figures, so that a connection
         // tallies all four against the same chain.
-        let calls: Arc<[Counter]> = self.calls.clone().into();
+        let figures: Arc<[Arc<HookFigures>]> = self.figures.clone().into();
         for slots in [
             &mut self.received.0,
             &mut self.executed.0,
             &mut self.before_send.0,
             &mut self.after_send.0,
         ] {
-            slots.calls = Arc::clone(&calls);
+            slots.figures = Arc::clone(&figures);
         }
         self.all.push(hook);
         self.placements.push(placement);

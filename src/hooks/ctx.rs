@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
-use super::tally::Tally;
+use crate::metrics::Tally;
 
 /// What a connection knows about itself, handed to every hook.
 #[derive(Debug, Clone)]
@@ -59,7 +59,8 @@ pub struct HookCtx {
     peer_text: (SocketAddr, Arc<str>),
     /// Set by [`HookCtx::close_after_answer`].
     close: bool,
-    /// Hook calls not yet added to the shared counters (see `tally.rs`).
+    /// The batch's requests and hook calls, not yet added to the figures
+    /// (`crate::metrics`): one tally per connection, added once per batch.
     tally: Tally,
 }
 
@@ -226,17 +227,19 @@ impl HookCtx {
         self.max_frame_bytes = max;
     }
 
-    /// The connection's tally of hook calls.
+    /// The connection's tally of the batch: its requests (counted by the
+    /// connection) and its hook calls (counted by the chain).
     #[inline]
     pub(crate) fn tally(&mut self) -> &mut Tally {
         &mut self.tally
     }
 
-    /// Adds the hook calls this context counted to the shared counters
-    /// (`hookv_hook_calls_total`): a connection does it once per batch,
-    /// and dropping the context does it too.
+    /// Adds the hook calls this context counted to the figures
+    /// (`hookv_hook_calls_total`) without a batch: for callers that run
+    /// requests without a connection. A connection adds them with each
+    /// batch, and dropping the context adds what is left.
     pub fn flush_hook_calls(&mut self) {
-        self.tally.flush();
+        self.tally.flush_hooks();
     }
 }
 

@@ -19,8 +19,7 @@
 //! One noun per file: [`HookCtx`] (`ctx.rs`: what a hook may read and set of
 //! its connection), the [`Hook`] trait (`hook.rs`), [`HookChain`]
 //! (`chain.rs`: one ordered list per event), an entry's [`Placement`] in it
-//! (`scope.rs`: `tables = [...]` and `on_panic`), the per-hook metrics and
-//! the per-connection tally that keeps them cheap (`tally.rs`), the
+//! (`scope.rs`: `tables = [...]` and `on_panic`), the
 //! [`WriteBarrier`] a connection awaits before answering writes
 //! (`barrier.rs`); beside them the built-in hooks and `build.rs` (config →
 //! chain).
@@ -35,7 +34,6 @@ mod hook;
 pub mod pattern;
 pub mod rewrite;
 mod scope;
-mod tally;
 pub mod wal;
 
 pub use barrier::{BarrierError, BothBarriers, WriteBarrier};
@@ -46,4 +44,3 @@ pub use hook::{Flow, Hook};
 /// type plugins declare theirs with.
 pub use hookv_plugin::Events;
 pub use scope::{OnPanic, Placement, Scope};
-pub use tally::SAMPLE_EVERY;

@@ -262,7 +262,7 @@ mod tests {
         assert!(
             err.to_string().ends_with(
                 "is not one of hget, hgetall, hmget, hset, hmset, hdel, hmdel, hexist, \
-                 hmexist, auth, hscan, unknown"
+                 hmexist, auth, stats, hscan, unknown"
             ),
             "{err}"
         );

@@ -16,7 +16,10 @@
 //! - **Metrics** are registered by name, once (a lock and a search); the
 //!   plugin then updates them by id, without a lock: the id indexes a fixed
 //!   table of handles. A metric `name` is exported as `hookv_plugin_<name>`
-//!   with the label `plugin="<plugin name>"`.
+//!   with the label `plugin="<plugin name>"` (a name that would make one of
+//!   the server's own, `panics_total` or `errors_total`, is refused). They
+//!   go to the Prometheus recorder directly: with no `[metrics] listen`
+//!   they count nothing, and `stats` does not show them.
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -27,6 +30,7 @@ use hookv_plugin::abi::{
 use metrics::{Counter, Gauge, Histogram};
 
 use crate::log_limit::Site;
+use crate::metrics::PLUGIN_METRIC_PREFIX;
 
 /// The server's side of one plugin's callbacks.
 pub(crate) struct PluginHost {
@@ -128,6 +132,14 @@ impl PluginHost {
         if !(METRIC_COUNTER..=METRIC_HISTOGRAM).contains(&kind) {
             return Err(format!("unknown kind {kind}"));
         }
+        let full = format!("{PLUGIN_METRIC_PREFIX}{name}");
+        // `panics_total` would be the server's own hookv_plugin_panics_total.
+        if crate::metrics::METRICS
+            .iter()
+            .any(|(own, _, _)| *own == full)
+        {
+            return Err(format!("{full} is a metric of the server's own"));
+        }
         // A lock per registration, never per update: fine.
         let mut registered = self
             .registered
@@ -143,7 +155,6 @@ impl PluginHost {
         let Some(slot) = self.metrics.get(i) else {
             return Err(format!("the plugin has {MAX_METRICS} metrics already"));
         };
-        let full = format!("hookv_plugin_{name}");
         let plugin = self.name.to_string();
         let help = String::from_utf8_lossy(help).into_owned();
         let metric = match kind {
@@ -239,5 +250,14 @@ mod tests {
             host.register(METRIC_COUNTER, format!("m{i}").as_bytes(), b"");
         }
         assert_eq!(host.register(METRIC_COUNTER, b"one_too_many", b""), 0);
+    }
+
+    #[test]
+    fn a_plugin_cannot_register_a_metric_of_the_servers_own() {
+        let host = PluginHost::of("host-unit-test-reserved");
+        // hookv_plugin_panics_total and hookv_plugin_errors_total.
+        assert_eq!(host.register(METRIC_COUNTER, b"panics_total", b""), 0);
+        assert_eq!(host.register(METRIC_COUNTER, b"errors_total", b""), 0);
+        assert_ne!(host.register(METRIC_COUNTER, b"refused_total", b""), 0);
     }
 }

@@ -92,6 +92,7 @@ use sha2::{Digest, Sha256};
 use crate::config::HookEntry;
 use crate::hooks::build::PLACEMENT_KEYS;
 use crate::hooks::{Events, Flow, Hook, HookCtx, OnPanic};
+use crate::metrics::{plugin_figures, PluginFigures};
 use ffi::{Args, Event, Instance, Library, LoadError};
 use hookv_plugin::abi::PANIC;
 
@@ -285,10 +286,8 @@ pub struct PluginHook {
     events: Events,
     /// What a failure does to the request (the entry's `on_panic`).
     on_panic: OnPanic,
-    /// `hookv_plugin_panics_total{plugin}`.
-    panics: metrics::Counter,
-    /// `hookv_plugin_errors_total{plugin}`.
-    errors: metrics::Counter,
+    /// `hookv_plugin_panics_total{plugin}`, `hookv_plugin_errors_total{plugin}`.
+    figures: Arc<PluginFigures>,
 }
 
 impl std::fmt::Debug for PluginHook {
@@ -336,10 +335,9 @@ impl PluginHook {
             before_send: instance.handles(Event::BeforeSend),
             after_send: instance.handles(Event::AfterSend),
         };
-        let plugin = instance.name().to_owned();
+        let figures = plugin_figures(instance.name());
         Ok(Self {
-            panics: metrics::counter!("hookv_plugin_panics_total", "plugin" => plugin.clone()),
-            errors: metrics::counter!("hookv_plugin_errors_total", "plugin" => plugin),
+            figures,
             instance,
             events,
             on_panic: OnPanic::default(),
@@ -440,8 +438,8 @@ impl PluginHook {
     fn failed(&self, ctx: &HookCtx, event: Event, failure: Failure, problem: &str) -> Verdict {
         let name = self.instance.name();
         match failure {
-            Failure::Panic => self.panics.increment(1),
-            Failure::Error => self.errors.increment(1),
+            Failure::Panic => self.figures.panicked(),
+            Failure::Error => self.figures.failed(),
         }
         let on_panic = match self.on_panic {
             OnPanic::FailClosed => "fail_closed: the request fails",

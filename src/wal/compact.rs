@@ -30,6 +30,7 @@ pub(super) fn spawn(shared: Arc<Shared>, index: u64) -> io::Result<JoinHandle<()
             let started = Instant::now();
             let snapshot_bytes = match compact(&shared, index) {
                 Ok(bytes) => {
+                    crate::metrics::wal_compacted();
                     info!(
                         snapshot = snapshot_name(index),
                         bytes,

@@ -39,6 +39,9 @@ impl Shared {
     /// fdatasyncs `file` (a segment), counting it.
     pub(super) fn count_fsync(&self, file: &File) -> io::Result<()> {
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
-        file.sync_data()
+        let started = std::time::Instant::now();
+        let synced = file.sync_data();
+        crate::metrics::wal_fsynced(started.elapsed());
+        synced
     }
 }

@@ -52,6 +52,7 @@ fn flush(shared: &Shared, io: &mut Io, closing: bool, force_sync: bool) -> Resul
             )));
         }
         seg.bytes += len;
+        crate::metrics::wal_written(len);
     }
     let synced = commit.progress().synced;
     let sync = (force_sync || commit.policy == Fsync::Always) && synced < upto;

@@ -12,10 +12,14 @@
 //! |   8 | `hexist`  | read         | key    |
 //! |   9 | `hmexist` | read         | keys   |
 //! |  13 | `auth`    | connection   | token  |
+//! |  14 | `stats`   | read         | stats  |
 //! |  15 | `hscan`   | read         | scan   |
 //!
 //! (10, 11 and 12 are reserved: subscribe, unsubscribe and publish in the
-//! original course; 14 is kept for a future `stats`.)
+//! original course.) `stats` reads the server's figures, not a table; it
+//! addresses the reserved table name [`STATS_TABLE`], so that everything
+//! that asks a request for its table (the auth hook's `read` patterns, a
+//! rewrite rule's `table`, a plugin) sees it as a read of that name.
 //!
 //! The `catalogue!` invocation below is the only list of commands. From it
 //! come [`Command`] and its questions, the decoded request's
@@ -67,7 +71,15 @@ pub enum Shape {
     Pair,
     /// `string table = 1; repeated Kvpair pairs = 2` (`hmset`).
     Pairs,
+    /// No fields: addresses the reserved table [`STATS_TABLE`], no keys
+    /// (`stats`).
+    Stats,
 }
+
+/// The table name `stats` addresses: an auth user may send `stats` when
+/// one of its `read` patterns matches it (`*` does). Data stored under this
+/// name is an ordinary table; only `stats` itself reads the figures.
+pub const STATS_TABLE: &str = "hookv:stats";
 
 /// What [`CommandRequest::command_name`](crate::pb::CommandRequest::command_name)
 /// says of a request whose oneof is unset or carries a tag this build does
@@ -89,6 +101,13 @@ macro_rules! addressed {
     (Token, $r:ident) => {{
         let _ = $r;
         Addressed::default()
+    }};
+    (Stats, $r:ident) => {{
+        let _ = $r;
+        Addressed {
+            table: Some(STATS_TABLE),
+            ..Addressed::default()
+        }
     }};
     (Table, $r:ident) => {
         Addressed {
@@ -218,6 +237,7 @@ catalogue! {
     Hexist   = 8,  "hexist",   Read,       Key;
     Hmexist  = 9,  "hmexist",  Read,       Keys;
     Auth     = 13, "auth",     Connection, Token;
+    Stats    = 14, "stats",    Read,       Stats;
     Hscan    = 15, "hscan",    Read,       Scan;
 }
 
@@ -272,8 +292,8 @@ impl CommandRequest {
     }
 
     /// True for the commands that change stored data (hset, hmset, hdel,
-    /// hmdel); the reads (hget, hgetall, hmget, hexist, hmexist, hscan) and
-    /// `auth` are not.
+    /// hmdel); the reads (hget, hgetall, hmget, hexist, hmexist, hscan,
+    /// stats) and `auth` are not.
     #[inline]
     pub fn is_write(&self) -> bool {
         self.command().is_some_and(Command::is_write)
@@ -342,8 +362,18 @@ mod tests {
         assert_eq!(names(Access::Write), ["hset", "hmset", "hdel", "hmdel"]);
         assert_eq!(
             names(Access::Read),
-            ["hget", "hgetall", "hmget", "hexist", "hmexist", "hscan"]
+            ["hget", "hgetall", "hmget", "hexist", "hmexist", "stats", "hscan"]
         );
         assert_eq!(names(Access::Connection), ["auth"]);
+    }
+
+    #[test]
+    fn stats_reads_the_reserved_table() {
+        let req = CommandRequest::new_stats();
+        assert_eq!(req.command_name(), "stats");
+        assert_eq!(req.table(), Some(STATS_TABLE));
+        assert_eq!(req.keys().count(), 0);
+        assert!(!req.is_write());
+        assert_eq!(Command::Stats.access(), Access::Read);
     }
 }

@@ -121,6 +121,11 @@ impl CommandRequest {
         }))
     }
 
+    /// `stats`: the server's figures.
+    pub fn new_stats() -> Self {
+        Self::with(RequestData::Stats(Stats {}))
+    }
+
     /// `auth token`
     pub fn new_auth(token: impl Into<String>) -> Self {
         Self::with(RequestData::Auth(Auth {

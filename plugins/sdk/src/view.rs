@@ -11,7 +11,7 @@
 
 use std::str;
 
-use crate::catalogue::{Command, Shape};
+use crate::catalogue::{Command, Shape, STATS_TABLE};
 
 /// The table and keys of a request, borrowed from its bytes.
 #[derive(Debug, Clone, Copy)]
@@ -70,7 +70,10 @@ impl<'a> Iterator for RawKeys<'a> {
         if std::mem::take(&mut self.pending_default) {
             return Some("");
         }
-        if matches!(self.kind, Shape::Token | Shape::Table | Shape::Scan) {
+        if matches!(
+            self.kind,
+            Shape::Token | Shape::Table | Shape::Scan | Shape::Stats
+        ) {
             return None;
         }
         // Checked by `parse`: every field is well-formed and of the
@@ -88,6 +91,10 @@ impl<'a> Iterator for RawKeys<'a> {
 /// Checks a command message's fields for `kind`; its table ("" when
 /// absent), and whether it has a field 2.
 fn check_body(kind: Shape, body: &[u8]) -> Option<(&str, bool)> {
+    // `stats` has no fields; its table is the reserved name.
+    if kind == Shape::Stats {
+        return body.is_empty().then_some((STATS_TABLE, false));
+    }
     let mut table = None;
     let mut seen_two = false;
     let mut seen_count = false;
@@ -252,6 +259,7 @@ mod tests {
             CommandRequest::new_hexist("t", "k"),
             CommandRequest::new_hmexist("t", vec!["a".into()]),
             CommandRequest::new_auth("token"),
+            CommandRequest::new_stats(),
             CommandRequest::new_hscan("t", None, 0),
             CommandRequest::new_hscan("t", Some(String::new()), 7),
             CommandRequest::new_hscan("", Some("ü表".into()), 100_000),

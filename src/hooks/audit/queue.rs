@@ -134,6 +134,7 @@ impl Queue {
             }
         } else {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::audit_dropped(1);
         }
     }
 

@@ -62,7 +62,9 @@ impl<'a> Sink<'a> {
         self.report();
         if !self.append(out) {
             // Every record is one line: escaping leaves no raw newline in one.
-            self.lost += out.iter().filter(|&&b| b == b'\n').count() as u64;
+            let lost = out.iter().filter(|&&b| b == b'\n').count() as u64;
+            self.lost += lost;
+            crate::metrics::audit_lost(lost);
         }
         out.clear();
     }

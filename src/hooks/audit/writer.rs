@@ -15,8 +15,10 @@ pub(super) fn write_loop(queue: &Queue, file: File, path: &Path) {
     let mut batch = Batch::default();
     let mut out = Vec::with_capacity(512 * 1024);
     let mut sink = Sink::new(file, path);
+    let mut depth = crate::metrics::QueueDepth::default();
     loop {
         let stopping = queue.take(&mut batch);
+        depth.set(batch.records.len());
         // `out` is empty here: `sink.write` empties it.
         format_batch(&mut out, &batch, |chunk| sink.write(chunk));
         batch.clear();

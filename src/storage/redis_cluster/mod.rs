@@ -307,6 +307,8 @@ impl RedisCluster {
             count += 1;
         }
         let sent = timeout_at(deadline, self.inner.nodes.pipeline(node, &pipe, count)).await;
+        let ok = matches!(&sent, Ok(Ok(replies)) if replies.len() == count);
+        crate::metrics::cluster_round_trip(!ok);
         let mut replies = match sent {
             Ok(Ok(replies)) if replies.len() == count => replies,
             failed => {
