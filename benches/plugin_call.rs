@@ -1,7 +1,10 @@
-//! One hook call through the plugin ABI (the built `key-guard` library)
-//! against the same logic as a built-in hook, and one `rate-limit` call, both called as the chain
-//! calls them (`Arc<dyn Hook>`). The first run builds the example plugins
-//! (as the tests do).
+//! One hook call through the plugin ABI (the built `key-guard` library, at
+//! ABI version 2, and the same logic exported at version 1 by `v1-guard`)
+//! against the same logic as a built-in hook, and one `rate-limit` call,
+//! all called as the chain calls them (`Arc<dyn Hook>`); then a whole
+//! request through `Service::execute` with no hooks, with a chain of hooks
+//! scoped to a table the request does not name, and with the same chain
+//! unscoped. The first run builds the example plugins (as the tests do).
 //!
 //! ```text
 //! cargo bench --bench plugin_call
@@ -16,9 +19,11 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use hookv::hooks::{Events, Flow, Hook, HookCtx};
+use hookv::hooks::rewrite::{RewriteHook, RewriteOptions};
+use hookv::hooks::{Events, Flow, Hook, HookChain, HookCtx, Placement, Scope};
 use hookv::pb::{status, CommandRequest, CommandResponse};
 use hookv::plugin::PluginHook;
+use hookv::{MemTable, Service, ServiceInner};
 use prost::Message;
 
 /// key-guard's logic as a built-in hook.
@@ -59,6 +64,10 @@ fn calls(c: &mut Criterion) {
         PluginHook::load(&plugins::plugin("key-guard"), r#"{"max_key_len": 16}"#)
             .expect("load key-guard"),
     );
+    let v1: Arc<dyn Hook> = Arc::new(
+        PluginHook::load(&plugins::plugin("v1-guard"), r#"{"max_key_len": 16}"#)
+            .expect("load v1-guard"),
+    );
     let builtin: Arc<dyn Hook> = Arc::new(BuiltinKeyGuard { max_key_len: 16 });
     let peer = "127.0.0.1:40000".parse().expect("addr");
     let pass = CommandRequest::new_hset("bench", "key-0042", "value-0123456789");
@@ -66,7 +75,7 @@ fn calls(c: &mut Criterion) {
     let read = CommandRequest::new_hget("bench", "key-0042");
 
     let mut group = c.benchmark_group("on_received");
-    for (name, hook) in [("abi", &plugin), ("builtin", &builtin)] {
+    for (name, hook) in [("abi", &plugin), ("abi-v1", &v1), ("builtin", &builtin)] {
         for (case, req) in [
             ("hset-pass", &pass),
             ("hset-refuse", &refuse),
@@ -95,5 +104,48 @@ fn calls(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, calls);
+/// key-guard, rate-limit and a rewrite hook, placed as `placement` says.
+fn chain(placement: &Placement) -> HookChain {
+    let guard = PluginHook::load(&plugins::plugin("key-guard"), r#"{"max_key_len": 64}"#)
+        .expect("load key-guard");
+    let limit = PluginHook::load(
+        &plugins::plugin("rate-limit"),
+        r#"{"per_second": 1e12, "burst": 1000000000}"#,
+    )
+    .expect("load rate-limit");
+    let rules: RewriteOptions =
+        toml::from_str("rules = [{ table = \"secret*\", redact = \"***\" }]").expect("rules");
+    let rewrite = RewriteHook::new(rules).expect("rewrite");
+    let mut chain = HookChain::new();
+    chain.push_placed(Arc::new(guard), placement.clone());
+    chain.push_placed(Arc::new(limit), placement.clone());
+    chain.push_placed(Arc::new(rewrite), placement.clone());
+    chain
+}
+
+/// A request through the service: no hooks, three hooks scoped to tables
+/// the request does not name (skipped without a call), the same unscoped.
+fn scoping(c: &mut Criterion) {
+    let scoped = Placement {
+        scope: Scope::new(vec!["orders*".into(), "users".into()]),
+        ..Placement::default()
+    };
+    let peer = "127.0.0.1:40000".parse().expect("addr");
+    let req = CommandRequest::new_hset("bench", "key-0042", "value-0123456789");
+    let mut group = c.benchmark_group("execute");
+    for (name, chain) in [
+        ("no-hooks", HookChain::new()),
+        ("3-hooks-scoped-away", chain(&scoped)),
+        ("3-hooks", chain(&Placement::default())),
+    ] {
+        let service: Service = ServiceInner::new(MemTable::new()).hooks(&chain).into();
+        let mut ctx = HookCtx::new(1, peer).with_request_frame(req.encode_to_vec().into());
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(service.execute(&mut ctx, black_box(&req))))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, calls, scoping);
 criterion_main!(benches);

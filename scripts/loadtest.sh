@@ -19,6 +19,8 @@
 #   cluster  hookv on a local Redis Cluster (3 masters, 3 replicas) vs hookv memory vs the
 #            same load sent straight to the cluster by redis-benchmark --cluster, 50/50,
 #            keys spread over 12 tables (4 per master)                (baseline: hookv memory)
+#   scoped   no hooks vs auth+audit+rewrite+key-guard+rate-limit all scoped (`tables`) to a
+#            table the load never names (the wal cannot be scoped), 50/50 (baseline: no hooks)
 #   metrics  no hooks and the full chain, with [metrics] listen (scraped every second)
 #            and without; with BASE_SERVER=path/to/an/older/hookv-server, the "off"
 #            cells run that binary instead, to measure the counting itself (which
@@ -38,7 +40,7 @@
 # two builds are compared within one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SUITE=${1:?usage: scripts/loadtest.sh core|hooks|wal|sled|plugins|reload|tls|cluster|metrics [ROUNDS] [SECONDS]}
+SUITE=${1:?usage: scripts/loadtest.sh core|hooks|wal|sled|plugins|reload|scoped|tls|cluster|metrics [ROUNDS] [SECONDS]}
 ROUNDS=${2:-5}
 SECS=${3:-5}
 HOOKV_PORT=19527
@@ -65,7 +67,7 @@ ON_SERVER_CPU=() ON_CLIENT_CPU=()
 if [ "${PIN:-1}" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
   ON_SERVER_CPU=(taskset -c 0) ON_CLIENT_CPU=(taskset -c 1)
 fi
-if [ "$SUITE" = plugins ]; then
+if [ "$SUITE" = plugins ] || [ "$SUITE" = scoped ]; then
   cargo build --release --quiet -p key-guard -p rate-limit
 fi
 HASH=$(target/release/hookv-cli hash-token $TOKEN)
@@ -117,6 +119,30 @@ TOML
 [[hooks]]
 kind = "rewrite"
 rules = [{ status = 401, set_message = "log in first" }, { table = "secret*", redact = "***" }]
+TOML
+    ;;
+    scoped) cat <<TOML
+[[hooks]]
+kind = "auth"
+tables = ["untouched*"]
+users = [{ name = "bench", token_sha256 = "$HASH", read = ["*"], write = ["*"] }]
+[[hooks]]
+kind = "audit"
+tables = ["untouched*"]
+path = "$work/audit.jsonl"
+[[hooks]]
+kind = "rewrite"
+tables = ["untouched*"]
+rules = [{ status = 401, set_message = "log in first" }, { table = "secret*", redact = "***" }]
+[[hooks]]
+plugin = "$PWD/target/release/libkey_guard.so"
+tables = ["untouched*"]
+max_key_len = 64
+[[hooks]]
+plugin = "$PWD/target/release/librate_limit.so"
+tables = ["untouched*"]
+per_second = 100000000
+burst = 100000000
 TOML
     ;;
     plugins) cat <<TOML
@@ -338,6 +364,9 @@ for round in $(seq "$ROUNDS"); do
       plugins) baseline=no-hooks
         hookv_cell no-hooks memory $p 0.5
         hookv_cell plugins memory $p 0.5 ;;
+      scoped) baseline=no-hooks
+        hookv_cell no-hooks memory $p 0.5
+        hookv_cell scoped memory $p 0.5 ;;
       reload) baseline=chain
         hookv_cell chain memory $p 0.5
         hookv_cell chain-reload-every-100ms memory $p 0.5 reload ;;

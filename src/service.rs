@@ -119,11 +119,12 @@ impl<Store: Backend> ServiceInner<Store> {
         self.push(hook)
     }
 
-    /// Adds every hook of `chain`, in order.
-    pub fn hooks(mut self, chain: &HookChain) -> Self {
-        for h in chain.hooks() {
-            self = self.push(Arc::clone(h));
-        }
+    /// Adds every hook of `chain`, in order, each with its placement
+    /// (scope, failure policy).
+    pub fn hooks(self, chain: &HookChain) -> Self {
+        let mut all = HookChain::clone(&self.hooks.load());
+        all.append(chain);
+        self.hooks.store(Arc::new(all));
         self
     }
 
@@ -225,7 +226,9 @@ impl<Store: Storage> Service<Store> {
     /// [`Service::handle`] with the chain it holds, then [`Service::after_send`].
     pub fn execute(&self, ctx: &mut HookCtx, req: &CommandRequest) -> CommandResponse {
         ctx.arrive();
-        self.handle(&self.inner.hooks.load(), ctx, req)
+        let res = self.handle(&self.inner.hooks.load(), ctx, req);
+        ctx.flush_hook_calls();
+        res
     }
 
     /// Runs `req` through `chain` and storage, up to the point of sending.

@@ -312,3 +312,58 @@ fn a_plugin_written_in_c_against_the_header_works() {
         (403, "c says no")
     );
 }
+
+#[tokio::test]
+async fn a_v1_plugin_and_a_v2_plugin_load_in_one_server() {
+    // v1-guard is exported as the version 1 SDK exported plugins; the
+    // example plugins are built with this SDK, at version 2.
+    let v1 = PluginHook::load(&plugin("v1-guard"), "{}").unwrap();
+    let v2 = PluginHook::load(&plugin("rate-limit"), r#"{"per_second": 1.0}"#).unwrap();
+    assert_eq!((v1.abi_version(), v2.abi_version()), (1, 2));
+
+    let hooks = hooks_entry(&plugin("v1-guard"), "max_key_len = 4")
+        + &hooks_entry(&plugin("rate-limit"), "per_second = 0.001\nburst = 2");
+    let server = server_with(&hooks).await;
+    let mut c = server.client().await;
+    // v1-guard refuses first, so these do not spend rate-limit tokens.
+    for _ in 0..3 {
+        let r = bounded(c.hset("t", "toolong", "v")).await.unwrap();
+        assert_eq!(r.status, 400, "{r:?}");
+        assert!(r.message.contains("v1-guard"), "{r:?}");
+    }
+    assert_eq!(bounded(c.hset("t", "k", "v")).await.unwrap().status, 200);
+    assert_eq!(bounded(c.hset("t", "k", "v")).await.unwrap().status, 200);
+    assert_eq!(bounded(c.hset("t", "k", "v")).await.unwrap().status, 429);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn v2_plugins_log_through_the_server_with_their_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let c_lib = dir.path().join("libc_count.so");
+    support::plugins::build_c("count.c", &c_lib);
+    let config = dir.path().join("config.toml");
+    let hooks = hooks_entry(&plugin("rate-limit"), "per_second = 0.5\nburst = 3")
+        + &hooks_entry(&c_lib, "");
+    std::fs::write(
+        &config,
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n{hooks}"),
+    )
+    .unwrap();
+    let server = support::Running::start(&config);
+    // At init, without a request: the plugin's name, its words.
+    let line = server.wait_for_log("limits per_second=0.5 burst=3");
+    assert!(line.contains("hookv::plugin"), "{line}");
+    assert!(line.contains("plugin=\"rate-limit\""), "{line}");
+    let line = server.wait_for_log("c-count ready");
+    assert!(line.contains("plugin=\"c-count\""), "{line}");
+    // From an event, with its context: the connection too.
+    let mut c = server.client().await;
+    assert_eq!(bounded(c.hget("t", "k")).await.unwrap().status, 404);
+    let line = server.wait_for_log("c-count saw a request");
+    assert!(
+        line.contains("conn=") && line.contains("peer=\"127.0.0.1:"),
+        "{line}"
+    );
+    server.stop_cleanly();
+}

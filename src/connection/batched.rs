@@ -77,7 +77,7 @@ impl<S: Backend, T: Transport> Handler<'_, S, T> {
             };
             let res = service::answer(chain, &mut request, result);
             wrote |= request.ctx.wrote();
-            self.tally.add(&request.req, res.status);
+            self.ctx.tally().add(&request.req, res.status);
             self.conn.push_answer(request.req, res, keep);
         }
         if cut {

@@ -74,7 +74,6 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use crate::error::Error;
 use crate::frame::FrameError;
 use crate::hooks::{HookChain, HookCtx, NotifyMut};
-use crate::metrics::Tally;
 use crate::service::Service;
 use crate::storage::{Backend, Reach, Storage};
 use crate::tls::{Accepted, ServerTls};
@@ -212,8 +211,6 @@ struct Handler<'a, S, T> {
     /// Set when `max_unauthenticated` refused it: its only answer.
     refused: Option<Refusal>,
     auth_timeout: Duration,
-    /// The batch's requests, for the figures.
-    tally: Tally,
 }
 
 /// What answering one batch leaves to do once it is written.
@@ -273,7 +270,6 @@ impl<'a, S: Backend, T: Transport> Handler<'a, S, T> {
             auth_timeout: limits.auth_timeout,
             service,
             ctx,
-            tally: Tally::new(),
         }
     }
 
@@ -282,7 +278,7 @@ impl<'a, S: Backend, T: Transport> Handler<'a, S, T> {
         let end = self.run(stopped).await;
         self.conn.close();
         // A batch executed but never answered (its write failed) still counts.
-        self.tally.unanswered();
+        self.ctx.tally().unanswered();
         end.log(&self.ctx);
     }
 
@@ -320,7 +316,9 @@ impl<'a, S: Backend, T: Transport> Handler<'a, S, T> {
                 return batch.after.or_failed(failed);
             }
             self.after_send(&chain);
-            self.tally.answered(self.ctx.latency());
+            // The batch's requests and hook calls, added to the figures.
+            let latency = self.ctx.latency();
+            self.ctx.tally().answered(latency);
             if !matches!(batch.after, After::Close(_)) {
                 self.track_auth(&chain);
             }
@@ -347,7 +345,7 @@ impl<'a, S: Backend, T: Transport> Handler<'a, S, T> {
                     // barrier (a write refused because the WAL failed must
                     // still get its answer), whatever hooks made of its answer.
                     wrote |= self.ctx.wrote();
-                    self.tally.add(&req, res.status);
+                    self.ctx.tally().add(&req, res.status);
                     self.conn.push_answer(req, res, keep);
                     // Nothing after this request is read: the connection ends.
                     if self.ctx.close_requested() {
@@ -375,7 +373,7 @@ impl<'a, S: Backend, T: Transport> Handler<'a, S, T> {
         };
         if let Some((status, message)) = self.conn.last_word(&end) {
             let (req, res) = refuse(chain, &mut self.ctx, &message, status);
-            self.tally.add(&req, res.status);
+            self.ctx.tally().add(&req, res.status);
             self.conn.push_answer(req, res, chain.has_after_send());
         }
         let after = After::Close(end);

@@ -2,7 +2,10 @@
 //!
 //! Each entry is either a built-in (`kind = "auth" | "audit" | "wal" |
 //! "rewrite"`) or a plugin (`plugin = "path/to/lib.so"`); the other keys of
-//! the table are that hook's options. Hooks run in the order listed. Any
+//! the table are that hook's options, except two that any entry may have and
+//! the builder keeps for the chain ([`placement`]): `tables = [...]` (the
+//! tables the hook runs for) and `on_panic = "fail_closed" | "fail_open"`.
+//! Hooks run in the order listed. Any
 //! problem (unknown kind, missing or unknown option, bad value, a plugin that
 //! will not load) is a [`HookError`] naming the file, line, position and key.
 //!
@@ -20,7 +23,7 @@ use crate::hooks::audit::{AuditError, AuditHook, AuditOptions};
 use crate::hooks::auth::AuthHook;
 use crate::hooks::rewrite::RewriteHook;
 use crate::hooks::wal::{WalHook, WalHookError};
-use crate::hooks::{Hook, HookChain};
+use crate::hooks::{Hook, HookChain, OnPanic, Placement, Scope};
 use crate::plugin::{BuildId, PluginError, PluginFile};
 use crate::wal::{OptionsError, Wal, WalError, WalOptions};
 
@@ -105,6 +108,83 @@ pub enum EntryError {
     /// The plugin cannot be loaded or refused its options.
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// `tables` is not a list of table patterns.
+    #[error("tables = {value}: {reason}")]
+    Tables {
+        /// The value as written.
+        value: String,
+        /// What is accepted.
+        reason: &'static str,
+    },
+    /// `on_panic` is not one of its values.
+    #[error("on_panic = {0}: must be \"fail_closed\" (the default: the request fails with 500) or \"fail_open\" (the chain goes on without the hook)")]
+    OnPanic(String),
+    /// `tables` on the wal entry.
+    #[error(
+        "tables: the wal cannot be scoped: it is a layer of the storage and logs every write, \
+         whatever its table; leave `tables` out of the wal entry"
+    )]
+    WalScoped,
+}
+
+/// The keys any entry may have that are not its hook's options: see
+/// [`placement`].
+pub const PLACEMENT_KEYS: [&str; 2] = ["tables", "on_panic"];
+
+/// The scope (`tables = ["orders*", "users"]`) and failure policy
+/// (`on_panic = "fail_open"`) of `entry`, checked. Without `tables` (or with
+/// a `"*"` among them) the hook runs for every request; without `on_panic`
+/// a panic fails the request (`fail_closed`).
+pub fn placement(entry: &HookEntry) -> Result<Placement, EntryError> {
+    let tables = |reason| EntryError::Tables {
+        value: entry
+            .table
+            .get("tables")
+            .map_or_else(String::new, ToString::to_string),
+        reason,
+    };
+    let scope = match entry.table.get("tables") {
+        None => None,
+        Some(toml::Value::Array(items)) if items.is_empty() => {
+            return Err(tables(
+                "lists no table, so the hook would run for none; list at least one pattern \
+                 (`*` matches any run of characters), or leave the key out to run for every table",
+            ))
+        }
+        Some(toml::Value::Array(items)) => {
+            let mut patterns = Vec::with_capacity(items.len());
+            for item in items {
+                match item.as_str() {
+                    Some("") => {
+                        return Err(tables("an empty pattern matches no table name"));
+                    }
+                    Some(p) => patterns.push(p.to_owned()),
+                    None => {
+                        return Err(tables(
+                            "every item must be a table pattern in quotes, e.g. \"orders*\"",
+                        ))
+                    }
+                }
+            }
+            Scope::new(patterns)
+        }
+        Some(_) => {
+            return Err(tables(
+                "must be a list of table patterns, e.g. tables = [\"orders*\", \"users\"]",
+            ))
+        }
+    };
+    if entry.table.contains_key("tables") && entry.kind() == Some("wal") {
+        return Err(EntryError::WalScoped);
+    }
+    let on_panic = match entry.table.get("on_panic") {
+        None => OnPanic::default(),
+        Some(value) => value
+            .as_str()
+            .and_then(OnPanic::parse)
+            .ok_or_else(|| EntryError::OnPanic(value.to_string()))?,
+    };
+    Ok(Placement { scope, on_panic })
 }
 
 /// What building a hook may need besides its own options.
@@ -200,6 +280,7 @@ pub fn rebuild(env: &BuildEnv<'_>, previous: &[Part]) -> Result<Rebuilt, HookErr
     let mut fresh = Vec::new();
     for entry in &env.config.hooks {
         let label = entry.label();
+        let placement = placement(entry).map_err(|e| HookError::new(&env.config.path, entry, e))?;
         let file = plugin_file(env, entry)?;
         let stamp = file.as_ref().map(PluginFile::id);
         let reuse = unused
@@ -213,10 +294,10 @@ pub fn rebuild(env: &BuildEnv<'_>, previous: &[Part]) -> Result<Rebuilt, HookErr
             }
             None => {
                 fresh.push(built.parts.len());
-                build_one(env, entry, file.as_ref())?
+                build_one(env, entry, file.as_ref(), placement.on_panic)?
             }
         };
-        built.chain.push(Arc::clone(&hook));
+        built.chain.push_placed(Arc::clone(&hook), placement);
         built.parts.push(Part {
             index: entry.index,
             table: entry.table.clone(),
@@ -278,11 +359,14 @@ pub struct Rebuilt {
     pub retired: Vec<Arc<dyn Hook>>,
 }
 
-/// Builds the hook of `entry`; `file` is its plugin file, read already.
+/// Builds the hook of `entry`; `file` is its plugin file, read already; a
+/// plugin applies `on_panic` to its own failures (the chain does for panics
+/// of the others).
 fn build_one(
     env: &BuildEnv<'_>,
     entry: &HookEntry,
     file: Option<&PluginFile>,
+    on_panic: OnPanic,
 ) -> Result<Arc<dyn Hook>, HookError> {
     let error = |problem: EntryError| HookError::new(&env.config.path, entry, problem);
     match (entry.table.get("kind"), entry.table.get("plugin")) {
@@ -321,7 +405,7 @@ fn build_one(
         }
         (None, Some(_)) => file
             .ok_or(PluginError::PathNotString)
-            .and_then(|file| crate::plugin::build(entry, file))
+            .and_then(|file| crate::plugin::build(entry, file, on_panic))
             .map_err(|e| error(e.into())),
     }
 }
@@ -343,6 +427,7 @@ pub fn wal_entry(config: &Config) -> Result<Option<(&HookEntry, WalOptions)>, Ho
                 first: first.label(),
             }));
         }
+        placement(entry).map_err(error)?;
         let opts: WalOptions = options(entry, "kind").map_err(error)?;
         opts.check().map_err(|e| error(e.into()))?;
         found = Some((entry, opts));
@@ -351,10 +436,14 @@ pub fn wal_entry(config: &Config) -> Result<Option<(&HookEntry, WalOptions)>, Ho
 }
 
 /// The entry's options as `T`, without the key (`kind` or `plugin`) that
-/// names the hook. Unknown and missing keys are errors naming the key.
+/// names the hook and the [`PLACEMENT_KEYS`]. Unknown and missing keys are
+/// errors naming the key.
 pub fn options<T: DeserializeOwned>(entry: &HookEntry, naming_key: &str) -> Result<T, EntryError> {
     let mut table = entry.table.clone();
     table.remove(naming_key);
+    for key in PLACEMENT_KEYS {
+        table.remove(key);
+    }
     T::deserialize(toml::Value::Table(table))
         .map_err(|e| EntryError::Options(e.message().trim().replace('\n', " ")))
 }

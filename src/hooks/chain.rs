@@ -1,13 +1,26 @@
 //! [`HookChain`]: the ordered hooks of a service, one list per event, in
 //! config order; running a list stops at the first `Break`.
+//!
+//! Each hook sits in the chain with its [`Placement`]: a hook whose scope
+//! (`tables = [...]`) does not admit the request's table is skipped without
+//! a call, and a panic inside a hook is caught here and follows the entry's
+//! [`OnPanic`]: `fail_closed` answers that request 500, `fail_open` goes on
+//! as if the hook had said continue. Calls, breaks, sampled durations and
+//! panics are counted per hook (`crate::metrics`: the figures are found
+//! when the chain is built, and the calls are tallied per batch in the
+//! connection's context).
 
 use std::ops::ControlFlow;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::Instant;
 
-use hookv_plugin::pb::{CommandRequest, CommandResponse};
+use hookv_plugin::pb::{status, CommandRequest, CommandResponse};
 
 use super::ctx::HookCtx;
 use super::hook::{Flow, Hook};
+use super::scope::{OnPanic, Placement, Scope};
+use crate::metrics::{hook_figures, HookFigures};
 
 /// Runs an event's chain where hooks read the exchange and may answer early.
 pub trait Notify<Arg: ?Sized> {
@@ -18,7 +31,7 @@ pub trait Notify<Arg: ?Sized> {
 /// Runs an event's chain where hooks may change the response.
 pub trait NotifyMut<Arg: ?Sized> {
     /// Runs the chain in order; the first `Break` stops it.
-    fn notify(&self, ctx: &HookCtx, req: &CommandRequest, arg: &mut Arg) -> ControlFlow<()>;
+    fn notify(&self, ctx: &mut HookCtx, req: &CommandRequest, arg: &mut Arg) -> ControlFlow<()>;
 }
 
 /// The ordered hooks of a service, one list per event, in the order they were
@@ -26,6 +39,10 @@ pub trait NotifyMut<Arg: ?Sized> {
 #[derive(Clone, Default)]
 pub struct HookChain {
     all: Vec<Arc<dyn Hook>>,
+    /// The placement of each of `all`.
+    placements: Vec<Placement>,
+    /// The figures of each hook on each event, by place.
+    figures: Vec<Arc<HookFigures>>,
     pub(crate) received: Received,
     pub(crate) executed: Executed,
     pub(crate) before_send: BeforeSend,
@@ -34,47 +51,190 @@ pub struct HookChain {
 
 /// The `on_received` chain.
 #[derive(Clone, Default)]
-pub struct Received(Vec<Arc<dyn Hook>>);
+pub struct Received(Slots);
 /// The `on_executed` chain.
 #[derive(Clone, Default)]
-pub struct Executed(Vec<Arc<dyn Hook>>);
+pub struct Executed(Slots);
 /// The `on_before_send` chain.
 #[derive(Clone, Default)]
-pub struct BeforeSend(Vec<Arc<dyn Hook>>);
+pub struct BeforeSend(Slots);
 /// The `on_after_send` chain.
 #[derive(Clone, Default)]
-pub struct AfterSend(Vec<Arc<dyn Hook>>);
+pub struct AfterSend(Slots);
+
+/// One event's hooks, in order.
+#[derive(Clone, Default)]
+struct Slots {
+    slots: Vec<Slot>,
+    /// Some hook here has a scope: the request's table must be read.
+    scoped: bool,
+    /// The chain's figures, by place (shared by its four events).
+    figures: Arc<[Arc<HookFigures>]>,
+}
+
+/// A hook in one event's list.
+#[derive(Clone)]
+struct Slot {
+    hook: Arc<dyn Hook>,
+    scope: Option<Scope>,
+    on_panic: OnPanic,
+    /// Its figures' place in the chain's `figures`.
+    place: usize,
+    stats: Arc<HookFigures>,
+}
+
+/// A hook's call panicked (caught, logged and counted).
+struct Panicked;
+
+impl Slots {
+    /// The slots that `req` reaches, in order; nothing at all is read when
+    /// the list is empty.
+    #[inline]
+    fn reached<'a>(
+        &'a self,
+        ctx: &mut HookCtx,
+        req: &'a CommandRequest,
+    ) -> impl Iterator<Item = &'a Slot> + 'a {
+        if !self.slots.is_empty() {
+            ctx.tally().hooks().enter(&self.figures);
+        }
+        let table = if self.scoped { req.table() } else { None };
+        self.slots
+            .iter()
+            .filter(move |s| s.scope.as_ref().is_none_or(|scope| scope.admits(table)))
+    }
+}
+
+impl Slot {
+    /// Calls the hook through `f`: counted, timed if sampled, and with a
+    /// panic caught.
+    #[inline]
+    fn call<B>(
+        &self,
+        ctx: &mut HookCtx,
+        f: impl FnOnce(&dyn Hook, &mut HookCtx) -> ControlFlow<B>,
+    ) -> Result<ControlFlow<B>, Panicked> {
+        let timed = ctx.tally().hooks().call(self.place).then(Instant::now);
+        let outcome = catch_unwind(AssertUnwindSafe(|| f(&*self.hook, ctx)));
+        if let Some(start) = timed {
+            self.stats.timed(start.elapsed());
+        }
+        outcome.map_err(|payload| self.panicked(ctx, payload.as_ref()))
+    }
+
+    #[cold]
+    fn panicked(&self, ctx: &HookCtx, payload: &(dyn std::any::Any + Send)) -> Panicked {
+        self.stats.panicked();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a non-string payload");
+        let policy = match self.on_panic {
+            OnPanic::FailClosed => "fail_closed: the request fails",
+            OnPanic::FailOpen => "fail_open: the chain goes on without it",
+        };
+        // A client may trigger it on every request: limited.
+        crate::log_limited!(
+            error,
+            hook = self.stats.hook(),
+            event = self.stats.event(),
+            conn = ctx.conn_id(),
+            panic = message,
+            on_panic = policy,
+            "hook panicked"
+        );
+        Panicked
+    }
+
+    /// The answer to a request whose hook panicked under `fail_closed`.
+    fn failure(&self) -> CommandResponse {
+        CommandResponse::error(
+            status::INTERNAL,
+            format!(
+                "hook {:?} failed on this request (see the server log)",
+                self.stats.hook()
+            ),
+        )
+    }
+}
 
 impl Notify<()> for Received {
     fn notify(&self, ctx: &mut HookCtx, req: &CommandRequest, _: &()) -> Flow {
-        self.0.iter().try_for_each(|h| h.on_received(ctx, req))
+        for slot in self.0.reached(ctx, req) {
+            match slot.call(ctx, |h, ctx| h.on_received(ctx, req)) {
+                Ok(ControlFlow::Continue(())) => {}
+                Ok(ControlFlow::Break(res)) => {
+                    slot.stats.broke(res.status);
+                    return ControlFlow::Break(res);
+                }
+                Err(Panicked) if slot.on_panic == OnPanic::FailOpen => {}
+                Err(Panicked) => {
+                    slot.stats.broke(status::INTERNAL);
+                    return ControlFlow::Break(slot.failure());
+                }
+            }
+        }
+        ControlFlow::Continue(())
     }
 }
 
 impl Notify<CommandResponse> for Executed {
     fn notify(&self, ctx: &mut HookCtx, req: &CommandRequest, res: &CommandResponse) -> Flow {
-        self.0.iter().try_for_each(|h| h.on_executed(ctx, req, res))
+        for slot in self.0.reached(ctx, req) {
+            match slot.call(ctx, |h, ctx| h.on_executed(ctx, req, res)) {
+                Ok(ControlFlow::Continue(())) => {}
+                Ok(ControlFlow::Break(res)) => {
+                    slot.stats.broke(res.status);
+                    return ControlFlow::Break(res);
+                }
+                Err(Panicked) if slot.on_panic == OnPanic::FailOpen => {}
+                Err(Panicked) => {
+                    slot.stats.broke(status::INTERNAL);
+                    return ControlFlow::Break(slot.failure());
+                }
+            }
+        }
+        ControlFlow::Continue(())
     }
 }
 
 impl NotifyMut<CommandResponse> for BeforeSend {
     fn notify(
         &self,
-        ctx: &HookCtx,
+        ctx: &mut HookCtx,
         req: &CommandRequest,
         res: &mut CommandResponse,
     ) -> ControlFlow<()> {
-        self.0
-            .iter()
-            .try_for_each(|h| h.on_before_send(ctx, req, res))
+        for slot in self.0.reached(ctx, req) {
+            match slot.call(ctx, |h, ctx| h.on_before_send(ctx, req, res)) {
+                Ok(ControlFlow::Continue(())) => {}
+                Ok(ControlFlow::Break(())) => {
+                    slot.stats.broke(res.status);
+                    return ControlFlow::Break(());
+                }
+                Err(Panicked) if slot.on_panic == OnPanic::FailOpen => {}
+                // The response is replaced; later hooks still see it (a
+                // rewrite may word it, audit records it).
+                Err(Panicked) => *res = slot.failure(),
+            }
+        }
+        ControlFlow::Continue(())
     }
 }
 
 impl Notify<CommandResponse> for AfterSend {
     fn notify(&self, ctx: &mut HookCtx, req: &CommandRequest, res: &CommandResponse) -> Flow {
-        for h in &self.0 {
-            if h.on_after_send(ctx, req, res).is_break() {
-                break;
+        for slot in self.0.reached(ctx, req) {
+            match slot.call(ctx, |h, ctx| h.on_after_send(ctx, req, res)) {
+                Ok(ControlFlow::Continue(())) => {}
+                Ok(ControlFlow::Break(())) => {
+                    slot.stats.broke(res.status);
+                    break;
+                }
+                // The answer is sent: a panic here is logged and counted,
+                // and the chain goes on whatever the policy.
+                Err(Panicked) => {}
             }
         }
         ControlFlow::Continue(())
@@ -87,22 +247,60 @@ impl HookChain {
         Self::default()
     }
 
-    /// Appends `hook` to the chain of every event it handles.
+    /// Appends `hook`, for every request and failing closed, to the chain
+    /// of every event it handles.
     pub fn push(&mut self, hook: Arc<dyn Hook>) {
+        self.push_placed(hook, Placement::default());
+    }
+
+    /// Appends `hook` to the chain of every event it handles, placed as
+    /// `placement` says (its scope and failure policy).
+    pub fn push_placed(&mut self, hook: Arc<dyn Hook>, placement: Placement) {
         let events = hook.events();
-        if events.received {
-            self.received.0.push(hook.clone());
+        for (handles, slots, event) in [
+            (events.received, &mut self.received.0, "on_received"),
+            (events.executed, &mut self.executed.0, "on_executed"),
+            (
+                events.before_send,
+                &mut self.before_send.0,
+                "on_before_send",
+            ),
+            (events.after_send, &mut self.after_send.0, "on_after_send"),
+        ] {
+            if !handles {
+                continue;
+            }
+            let stats = hook_figures(hook.name(), event);
+            slots.scoped |= placement.scope.is_some();
+            slots.slots.push(Slot {
+                hook: Arc::clone(&hook),
+                scope: placement.scope.clone(),
+                on_panic: placement.on_panic,
+                place: self.figures.len(),
+                stats: Arc::clone(&stats),
+            });
+            self.figures.push(stats);
         }
-        if events.executed {
-            self.executed.0.push(hook.clone());
-        }
-        if events.before_send {
-            self.before_send.0.push(hook.clone());
-        }
-        if events.after_send {
-            self.after_send.0.push(hook.clone());
+        // Every event shares the one list of figures, so that a connection
+        // tallies all four against the same chain.
+        let figures: Arc<[Arc<HookFigures>]> = self.figures.clone().into();
+        for slots in [
+            &mut self.received.0,
+            &mut self.executed.0,
+            &mut self.before_send.0,
+            &mut self.after_send.0,
+        ] {
+            slots.figures = Arc::clone(&figures);
         }
         self.all.push(hook);
+        self.placements.push(placement);
+    }
+
+    /// Appends every hook of `other`, in order, each placed as it is there.
+    pub fn append(&mut self, other: &HookChain) {
+        for (hook, placement) in other.all.iter().zip(&other.placements) {
+            self.push_placed(Arc::clone(hook), placement.clone());
+        }
     }
 
     /// Every hook, in the order added.
@@ -118,15 +316,19 @@ impl HookChain {
     }
 
     /// True when some hook in the chain authenticates connections
-    /// ([`Hook::authenticates`]).
+    /// ([`Hook::authenticates`]) for every table. A scoped one guards only
+    /// its tables, so it does not make every connection authenticate.
     pub fn authenticates(&self) -> bool {
-        self.all.iter().any(|h| h.authenticates())
+        self.all
+            .iter()
+            .zip(&self.placements)
+            .any(|(h, p)| p.scope.is_none() && h.authenticates())
     }
 
     /// True when some hook runs after the response is sent (so the
     /// connection must keep each request until then).
     pub fn has_after_send(&self) -> bool {
-        !self.after_send.0.is_empty()
+        !self.after_send.0.slots.is_empty()
     }
 }
 

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
+use crate::metrics::Tally;
 use crate::tls::PeerIdentity;
 
 /// What a connection knows about itself, handed to every hook.
@@ -64,6 +65,9 @@ pub struct HookCtx {
     peer_text: (SocketAddr, Arc<str>),
     /// Set by [`HookCtx::close_after_answer`].
     close: bool,
+    /// The batch's requests and hook calls, not yet added to the figures
+    /// (`crate::metrics`): one tally per connection, added once per batch.
+    tally: Tally,
 }
 
 impl HookCtx {
@@ -84,6 +88,7 @@ impl HookCtx {
             auth_failures: 0,
             max_frame_bytes: crate::frame::DEFAULT_MAX_FRAME_BYTES,
             close: false,
+            tally: Tally::new(conn_id),
         }
     }
 
@@ -249,6 +254,21 @@ impl HookCtx {
     /// Sets the identity the TLS handshake verified.
     pub(crate) fn set_identity(&mut self, identity: Option<PeerIdentity>) {
         self.identity = identity.map(Arc::new);
+    }
+
+    /// The connection's tally of the batch: its requests (counted by the
+    /// connection) and its hook calls (counted by the chain).
+    #[inline]
+    pub(crate) fn tally(&mut self) -> &mut Tally {
+        &mut self.tally
+    }
+
+    /// Adds the hook calls this context counted to the figures
+    /// (`hookv_hook_calls_total`) without a batch: for callers that run
+    /// requests without a connection. A connection adds them with each
+    /// batch, and dropping the context adds what is left.
+    pub fn flush_hook_calls(&mut self) {
+        self.tally.flush_hooks();
     }
 }
 

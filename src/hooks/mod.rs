@@ -18,9 +18,11 @@
 //!
 //! One noun per file: [`HookCtx`] (`ctx.rs`: what a hook may read and set of
 //! its connection), the [`Hook`] trait (`hook.rs`), [`HookChain`]
-//! (`chain.rs`: one ordered list per event), the [`WriteBarrier`] a
-//! connection awaits before answering writes (`barrier.rs`); beside them the
-//! built-in hooks and `build.rs` (config → chain).
+//! (`chain.rs`: one ordered list per event), an entry's [`Placement`] in it
+//! (`scope.rs`: `tables = [...]` and `on_panic`), the
+//! [`WriteBarrier`] a connection awaits before answering writes
+//! (`barrier.rs`); beside them the built-in hooks and `build.rs` (config →
+//! chain).
 
 pub mod audit;
 pub mod auth;
@@ -31,6 +33,7 @@ mod ctx;
 mod hook;
 pub mod pattern;
 pub mod rewrite;
+mod scope;
 pub mod wal;
 
 pub use barrier::{BarrierError, BothBarriers, WriteBarrier};
@@ -40,3 +43,4 @@ pub use hook::{Flow, Hook};
 /// Which events a hook takes part in (so chains skip the rest). The same
 /// type plugins declare theirs with.
 pub use hookv_plugin::Events;
+pub use scope::{OnPanic, Placement, Scope};

@@ -7,7 +7,8 @@
 //! facade (`metrics::counter!`) shows up in the same text. [`serve`]
 //! answers `GET /metrics` on `[metrics] listen`: it hands the current
 //! figures to the recorder (a counter's total with `Counter::absolute`, a
-//! gauge's value with `Gauge::set`) and sends what the recorder renders.
+//! gauge's value with `Gauge::set`) and sends what the recorder renders;
+//! each hook's and plugin's figures the same way.
 //! It also runs the recorder's upkeep, which folds the histograms' samples
 //! into their buckets, every [`UPKEEP`], so unscraped samples cannot pile up.
 //!
@@ -29,9 +30,10 @@ use tracing::{info, warn};
 
 use super::{
     command_name, figures, Kind, Snapshot, CELLS, CLUSTER_ERRORS, CLUSTER_ROUND_TRIPS,
-    COMMAND_SLOTS, CONNECTIONS, CONNECTIONS_ACCEPTED, FRAME_ERRORS, FRAME_REASONS, METRICS,
-    RELOADS, REQUESTS, REQUEST_DURATION, STATUS_LABELS, STATUS_SLOTS, STORAGE_ERRORS, UPTIME,
-    WAL_BYTES, WAL_COMPACTIONS, WAL_FSYNCS, WAL_FSYNC_DURATION,
+    COMMAND_SLOTS, CONNECTIONS, CONNECTIONS_ACCEPTED, FRAME_ERRORS, FRAME_REASONS, HOOK_BREAKS,
+    HOOK_CALLS, HOOK_PANICS, METRICS, PLUGIN_ERRORS, PLUGIN_PANICS, RELOADS, REQUESTS,
+    REQUEST_DURATION, STATUS_LABELS, STATUS_SLOTS, STORAGE_ERRORS, UPTIME, WAL_BYTES,
+    WAL_COMPACTIONS, WAL_FSYNCS, WAL_FSYNC_DURATION,
 };
 
 /// Bucket bounds of every histogram, in seconds: 10 µs to 10 s, about
@@ -217,6 +219,43 @@ impl Export {
         self.cluster_round_trips.absolute(now.cluster_round_trips);
         self.cluster_errors.absolute(now.cluster_errors);
         self.uptime.set(now.uptime.as_secs_f64());
+        self.sync_hooks(now);
+    }
+
+    /// Hands the figures of each hook and plugin to the recorder. Their
+    /// series come and go with the config, so they are looked up by name on
+    /// each scrape (a scrape is not the request path).
+    fn sync_hooks(&self, now: &Snapshot) {
+        let mut panics: Vec<(&str, u64)> = Vec::new();
+        for row in &now.hooks {
+            let hook = row.hook.to_string();
+            ::metrics::counter!(HOOK_CALLS, "hook" => hook.clone(), "event" => row.event)
+                .absolute(row.calls);
+            for (status, &n) in row.breaks.iter().enumerate() {
+                if n > 0 {
+                    ::metrics::counter!(
+                        HOOK_BREAKS,
+                        "hook" => hook.clone(),
+                        "event" => row.event,
+                        "status" => STATUS_LABELS[status],
+                    )
+                    .absolute(n);
+                }
+            }
+            // One series per hook, over its events.
+            match panics.iter_mut().find(|(name, _)| *name == &*row.hook) {
+                Some((_, n)) => *n += row.panics,
+                None => panics.push((&row.hook, row.panics)),
+            }
+        }
+        for (hook, n) in panics {
+            ::metrics::counter!(HOOK_PANICS, "hook" => hook.to_owned()).absolute(n);
+        }
+        for row in &now.plugins {
+            let plugin = row.plugin.to_string();
+            ::metrics::counter!(PLUGIN_PANICS, "plugin" => plugin.clone()).absolute(row.panics);
+            ::metrics::counter!(PLUGIN_ERRORS, "plugin" => plugin).absolute(row.errors);
+        }
     }
 
     /// The Prometheus text of the figures now.

@@ -3,7 +3,7 @@
 //! request (tag 14, `hookv-cli stats`).
 //!
 //! ```text
-//! request path ── Tally (per batch, on the stack) ──┐
+//! request path ── Tally (per batch, in HookCtx) ────┐
 //! accept, frames, audit, wal, reload, storage ──────┼─▶ Figures (process-wide atomics)
 //!                                                   │      ├─▶ stats: pairs, read on request
 //!                                                   │      └─▶ /metrics: synced into the
@@ -15,8 +15,9 @@
 //! tallies its batch on the stack (a batch is the pipelined requests
 //! answered in one write) and adds the tally to [`Figures`] once per batch;
 //! the counters are sharded by thread so worker threads do not share cache
-//! lines. Rare events (a connection, a frame error, an fsync) add to a
-//! plain atomic.
+//! lines. The same tally counts the calls of each hook, added to the hook's
+//! figures with the batch (`hooks.rs`). Rare events (a connection, a frame
+//! error, an fsync, a hook's break or panic) add to a plain atomic.
 //!
 //! `/metrics` is the `metrics` facade's Prometheus recorder
 //! (`metrics-exporter-prometheus`), installed as the process's global
@@ -24,7 +25,12 @@
 //! are handed to it (`Counter::absolute`, `Gauge::set`) and it renders
 //! them. Its histograms take samples, not figures; to keep them cheap,
 //! [`REQUEST_DURATION`] records one request in [`DURATION_SAMPLE`] (per
-//! command, per worker thread), and [`WAL_FSYNC_DURATION`] every fsync.
+//! command, per worker thread), [`HOOK_DURATION`] one hook call in
+//! [`HOOK_SAMPLE`] (at random, per connection), and [`WAL_FSYNC_DURATION`]
+//! every fsync. Metrics a plugin registers (ABI v2) are the one exception
+//! to "figures first": they go to the recorder directly, as
+//! `hookv_plugin_<name>{plugin}` (see `plugin::host`), so they exist only
+//! with `[metrics] listen`.
 //! Rates come from the exact counters ([`REQUESTS`]), not from a
 //! histogram's `_count`.
 //!
@@ -32,8 +38,8 @@
 //! tests) adds to the same ones.
 //!
 //! Layout: `counts.rs` the sharded counters, `requests.rs` the per-batch
-//! [`Tally`], `export.rs` the recorder and the HTTP listener, `stats.rs`
-//! the `stats` answer.
+//! [`Tally`], `hooks.rs` the figures of each hook and plugin, `export.rs`
+//! the recorder and the HTTP listener, `stats.rs` the `stats` answer.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -43,11 +49,13 @@ use hookv_plugin::Command;
 
 mod counts;
 mod export;
+mod hooks;
 mod requests;
 mod stats;
 
 use counts::Counts;
 pub use export::{bind, install, serve, MetricsError, BUCKETS};
+pub use hooks::{hook_figures, plugin_figures, HookCalls, HookFigures, PluginFigures, HOOK_SAMPLE};
 pub use requests::Tally;
 pub use stats::{answer as stats_answer, human as stats_for_a_person, STATS_TABLE};
 
@@ -85,6 +93,20 @@ pub const STORAGE_ERRORS: &str = "hookv_storage_errors_total";
 pub const CLUSTER_ROUND_TRIPS: &str = "hookv_cluster_round_trips_total";
 /// `hookv_cluster_errors_total`: those that failed (no answer, an error reply).
 pub const CLUSTER_ERRORS: &str = "hookv_cluster_errors_total";
+/// `hookv_hook_calls_total{hook,event}`: calls of a hook on an event.
+pub const HOOK_CALLS: &str = "hookv_hook_calls_total";
+/// `hookv_hook_breaks_total{hook,event,status}`: calls that answered `Break`.
+pub const HOOK_BREAKS: &str = "hookv_hook_breaks_total";
+/// `hookv_hook_duration_seconds{hook}`: time inside a hook, sampled.
+pub const HOOK_DURATION: &str = "hookv_hook_duration_seconds";
+/// `hookv_hook_panics_total{hook}`: panics caught around a hook's call.
+pub const HOOK_PANICS: &str = "hookv_hook_panics_total";
+/// `hookv_plugin_panics_total{plugin}`: panics a plugin caught and reported.
+pub const PLUGIN_PANICS: &str = "hookv_plugin_panics_total";
+/// `hookv_plugin_errors_total{plugin}`: other failed plugin calls.
+pub const PLUGIN_ERRORS: &str = "hookv_plugin_errors_total";
+/// The prefix of a metric a plugin registers: `hookv_plugin_<name>{plugin}`.
+pub const PLUGIN_METRIC_PREFIX: &str = "hookv_plugin_";
 /// `hookv_uptime_seconds`: seconds since the server started.
 pub const UPTIME: &str = "hookv_uptime_seconds";
 
@@ -123,6 +145,12 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (CLUSTER_ROUND_TRIPS, Kind::Counter, "Pipelines sent to a Redis Cluster master (one per master per batch)."),
     (CLUSTER_ERRORS, Kind::Counter, "Redis Cluster pipelines that failed (no answer in time, a connection or Redis error)."),
     (UPTIME, Kind::Gauge, "Seconds since the server started."),
+    (HOOK_CALLS, Kind::Counter, "Calls of a hook on an event (a hook scoped away from a request's table is not called)."),
+    (HOOK_BREAKS, Kind::Counter, "Hook calls that answered Break, by the status of the response (\"other\" outside the usual set)."),
+    (HOOK_DURATION, Kind::Histogram, "Seconds inside a hook per call; one call in 128, chosen at random per connection."),
+    (HOOK_PANICS, Kind::Counter, "Panics caught around a hook's call (the request then follows the entry's on_panic)."),
+    (PLUGIN_PANICS, Kind::Counter, "Panics a plugin caught at its edge and reported (counted whatever its on_panic)."),
+    (PLUGIN_ERRORS, Kind::Counter, "Other failed plugin calls: an error reported, an answer that does not decode."),
 ];
 
 /// Why a frame was refused: the `reason` label of [`FRAME_ERRORS`].
@@ -384,6 +412,8 @@ pub struct Snapshot {
     cluster_round_trips: u64,
     cluster_errors: u64,
     uptime: Duration,
+    hooks: Vec<hooks::HookRow>,
+    plugins: Vec<hooks::PluginRow>,
 }
 
 impl Figures {
@@ -414,6 +444,8 @@ impl Figures {
             cluster_round_trips: load(&self.cluster_round_trips),
             cluster_errors: load(&self.cluster_errors),
             uptime: uptime(),
+            hooks: hooks::hook_rows(),
+            plugins: hooks::plugin_rows(),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! [`Tally`]: one connection's count of the batch it is answering, added to
-//! the process's figures once per batch.
+//! the process's figures once per batch: its requests by command and
+//! status, and the calls of each hook ([`HookCalls`]). It lives in the
+//! connection's `HookCtx`, where the hook chain counts its calls.
 //!
 //! The requests of a batch arrived in one read and are answered in one
 //! write, so they share one latency: the batch's count per command times
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use hookv_plugin::pb::CommandRequest;
 
+use super::hooks::HookCalls;
 use super::{command_slot, export, figures, nanos, status_slot, COMMAND_SLOTS, STATUS_SLOTS};
 
 /// Distinct (command, status) pairs a tally holds (a batch usually has one
@@ -18,7 +21,7 @@ use super::{command_slot, export, figures, nanos, status_slot, COMMAND_SLOTS, ST
 /// command is kept, for the latency.
 const PAIRS: usize = 8;
 
-/// The requests of one batch, by command and status.
+/// The requests of one batch, by command and status, and its hook calls.
 #[derive(Debug)]
 pub struct Tally {
     /// (cell, count) for the first [`PAIRS`] distinct cells; a cell is
@@ -28,23 +31,33 @@ pub struct Tally {
     /// Requests of cells past [`PAIRS`], by command slot (rarely used).
     spilled: [u32; COMMAND_SLOTS],
     any_spilled: bool,
+    /// The batch's hook calls, counted by the chain.
+    hooks: HookCalls,
 }
 
-impl Default for Tally {
-    fn default() -> Self {
+impl Tally {
+    /// An empty tally; `seed` (the connection's id) varies which hook calls
+    /// are timed.
+    pub fn new(seed: u64) -> Self {
         Self {
             pairs: [(0, 0); PAIRS],
             len: 0,
             spilled: [0; COMMAND_SLOTS],
             any_spilled: false,
+            hooks: HookCalls::new(seed),
         }
     }
-}
 
-impl Tally {
-    /// An empty tally.
-    pub fn new() -> Self {
-        Self::default()
+    /// The hook half, where the chain counts its calls.
+    #[inline]
+    pub fn hooks(&mut self) -> &mut HookCalls {
+        &mut self.hooks
+    }
+
+    /// Adds the hook calls counted so far to the figures (for a caller that
+    /// runs requests without a connection: `Service::execute`).
+    pub fn flush_hooks(&mut self) {
+        self.hooks.flush();
     }
 
     /// Counts `req`, answered with `status`.
@@ -71,6 +84,7 @@ impl Tally {
     /// Adds the batch to the figures, its requests having taken `latency`
     /// from arrival to answer written, and empties the tally.
     pub fn answered(&mut self, latency: Duration) {
+        self.hooks.flush();
         let ns = nanos(latency);
         let sampling = export::installed();
         let record = |command: usize, n: u32| {
@@ -98,12 +112,28 @@ impl Tally {
     /// Adds the counts (not latency: the batch was never answered, e.g. its
     /// write failed) and empties the tally.
     pub fn unanswered(&mut self) {
+        self.hooks.flush();
         for &(cell, n) in &self.pairs[..self.len] {
             figures().requests.add(usize::from(cell), u64::from(n));
         }
         self.len = 0;
         self.spilled = [0; COMMAND_SLOTS];
         self.any_spilled = false;
+    }
+}
+
+impl Clone for Tally {
+    /// A fresh tally: counts belong to the tally that made them, and are
+    /// added once.
+    fn clone(&self) -> Self {
+        Self::new(u64::from(self.hooks.seed()))
+    }
+}
+
+impl Drop for Tally {
+    /// What was counted and never added (the connection ended) is added.
+    fn drop(&mut self) {
+        self.unanswered();
     }
 }
 
@@ -132,7 +162,7 @@ mod tests {
     #[test]
     fn a_batch_with_more_pairs_than_the_tally_holds_counts_every_request() {
         let before = figures().snapshot();
-        let mut tally = Tally::new();
+        let mut tally = Tally::new(0);
         // Eleven statuses of one command, twice each: more pairs than held.
         let req = CommandRequest::new_stats();
         for status in [200, 400, 401, 403, 404, 408, 413, 429, 500, 503, 418] {

@@ -20,6 +20,11 @@
 //! | `audit` | `queue_records`, `dropped`, `lost` |
 //! | `reloads` | `ok`, `failed` |
 //! | `storage` | `errors`, `cluster_round_trips`, `cluster_errors` |
+//! | `hookstats` | per hook and event built (`<hook>:<event>`, e.g. `auth:on_received`): `.calls`, `.panics`, `.status_<code>` per status it answered a `Break` with |
+//! | `pluginstats` | per plugin loaded: `<plugin>.panics`, `<plugin>.errors` |
+//!
+//! The time inside a hook is sampled, and metrics a plugin registers go to
+//! the Prometheus recorder only: both are at `/metrics`, not here.
 
 use hookv_plugin::pb::{CommandResponse, Kvpair, Value};
 
@@ -105,6 +110,27 @@ fn pairs(s: &Snapshot) -> Vec<Kvpair> {
         pair("storage.cluster_round_trips", int(s.cluster_round_trips)),
         pair("storage.cluster_errors", int(s.cluster_errors)),
     ]);
+    for row in &s.hooks {
+        let name = format!("hookstats.{}:{}", row.hook, row.event);
+        out.push(pair(format!("{name}.calls"), int(row.calls)));
+        out.push(pair(format!("{name}.panics"), int(row.panics)));
+        for (status, &n) in row.breaks.iter().enumerate() {
+            if n > 0 {
+                let label = STATUS_LABELS[status];
+                out.push(pair(format!("{name}.status_{label}"), int(n)));
+            }
+        }
+    }
+    for row in &s.plugins {
+        out.push(pair(
+            format!("pluginstats.{}.panics", row.plugin),
+            int(row.panics),
+        ));
+        out.push(pair(
+            format!("pluginstats.{}.errors", row.plugin),
+            int(row.errors),
+        ));
+    }
     out
 }
 
@@ -112,7 +138,8 @@ fn pairs(s: &Snapshot) -> Vec<Kvpair> {
 /// heading, then `name: value` lines, values in human units (`1.5 MiB`,
 /// `4.2 µs`, `2h 03m 04s`, counts with thousands separators); each
 /// command's figures on one line (`hget: calls=1,234 time=5.1 ms
-/// per_call=4.2 µs 200=1,200 404=34`).
+/// per_call=4.2 µs 200=1,200 404=34`), and so each hook's and plugin's
+/// (`auth:on_received: calls=8 panics=0 403=7`).
 pub fn human(pairs: &[Kvpair]) -> String {
     let mut out = String::new();
     let mut section = "";
@@ -138,8 +165,9 @@ pub fn human(pairs: &[Kvpair]) -> String {
             }
         }
         let value = pair.value.clone().unwrap_or_default();
-        // commandstats.<command>.<figure>: one line per command.
-        if let ("commandstats", Some((cmd, figure))) = (this, name.rsplit_once('.')) {
+        // <section>.<item>.<figure>: one line per command, hook or plugin.
+        let per_item = matches!(this, "commandstats" | "hookstats" | "pluginstats");
+        if let (true, Some((cmd, figure))) = (per_item, name.rsplit_once('.')) {
             if command != Some(cmd) {
                 if command.is_some() {
                     out.push('\n');
@@ -262,6 +290,22 @@ mod tests {
              hget: calls=1,234 time=5.1 ms per_call=4.2 µs 200=1,200 404=34\n\
              hset: calls=1\n\n\
              # Persistence\nwal_bytes: 1.5 MiB\nwal_fsync_usec: 250.0 µs\n"
+        );
+    }
+
+    #[test]
+    fn a_person_reads_one_line_per_hook_and_per_plugin() {
+        let pairs = vec![
+            pair("hookstats.auth:on_received.calls", Value::from(8i64)),
+            pair("hookstats.auth:on_received.panics", Value::from(0i64)),
+            pair("hookstats.auth:on_received.status_403", Value::from(7i64)),
+            pair("pluginstats.rate-limit.panics", Value::from(0i64)),
+            pair("pluginstats.rate-limit.errors", Value::from(1i64)),
+        ];
+        assert_eq!(
+            human(&pairs),
+            "# Hookstats\nauth:on_received: calls=8 panics=0 403=7\n\n\
+             # Pluginstats\nrate-limit: panics=0 errors=1\n"
         );
     }
 

@@ -1,11 +1,22 @@
 //! The server's side of the plugin C ABI: the only `unsafe` code in hookv.
 //!
 //! [`Library`] is a loaded shared library, [`Instance`] a plugin initialised
-//! from one, and [`Instance::call`] one event call. Everything that touches
-//! raw pointers is here, each `unsafe` block with the reason it is sound;
-//! the contract those reasons rely on is `hookv_plugin::abi` (and the same
-//! text in `plugins/hookv_plugin.h`). The safe wrapper that turns calls into
+//! from one (ABI version 1 or 2), and [`Instance::call`] one event call;
+//! the `host_*` functions are the callbacks a version 2 plugin may call,
+//! each turning its raw arguments into a call on the plugin's safe
+//! [`PluginHost`]. Everything that touches raw pointers is here, each
+//! `unsafe` block with the reason it is sound; the contract those reasons
+//! rely on is `hookv_plugin::abi` (and the same text in
+//! `plugins/hookv_plugin.h`). The safe wrapper that turns calls into
 //! [`Hook`](crate::hooks::Hook) methods is the parent module.
+//!
+//! # Hosts are never freed
+//!
+//! A plugin may call its host from any thread at any time, even after its
+//! teardown (a thread it spawned), so the [`HookvHost`] handed to `init`,
+//! and the [`PluginHost`] behind it, live until the process exits: one of
+//! each per plugin name, made on first use and reused by every instance of
+//! that name (so it costs a few kilobytes per plugin, once).
 //!
 //! # Libraries are never unloaded
 //!
@@ -22,13 +33,15 @@
 use std::ffi::c_void;
 use std::mem::ManuallyDrop;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use hookv_plugin::abi::{
-    DescriptorFn, EventFn, FreeBufFn, HookvBuf, HookvBytes, HookvContext, HookvPlugin, TeardownFn,
-    ABI_VERSION, DESCRIPTOR_SYMBOL, STATUS_OK,
+    v1, DescriptorFn, EventFn, FreeBufFn, HookvBuf, HookvBytes, HookvContext, HookvHost, InitFn,
+    TeardownFn, ABI_VERSION, DESCRIPTOR_SYMBOL, STATUS_OK,
 };
+
+use super::host::{PluginHost, ValueOp};
 
 /// Why a library cannot be used as a plugin (the caller adds the path).
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +101,13 @@ unsafe fn open(path: &Path) -> Result<libloading::Library, libloading::Error> {
     unsafe { libloading::Library::new(path) }
 }
 
+/// `init` of either version.
+#[derive(Clone, Copy)]
+enum Init {
+    V1(v1::InitFn),
+    V2(InitFn),
+}
+
 /// A plugin's entry points, checked: the required ones are present.
 #[derive(Clone, Copy)]
 struct Entries {
@@ -103,6 +123,8 @@ struct Entries {
 /// live in.
 pub(crate) struct Instance {
     name: String,
+    /// The ABI version of the plugin's descriptor (1 or 2).
+    version: u32,
     entries: Entries,
     /// The plugin's opaque state from `init`, handed back on every call.
     state: *mut c_void,
@@ -218,14 +240,20 @@ impl Instance {
         };
         let mut state: *mut c_void = std::ptr::null_mut();
         let mut error = HookvBuf::empty();
-        // SAFETY: `init` follows the contract: the options are borrowed for
-        // the call, `state` and `error` point to our own slots.
-        let status = unsafe {
-            init(
-                HookvBytes::from_slice(options_json.as_bytes()),
-                &mut state,
-                &mut error,
-            )
+        let options = HookvBytes::from_slice(options_json.as_bytes());
+        let status = match init {
+            // SAFETY: `init` follows the contract: the options are borrowed
+            // for the call, `state` and `error` point to our own slots.
+            Init::V1(init) => unsafe { init(options, &mut state, &mut error) },
+            // SAFETY: as above; the host lives until the process exits.
+            Init::V2(init) => unsafe {
+                init(
+                    options,
+                    c_host(PluginHost::of(&name)),
+                    &mut state,
+                    &mut error,
+                )
+            },
         };
         let error = PluginBuf::adopt(error, free_buf);
         if status != STATUS_OK {
@@ -237,6 +265,7 @@ impl Instance {
         }
         Ok(Self {
             name,
+            version: descriptor.version,
             entries,
             state,
             _library: library,
@@ -246,6 +275,11 @@ impl Instance {
     /// The plugin's name from its descriptor.
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The ABI version the plugin was built for.
+    pub(crate) fn version(&self) -> u32 {
+        self.version
     }
 
     /// Whether the plugin handles `event`.
@@ -321,8 +355,21 @@ unsafe extern "C" fn elapsed_ns(ctx: *const HookvContext) -> u64 {
     })
 }
 
+/// A descriptor of either version, read into one shape.
+struct Descriptor {
+    version: u32,
+    name: HookvBytes,
+    init: Option<Init>,
+    on_received: Option<EventFn>,
+    on_executed: Option<EventFn>,
+    on_before_send: Option<EventFn>,
+    on_after_send: Option<EventFn>,
+    teardown: Option<TeardownFn>,
+    free_buf: Option<FreeBufFn>,
+}
+
 /// The checked descriptor of `library`.
-fn descriptor(library: &Library) -> Result<&HookvPlugin, LoadError> {
+fn descriptor(library: &Library) -> Result<Descriptor, LoadError> {
     // SAFETY: the symbol's type is fixed by the ABI; a library that exports
     // the name with another type breaks the contract it claims by its name.
     let get = unsafe { library.lib.get::<DescriptorFn>(DESCRIPTOR_SYMBOL) }
@@ -336,12 +383,161 @@ fn descriptor(library: &Library) -> Result<&HookvPlugin, LoadError> {
     // loaded (forever, here). Its first field is `abi_version` in every ABI
     // version, so reading just that is sound before we know the version.
     let version = unsafe { ptr.cast::<u32>().read() };
-    if version != ABI_VERSION {
-        return Err(LoadError::Version(version));
+    match version {
+        ABI_VERSION => {
+            // SAFETY: version 2, so the struct has version 2's layout; it
+            // lives as long as `library` (never unloaded).
+            let d = unsafe { &*ptr };
+            Ok(Descriptor {
+                version,
+                name: d.name,
+                init: d.init.map(Init::V2),
+                on_received: d.on_received,
+                on_executed: d.on_executed,
+                on_before_send: d.on_before_send,
+                on_after_send: d.on_after_send,
+                teardown: d.teardown,
+                free_buf: d.free_buf,
+            })
+        }
+        v1::ABI_VERSION => {
+            // SAFETY: version 1, so the struct has version 1's layout (the
+            // same fields, `init` taking no host); it lives as long as
+            // `library`.
+            let d = unsafe { &*ptr.cast::<v1::HookvPlugin>() };
+            Ok(Descriptor {
+                version,
+                name: d.name,
+                init: d.init.map(Init::V1),
+                on_received: d.on_received,
+                on_executed: d.on_executed,
+                on_before_send: d.on_before_send,
+                on_after_send: d.on_after_send,
+                teardown: d.teardown,
+                free_buf: d.free_buf,
+            })
+        }
+        other => Err(LoadError::Version(other)),
     }
-    // SAFETY: the version matches, so the whole struct has our layout; it
-    // lives as long as `library` (it is never unloaded).
-    Ok(unsafe { &*ptr })
+}
+
+/// The [`HookvHost`] a version 2 plugin gets, made once per plugin host and
+/// kept until the process exits (see the module docs).
+struct CHost(HookvHost);
+
+// SAFETY: a `CHost` is never changed after it is made; its `server` points
+// to a `PluginHost`, which is `Sync` and lives until the process exits, and
+// its functions may be called from any thread.
+unsafe impl Sync for CHost {}
+// SAFETY: as above.
+unsafe impl Send for CHost {}
+
+/// The C face of `host`.
+fn c_host(host: &'static PluginHost) -> &'static HookvHost {
+    /// At most one per plugin name (as many as `PluginHost`s): a `Vec`.
+    static MADE: Mutex<Vec<&'static CHost>> = Mutex::new(Vec::new());
+    let server = std::ptr::from_ref(host).cast::<c_void>();
+    // The list is whole after any panic (a push is its only change).
+    let mut made = MADE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(found) = made.iter().find(|c| c.0.server == server) {
+        return &found.0;
+    }
+    let c: &'static CHost = Box::leak(Box::new(CHost(HookvHost {
+        server,
+        log: Some(host_log),
+        register_metric: Some(host_register_metric),
+        counter_add: Some(host_counter_add),
+        gauge_set: Some(host_gauge_set),
+        gauge_add: Some(host_gauge_add),
+        histogram_record: Some(host_histogram_record),
+    })));
+    made.push(c);
+    &c.0
+}
+
+/// The plugin host behind `host`.
+///
+/// # Safety
+///
+/// `host` must be NULL or a host made by [`c_host`] (what the contract asks
+/// a plugin to pass back).
+unsafe fn plugin_host<'a>(host: *const HookvHost) -> Option<&'a PluginHost> {
+    // SAFETY: per the contract, `host` is one of ours: a leaked `CHost`
+    // whose `server` is a leaked `PluginHost`; both live until exit.
+    unsafe { host.as_ref()?.server.cast::<PluginHost>().as_ref() }
+}
+
+/// [`HookvHost::log`]. Must not unwind (it is `extern "C"`): nothing here
+/// panics.
+unsafe extern "C" fn host_log(
+    host: *const HookvHost,
+    ctx: *const HookvContext,
+    level: i32,
+    message: HookvBytes,
+) {
+    // SAFETY: the plugin passes back the host it was given.
+    let Some(host) = (unsafe { plugin_host(host) }) else {
+        return;
+    };
+    // SAFETY: per the contract `ctx` is NULL or the context of the event
+    // call in progress, which lives until the call returns; its strings
+    // and the message are borrowed for this call.
+    let (about, message) = unsafe {
+        let about = ctx
+            .as_ref()
+            .map(|c| (c.conn_id, String::from_utf8_lossy(borrowed(c.peer))));
+        (about, String::from_utf8_lossy(borrowed(message)))
+    };
+    let about = about.as_ref().map(|(conn, peer)| (*conn, peer.as_ref()));
+    host.log(level, about, &message);
+}
+
+/// [`HookvHost::register_metric`].
+unsafe extern "C" fn host_register_metric(
+    host: *const HookvHost,
+    kind: i32,
+    name: HookvBytes,
+    help: HookvBytes,
+) -> u32 {
+    // SAFETY: the plugin passes back the host it was given.
+    let Some(host) = (unsafe { plugin_host(host) }) else {
+        return 0;
+    };
+    // SAFETY: the strings are borrowed for the call.
+    let (name, help) = unsafe { (borrowed(name), borrowed(help)) };
+    host.register(kind, name, help)
+}
+
+/// [`HookvHost::counter_add`].
+unsafe extern "C" fn host_counter_add(host: *const HookvHost, id: u32, n: u64) {
+    // SAFETY: the plugin passes back the host it was given.
+    if let Some(host) = unsafe { plugin_host(host) } {
+        host.counter_add(id, n);
+    }
+}
+
+/// [`HookvHost::gauge_set`].
+unsafe extern "C" fn host_gauge_set(host: *const HookvHost, id: u32, value: f64) {
+    // SAFETY: the plugin passes back the host it was given.
+    if let Some(host) = unsafe { plugin_host(host) } {
+        host.value(ValueOp::GaugeSet, id, value);
+    }
+}
+
+/// [`HookvHost::gauge_add`].
+unsafe extern "C" fn host_gauge_add(host: *const HookvHost, id: u32, value: f64) {
+    // SAFETY: the plugin passes back the host it was given.
+    if let Some(host) = unsafe { plugin_host(host) } {
+        host.value(ValueOp::GaugeAdd, id, value);
+    }
+}
+
+/// [`HookvHost::histogram_record`].
+unsafe extern "C" fn host_histogram_record(host: *const HookvHost, id: u32, value: f64) {
+    // SAFETY: the plugin passes back the host it was given.
+    if let Some(host) = unsafe { plugin_host(host) } {
+        host.value(ValueOp::HistogramRecord, id, value);
+    }
 }
 
 /// The bytes behind `b`, which the plugin keeps alive for `'a`.

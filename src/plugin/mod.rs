@@ -16,12 +16,14 @@
 //! ABI is a small C ABI (`plugins/hookv_plugin.h`, `hookv_plugin::abi`):
 //! one exported `hookv_plugin_descriptor` with the ABI version, the plugin's
 //! name and its entry points; requests and responses cross as protobuf bytes.
+//! This server loads versions 1 and 2; a version 2 plugin may call back into
+//! the server (log lines, metrics: `host.rs`).
 //!
 //! # Loading
 //!
 //! [`PluginHook::load`] checks before any request can reach the plugin:
 //! the file exists and loads, it exports the descriptor, the ABI version is
-//! [`ABI_VERSION`], the required entry points are there and `init` accepts
+//! 1 or [`ABI_VERSION`], the required entry points are there and `init` accepts
 //! the options. Any failure is a [`PluginError`] naming the file, which
 //! stops the server's start.
 //!
@@ -65,10 +67,15 @@
 //! they arrived (`HookCtx::request_frame`; encoded into a reused per-thread
 //! buffer only when there are none), the response encoded the same way, the connection's
 //! context, and decodes what comes back. A plugin that fails (a caught
-//! panic, an error verdict, bytes that do not decode) turns that request
-//! into a 500 and is logged with its name; the server carries on.
+//! panic, an error verdict, bytes that do not decode) is logged with its
+//! name and counted (`hookv_plugin_panics_total{plugin}` for panics,
+//! `hookv_plugin_errors_total{plugin}` for the rest), and then follows its
+//! entry's `on_panic`: `fail_closed` (the default) turns that request into
+//! a 500, `fail_open` goes on as if the plugin had said continue. The server
+//! carries on either way.
 
 mod ffi;
+mod host;
 
 use std::cell::RefCell;
 use std::ops::ControlFlow;
@@ -83,8 +90,11 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::config::HookEntry;
-use crate::hooks::{Events, Flow, Hook, HookCtx};
+use crate::hooks::build::PLACEMENT_KEYS;
+use crate::hooks::{Events, Flow, Hook, HookCtx, OnPanic};
+use crate::metrics::{plugin_figures, PluginFigures};
 use ffi::{Args, Event, Instance, Library, LoadError};
+use hookv_plugin::abi::PANIC;
 
 /// A plugin that cannot be used; the server refuses to start.
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +146,7 @@ pub enum PluginError {
         path: PathBuf,
     },
     /// Built for another ABI version.
-    #[error("{}: plugin ABI version {found}, but this server speaks version {ABI_VERSION}; rebuild the plugin against this hookv's hookv-plugin crate", path.display())]
+    #[error("{}: plugin ABI version {found}, but this server speaks versions 1 and {ABI_VERSION}; rebuild the plugin against this hookv's hookv-plugin crate", path.display())]
     AbiVersion {
         /// The library.
         path: PathBuf,
@@ -227,12 +237,23 @@ impl PluginFile {
 }
 
 /// Builds the plugin hook of a `[[hooks]]` entry from its file, read
-/// already; every key of the entry but `plugin` is the plugin's options.
-pub fn build(entry: &HookEntry, file: &PluginFile) -> Result<Arc<dyn Hook>, PluginError> {
+/// already; every key of the entry but `plugin` and the placement keys
+/// (`tables`, `on_panic`: the server's) is the plugin's options. A failure
+/// of the plugin on a request follows `on_panic`.
+pub fn build(
+    entry: &HookEntry,
+    file: &PluginFile,
+    on_panic: OnPanic,
+) -> Result<Arc<dyn Hook>, PluginError> {
     let mut options = entry.table.clone();
     options.remove("plugin");
+    for key in PLACEMENT_KEYS {
+        options.remove(key);
+    }
     let json = options_json(options)?;
-    Ok(Arc::new(PluginHook::from_file(file, &json)?))
+    Ok(Arc::new(
+        PluginHook::from_file(file, &json)?.on_panic(on_panic),
+    ))
 }
 
 /// The options table as the JSON object a plugin's `init` receives.
@@ -263,6 +284,10 @@ pub fn options_json(options: toml::Table) -> Result<String, PluginError> {
 pub struct PluginHook {
     instance: Instance,
     events: Events,
+    /// What a failure does to the request (the entry's `on_panic`).
+    on_panic: OnPanic,
+    /// `hookv_plugin_panics_total{plugin}`, `hookv_plugin_errors_total{plugin}`.
+    figures: Arc<PluginFigures>,
 }
 
 impl std::fmt::Debug for PluginHook {
@@ -310,7 +335,24 @@ impl PluginHook {
             before_send: instance.handles(Event::BeforeSend),
             after_send: instance.handles(Event::AfterSend),
         };
-        Ok(Self { instance, events })
+        let figures = plugin_figures(instance.name());
+        Ok(Self {
+            figures,
+            instance,
+            events,
+            on_panic: OnPanic::default(),
+        })
+    }
+
+    /// The same plugin with failures handled as `on_panic` says.
+    pub fn on_panic(mut self, on_panic: OnPanic) -> Self {
+        self.on_panic = on_panic;
+        self
+    }
+
+    /// The ABI version the plugin was built for (1 or 2).
+    pub fn abi_version(&self) -> u32 {
+        self.instance.version()
     }
 
     /// Calls `event` with the request, `res` (if any) and the context, and
@@ -351,7 +393,7 @@ impl PluginHook {
             Ok(None) => return Verdict::Continue(None),
             Err(e) => {
                 let problem = format!("cannot encode the message: {e}");
-                return Verdict::Failed(self.failed(ctx, event, &problem));
+                return self.failed(ctx, event, Failure::Error, &problem);
             }
         };
         let out = match (&answer.out, decode, answer.verdict) {
@@ -359,7 +401,7 @@ impl PluginHook {
                 Ok(res) => Some(res),
                 Err(e) => {
                     let problem = format!("returned a response that does not decode: {e}");
-                    return Verdict::Failed(self.failed(ctx, event, &problem));
+                    return self.failed(ctx, event, Failure::Error, &problem);
                 }
             },
             _ => None,
@@ -367,46 +409,85 @@ impl PluginHook {
         match answer.verdict {
             CONTINUE => Verdict::Continue(out),
             BREAK => Verdict::Break(out),
-            ERROR => {
+            ERROR | PANIC => {
                 let message = answer.out.as_ref().map_or_else(
                     || "reported an error".into(),
                     |buf| String::from_utf8_lossy(buf.bytes()),
                 );
-                Verdict::Failed(self.failed(ctx, event, &message))
+                // The version 1 SDK reported a caught panic as an error
+                // whose message starts so (its format is fixed).
+                let panicked = answer.verdict == PANIC
+                    || (self.instance.version() == 1 && message.starts_with("panicked"));
+                let failure = if panicked {
+                    Failure::Panic
+                } else {
+                    Failure::Error
+                };
+                self.failed(ctx, event, failure, &message)
             }
             other => {
                 let problem = format!("returned an unknown verdict {other}");
-                Verdict::Failed(self.failed(ctx, event, &problem))
+                self.failed(ctx, event, Failure::Error, &problem)
             }
         }
     }
 
-    /// Logs a failure of this plugin; the 500 the client gets instead.
-    fn failed(&self, ctx: &HookCtx, event: Event, problem: &str) -> CommandResponse {
+    /// Logs and counts a failure of this plugin; then, per `on_panic`, the
+    /// 500 the client gets instead, or "continue".
+    #[cold]
+    fn failed(&self, ctx: &HookCtx, event: Event, failure: Failure, problem: &str) -> Verdict {
         let name = self.instance.name();
-        tracing::error!(
+        match failure {
+            Failure::Panic => self.figures.panicked(),
+            Failure::Error => self.figures.failed(),
+        }
+        let on_panic = match self.on_panic {
+            OnPanic::FailClosed => "fail_closed: the request fails",
+            OnPanic::FailOpen => "fail_open: the chain goes on without it",
+        };
+        // A client may trigger it on every request: limited.
+        crate::log_limited!(
+            error,
             plugin = name,
             event = event.name(),
             conn = ctx.conn_id(),
             problem,
+            on_panic,
             "plugin failed"
         );
-        CommandResponse::error(
-            status::INTERNAL,
-            format!("plugin {name:?} failed on this request (see the server log)"),
-        )
+        match self.on_panic {
+            OnPanic::FailOpen => Verdict::Continue(None),
+            OnPanic::FailClosed => Verdict::Failed(CommandResponse::error(
+                status::INTERNAL,
+                format!("plugin {name:?} failed on this request (see the server log)"),
+            )),
+        }
     }
 
     /// `on_received` and `on_executed`: go on, or answer now.
     fn flow(&self, ctx: &HookCtx, event: Event, verdict: Verdict) -> Flow {
+        let verdict = match verdict {
+            Verdict::Break(None) => {
+                self.failed(ctx, event, Failure::Error, "broke without a response")
+            }
+            other => other,
+        };
         match verdict {
             Verdict::Continue(_) => ControlFlow::Continue(()),
             Verdict::Break(Some(res)) | Verdict::Failed(res) => ControlFlow::Break(res),
-            Verdict::Break(None) => {
-                ControlFlow::Break(self.failed(ctx, event, "broke without a response"))
-            }
+            // Made a failure just above.
+            Verdict::Break(None) => ControlFlow::Continue(()),
         }
     }
+}
+
+/// How a plugin failed, for the metrics.
+#[derive(Clone, Copy)]
+enum Failure {
+    /// A panic its SDK caught.
+    Panic,
+    /// An error verdict, an unknown verdict, an answer that does not decode.
+    Error,
 }
 
 /// A plugin's answer, read.

@@ -1,10 +1,12 @@
 /* A hookv plugin in C, written against plugins/hookv_plugin.h only: it
  * answers every request with 403 "c says no", a CommandResponse encoded by
  * hand (field 1 status = 403, field 2 message). tests/plugins.rs builds it
- * with `cc` and loads it like any plugin. */
+ * with `cc` and loads it like any plugin. It stays at ABI version 1 (as it
+ * was written before version 2), to show a version 1 plugin still loads. */
 #include <stdlib.h>
 #include <string.h>
 
+#define HOOKV_PLUGIN_V1
 #include "hookv_plugin.h"
 
 static int32_t init(HookvBytes options, void **state, HookvBuf *error) {
@@ -42,8 +44,8 @@ static void teardown(void *state) { (void)state; }
 
 static void free_buf(HookvBuf buf) { free(buf.ptr); }
 
-static const HookvPlugin DESCRIPTOR = {
-    HOOKV_ABI_VERSION,
+static const HookvPluginV1 DESCRIPTOR = {
+    HOOKV_ABI_VERSION_1,
     {(const uint8_t *)"c-deny", 6},
     init,
     on_received,
@@ -54,4 +56,4 @@ static const HookvPlugin DESCRIPTOR = {
     free_buf,
 };
 
-const HookvPlugin *hookv_plugin_descriptor(void) { return &DESCRIPTOR; }
+const HookvPluginV1 *hookv_plugin_descriptor(void) { return &DESCRIPTOR; }

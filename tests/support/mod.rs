@@ -3,6 +3,7 @@
 
 pub mod certs;
 pub mod plugins;
+pub mod scrape;
 pub mod wal;
 
 use std::future::Future;

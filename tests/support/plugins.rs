@@ -54,7 +54,16 @@ fn built() -> &'static Path {
             .arg(workspace().join("Cargo.toml"))
             .arg("--target-dir")
             .arg(&target)
-            .args(["-p", "key-guard", "-p", "rate-limit", "-p", "panic-test"])
+            .args([
+                "-p",
+                "key-guard",
+                "-p",
+                "rate-limit",
+                "-p",
+                "panic-test",
+                "-p",
+                "v1-guard",
+            ])
             .args(["--lib", "--examples"]);
         run(cmd);
         target.join("release")
@@ -95,6 +104,12 @@ pub fn rebuilt(library: &Path, to: &Path, tag: &str) {
 /// Builds `tests/c_plugin/deny.c` (against `plugins/hookv_plugin.h` only)
 /// into the library `to` with the C compiler (`$CC`, else `cc`).
 pub fn build_c_plugin(to: &Path) {
+    build_c("deny.c", to);
+}
+
+/// Builds `tests/c_plugin/NAME` (against `plugins/hookv_plugin.h` only)
+/// into the library `to` with the C compiler (`$CC`, else `cc`).
+pub fn build_c(name: &str, to: &Path) {
     let root = workspace();
     let mut cmd = Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()));
     cmd.args([
@@ -102,7 +117,7 @@ pub fn build_c_plugin(to: &Path) {
     ])
     .arg("-I")
     .arg(root.join("plugins"))
-    .arg(root.join("tests/c_plugin/deny.c"))
+    .arg(root.join("tests/c_plugin").join(name))
     .arg("-o")
     .arg(to);
     run(cmd);

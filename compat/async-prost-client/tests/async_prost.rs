@@ -292,7 +292,18 @@ async fn nine_commands_sled_backend() {
 
     // What the course client wrote is on disk once the server has stopped.
     use hookv::Storage as _;
-    let store = hookv::SledDb::open(dir.path()).expect("reopen sled");
+    // sled's background threads hold the database's lock a moment after
+    // the last handle is dropped: open again until it is free (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let store = loop {
+        match hookv::SledDb::open(dir.path()) {
+            Ok(store) => break store,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("reopen sled: {e}"),
+        }
+    };
     let pairs = store.get_all("t1").expect("get_all");
     let keys: Vec<&str> = pairs.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(keys, ["d", "e"]);

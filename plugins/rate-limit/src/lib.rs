@@ -15,6 +15,10 @@
 //!
 //! A refusal reads `rate limit for 127.0.0.1: at most 100 requests a second,
 //! 20 at once; retry in 7 ms`.
+//!
+//! It talks back to the server (plugin ABI version 2): at start it logs its
+//! limits (`plugin=rate-limit limits per_second=100 burst=20 per client`),
+//! and it counts its refusals in `hookv_plugin_refused_total{plugin="rate-limit"}`.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -22,7 +26,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use hookv_plugin::pb::{status, CommandResponse};
-use hookv_plugin::{Context, Events, Flow, Options, Plugin, Request};
+use hookv_plugin::{Context, Counter, Events, Flow, Log, Options, Plugin, Request};
 
 /// Buckets past this many are pruned of the full ones (a full bucket is
 /// the same as no bucket), so the map does not grow with every client seen.
@@ -34,6 +38,8 @@ pub struct RateLimit {
     burst: f64,
     /// One lock for all clients: held for a few arithmetic operations.
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// Requests refused (429), in the server's metrics.
+    refused: Counter,
 }
 
 struct Bucket {
@@ -91,10 +97,18 @@ impl Plugin for RateLimit {
         if burst == 0 {
             return Err("burst = 0: must be at least 1 (requests at once, per client)".to_owned());
         }
+        Log::plugin().info(format!(
+            "limits per_second={per_second} burst={burst} per client (its user once \
+             authenticated, else its IP address)"
+        ));
         Ok(Self {
             per_second,
             burst: f64::from(burst),
             buckets: Mutex::new(HashMap::new()),
+            refused: Counter::with_help(
+                "refused_total",
+                "Requests the rate-limit plugin refused with 429.",
+            ),
         })
     }
 
@@ -102,15 +116,18 @@ impl Plugin for RateLimit {
         let who = ctx.principal.unwrap_or_else(|| ctx.peer_ip());
         match self.take(who) {
             Ok(()) => ControlFlow::Continue(()),
-            Err(wait) => ControlFlow::Break(CommandResponse::error(
-                status::TOO_MANY_REQUESTS,
-                format!(
-                    "rate limit for {who}: at most {} a second, {} at once; retry in {} ms",
-                    requests(self.per_second),
-                    self.burst,
-                    (wait * 1000.0).ceil()
-                ),
-            )),
+            Err(wait) => {
+                self.refused.increment(1);
+                ControlFlow::Break(CommandResponse::error(
+                    status::TOO_MANY_REQUESTS,
+                    format!(
+                        "rate limit for {who}: at most {} a second, {} at once; retry in {} ms",
+                        requests(self.per_second),
+                        self.burst,
+                        (wait * 1000.0).ceil()
+                    ),
+                ))
+            }
         }
     }
 }

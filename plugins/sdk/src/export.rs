@@ -12,10 +12,15 @@
 //! 3. hands back the verdict and, if any, a buffer it allocated as a
 //!    `Box<[u8]>`, which the server returns through [`free_buf`].
 //!
-//! A panic becomes [`ERROR`] with the panic's message (and location) in
-//! `out`; the server answers that request with a 500. While a call is inside
-//! this boundary the panic is not printed to stderr (the server logs it with
-//! the plugin's name instead); panics elsewhere reach the previous hook.
+//! A panic becomes [`PANIC`] with the panic's message (and location) in
+//! `out`; the server answers that request with a 500 (or, with the entry's
+//! `on_panic = "fail_open"`, goes on). While a call is inside this boundary
+//! the panic is not printed to stderr (the server logs it with the plugin's
+//! name instead); panics elsewhere reach the previous hook.
+//!
+//! `init` also keeps the server's [`HookvHost`] (valid until the process
+//! exits, the same for every state of this library) for the safe
+//! [`Log`](crate::Log) and metric types, which call it through [`host`].
 //!
 //! This file holds the SDK's only `unsafe` code (the crate root denies it
 //! everywhere else); every block says why it is sound given the contract in
@@ -25,12 +30,13 @@ use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use prost::Message;
 
 use crate::abi::{
-    HookvBuf, HookvBytes, HookvContext, HookvPlugin, ABI_VERSION, BREAK, CONTINUE, ERROR,
-    STATUS_ERROR, STATUS_OK,
+    HookvBuf, HookvBytes, HookvContext, HookvHost, HookvPlugin, ABI_VERSION, BREAK, CONTINUE,
+    ERROR, PANIC, STATUS_ERROR, STATUS_OK,
 };
 use crate::pb::CommandResponse;
 use crate::plugin::{Context, Options, Plugin, Request, Response};
@@ -42,6 +48,11 @@ use crate::plugin::{Context, Options, Plugin, Request, Response};
 unsafe impl Sync for HookvPlugin {}
 // SAFETY: as above; the descriptor holds no thread-bound data.
 unsafe impl Send for HookvPlugin {}
+// SAFETY: as for the descriptor: the v1 layout, for test plugins that
+// export one.
+unsafe impl Sync for crate::abi::v1::HookvPlugin {}
+// SAFETY: as above.
+unsafe impl Send for crate::abi::v1::HookvPlugin {}
 
 /// Exports `$type` (which implements [`Plugin`](crate::Plugin)) as this
 /// library's hookv plugin, named after the crate's package
@@ -187,37 +198,155 @@ fn quiet_panics_in_boundary() {
     });
 }
 
-/// Runs `f` inside the boundary: a panic becomes `Err("panicked at ...: msg")`.
-fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+/// Why a call into the plugin failed: its message, and whether it was a
+/// panic (reported as [`PANIC`], not [`ERROR`]).
+struct Failure {
+    panicked: bool,
+    message: String,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self {
+            panicked: false,
+            message,
+        }
+    }
+}
+
+/// Runs `f` inside the boundary: a panic becomes a [`Failure`] reading
+/// "panicked at ...: msg".
+fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, Failure> {
     let was = IN_BOUNDARY.with(|b| b.replace(true));
     let result = catch_unwind(AssertUnwindSafe(f));
     IN_BOUNDARY.with(|b| b.set(was));
-    result.unwrap_or_else(|payload| {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a non-string payload".to_owned());
-        let at = PANIC_AT.with(|p| p.borrow_mut().take());
-        Err(match at {
-            Some(at) => format!("panicked at {at}: {message}"),
-            None => format!("panicked: {message}"),
-        })
-    })
+    match result {
+        Ok(outcome) => outcome.map_err(Failure::from),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-string payload".to_owned());
+            let at = PANIC_AT.with(|p| p.borrow_mut().take());
+            Err(Failure {
+                panicked: true,
+                message: match at {
+                    Some(at) => format!("panicked at {at}: {message}"),
+                    None => format!("panicked: {message}"),
+                },
+            })
+        }
+    }
+}
+
+/// The server's host, kept by the first `init` (every `init` of this
+/// library gets the same one, valid until the process exits); NULL when
+/// the library was not loaded by a server (a plugin's own tests).
+static HOST: AtomicPtr<HookvHost> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The server's host, if a server loaded this library.
+pub(crate) fn host() -> Option<&'static HookvHost> {
+    // SAFETY: only `init` stores into HOST, a pointer the server passed,
+    // which the contract keeps valid (and unchanged) until the process exits.
+    unsafe { HOST.load(Ordering::Acquire).as_ref() }
+}
+
+/// `log(host, ctx, level, message)` through the server's host; nothing
+/// without one.
+///
+/// `ctx` must be NULL or the context of the event call in progress.
+pub(crate) fn host_log(ctx: *const HookvContext, level: i32, message: &str) {
+    let Some(host) = host() else { return };
+    if let Some(log) = host.log {
+        // SAFETY: the host's function takes the host it came from; `ctx` is
+        // NULL or the server's context for the call in progress (what every
+        // caller in this crate passes, through a `Log` that cannot outlive
+        // the call), and the message is borrowed for the call.
+        unsafe { log(host, ctx, level, HookvBytes::from_slice(message.as_bytes())) }
+    }
+}
+
+/// `register_metric` through the server's host: the metric's id, 0 without
+/// a host or when the server refuses it.
+pub(crate) fn host_register(kind: i32, name: &str, help: &str) -> u32 {
+    let Some(host) = host() else { return 0 };
+    match host.register_metric {
+        // SAFETY: as in `host_log`; the strings are borrowed for the call.
+        Some(register) => unsafe {
+            register(
+                host,
+                kind,
+                HookvBytes::from_slice(name.as_bytes()),
+                HookvBytes::from_slice(help.as_bytes()),
+            )
+        },
+        None => 0,
+    }
+}
+
+/// `counter_add(host, id, n)`; nothing for id 0 or without a host.
+pub(crate) fn host_counter_add(id: u32, n: u64) {
+    if id == 0 {
+        return;
+    }
+    if let Some(add) = host().and_then(|h| h.counter_add.map(|f| (h, f))) {
+        // SAFETY: as in `host_log`; any id is safe to pass (the server
+        // ignores ids it did not hand out).
+        unsafe { (add.1)(add.0, id, n) }
+    }
+}
+
+/// Which of the host's value functions to call.
+#[derive(Clone, Copy)]
+pub(crate) enum ValueOp {
+    GaugeSet,
+    GaugeAdd,
+    HistogramRecord,
+}
+
+/// `gauge_set`, `gauge_add` or `histogram_record`; nothing for id 0 or
+/// without a host.
+pub(crate) fn host_value(op: ValueOp, id: u32, value: f64) {
+    if id == 0 {
+        return;
+    }
+    let Some(host) = host() else { return };
+    let f = match op {
+        ValueOp::GaugeSet => host.gauge_set,
+        ValueOp::GaugeAdd => host.gauge_add,
+        ValueOp::HistogramRecord => host.histogram_record,
+    };
+    if let Some(f) = f {
+        // SAFETY: as in `host_counter_add`.
+        unsafe { f(host, id, value) }
+    }
 }
 
 /// `P`'s [`crate::abi::InitFn`].
 ///
 /// # Safety
 ///
-/// As for an `InitFn`: `options` readable for the call, `state` and `error`
-/// NULL or valid for a write.
+/// As for an `InitFn`: `options` readable for the call, `host` NULL or the
+/// server's host (valid until the process exits), `state` and `error` NULL
+/// or valid for a write.
 unsafe extern "C" fn init<P: Plugin>(
     options: HookvBytes,
+    host: *const HookvHost,
     state: *mut *mut c_void,
     error: *mut HookvBuf,
 ) -> i32 {
     quiet_panics_in_boundary();
+    if !host.is_null() {
+        // Every init of this library gets the same host; the first one
+        // stored stays (a failed exchange means another stored it).
+        let _ = HOST.compare_exchange(
+            std::ptr::null_mut(),
+            host.cast_mut(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
     let made = guarded(|| {
         // SAFETY: the server passes the options for the duration of the call.
         let json = unsafe { as_slice(options) };
@@ -231,9 +360,9 @@ unsafe extern "C" fn init<P: Plugin>(
             STATUS_OK
         }
         Ok(_) => STATUS_ERROR,
-        Err(message) => {
+        Err(failure) => {
             // SAFETY: `error` is NULL or the server's slot.
-            unsafe { put(error, to_buf(message.into_bytes())) };
+            unsafe { put(error, to_buf(failure.message.into_bytes())) };
             STATUS_ERROR
         }
     }
@@ -326,10 +455,13 @@ unsafe fn response<'a>(response: HookvBytes) -> Response<'a> {
 /// # Safety
 ///
 /// `out` NULL or valid for a write.
-unsafe fn finish(out: *mut HookvBuf, outcome: Result<(i32, Option<Vec<u8>>), String>) -> i32 {
+unsafe fn finish(out: *mut HookvBuf, outcome: Result<(i32, Option<Vec<u8>>), Failure>) -> i32 {
     let (verdict, bytes) = match outcome {
         Ok(verdict) => verdict,
-        Err(message) => (ERROR, Some(message.into_bytes())),
+        Err(Failure { panicked, message }) => {
+            let verdict = if panicked { PANIC } else { ERROR };
+            (verdict, Some(message.into_bytes()))
+        }
     };
     if let Some(bytes) = bytes {
         // SAFETY: forwarded from the caller.

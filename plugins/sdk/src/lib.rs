@@ -5,7 +5,9 @@
 //!   plugins all use these types, so the schema has a single source.
 //! - [`catalogue`]: every command hookv knows ([`Command`]: tag, name,
 //!   read or write, shape), written out once for the server and plugins.
-//! - [`Plugin`], [`export_plugin!`]: write a hookv plugin in safe Rust.
+//! - [`Plugin`], [`export_plugin!`]: write a hookv plugin in safe Rust;
+//!   [`Log`] and [`Counter`], [`Gauge`], [`Histogram`]: talk back to the
+//!   server (its log, its `/metrics`).
 //! - [`abi`]: the C ABI underneath (also written down as the C header
 //!   `plugins/hookv_plugin.h`), for the server's loader and for plugins in
 //!   other languages.
@@ -54,6 +56,44 @@
 //! table = "secrets"
 //! ```
 //!
+//! # Talking back to the server
+//!
+//! A plugin built with this crate (plugin ABI version 2) may write into the
+//! server's log ([`Log`], [`Context::log`]) and keep metrics that the server
+//! exports as `hookv_plugin_<name>{plugin="..."}` ([`Counter`], [`Gauge`],
+//! [`Histogram`]). Make metrics in `init` and keep them:
+//!
+//! ```
+//! use std::ops::ControlFlow;
+//!
+//! use hookv_plugin::pb::{status, CommandResponse};
+//! use hookv_plugin::{Context, Counter, Events, Flow, Log, Options, Plugin, Request};
+//!
+//! pub struct Guard {
+//!     refused: Counter,
+//! }
+//!
+//! impl Plugin for Guard {
+//!     const EVENTS: Events = Events::RECEIVED;
+//!
+//!     fn init(options: &Options) -> Result<Self, String> {
+//!         Log::plugin().info(format!("options: {:?}", options.as_map()));
+//!         Ok(Guard { refused: Counter::new("guard_refused_total") })
+//!     }
+//!
+//!     fn on_received(&self, ctx: &Context<'_>, req: &Request<'_>) -> Flow {
+//!         if req.table() != Some("closed") {
+//!             return ControlFlow::Continue(());
+//!         }
+//!         self.refused.increment(1);
+//!         ctx.log().warn("refused a request to table closed");
+//!         ControlFlow::Break(CommandResponse::error(status::FORBIDDEN, "table closed is closed"))
+//!     }
+//! }
+//!
+//! hookv_plugin::export_plugin!(Guard);
+//! ```
+//!
 //! The step-by-step guide is the "Write your own plugin" section of README.md in the hookv
 //! repository; `plugins/key-guard` and `plugins/rate-limit` are complete
 //! examples.
@@ -78,7 +118,10 @@ mod plugin;
 mod view;
 
 pub use catalogue::{Access, Command, Shape};
-pub use plugin::{Context, Events, Flow, Keys, Lazy, Options, Plugin, Request, Response};
+pub use plugin::{
+    Context, Counter, Events, Flow, Gauge, Histogram, Keys, Lazy, Log, Options, Plugin, Request,
+    Response,
+};
 /// The protobuf runtime the messages in [`pb`] are built on (for
 /// `Message::encode` / `decode` in hand-written ABI code).
 pub use prost;

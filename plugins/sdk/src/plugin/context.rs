@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::log::Log;
 use crate::abi::HookvContext;
 
 /// The connection and request a hook runs for.
@@ -35,6 +36,12 @@ impl<'a> Context<'a> {
     /// Time since the server read the request (reads the server's clock).
     pub fn elapsed(&self) -> Duration {
         Duration::from_nanos((self.elapsed_ns)(self.raw))
+    }
+
+    /// The server's log, about this request: each line also carries the
+    /// connection (`ctx.log().warn("...")`). See [`Log`].
+    pub fn log(&self) -> Log<'a> {
+        Log::about(self.raw)
     }
 
     /// The client's IP address as text, without the port: `127.0.0.1`, `::1`.

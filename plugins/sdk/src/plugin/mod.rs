@@ -1,7 +1,9 @@
 //! The safe side of a plugin, one noun per file: the [`Plugin`] trait
 //! (here), what its hooks see ([`Context`], [`Request`] and [`Response`],
 //! which are [`Lazy`] messages, and their [`Keys`]), which [`Events`] it
-//! handles, and its configuration ([`Options`]).
+//! handles, its configuration ([`Options`]), and what it may say back to
+//! the server (ABI version 2): lines in its [`Log`], and metrics
+//! ([`Counter`], [`Gauge`], [`Histogram`]).
 
 use std::ops::ControlFlow;
 
@@ -11,12 +13,16 @@ mod context;
 mod events;
 mod keys;
 mod lazy;
+mod log;
+mod metric;
 mod options;
 
 pub use context::Context;
 pub use events::Events;
 pub use keys::Keys;
 pub use lazy::{Lazy, Request, Response};
+pub use log::Log;
+pub use metric::{Counter, Gauge, Histogram};
 pub use options::Options;
 
 /// What `on_received` and `on_executed` return: go on, or answer with this
