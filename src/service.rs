@@ -16,11 +16,11 @@
 //! use hookv::{MemTable, Service, ServiceInner};
 //!
 //! let service: Service = ServiceInner::new(MemTable::new())
-//!     .fn_received(|_ctx, req| {
+//!     .on_received(|_ctx, req| {
 //!         tracing::info!(command = req.command_name(), "received");
 //!         ControlFlow::Continue(())
 //!     })
-//!     .fn_before_send(|_ctx, _req, res| {
+//!     .on_before_send(|_ctx, _req, res| {
 //!         res.message = "altered".into();
 //!         ControlFlow::Continue(())
 //!     })
@@ -128,7 +128,7 @@ impl<Store: Backend> ServiceInner<Store> {
     }
 
     /// Adds an `on_received` closure.
-    pub fn fn_received<F>(self, f: F) -> Self
+    pub fn on_received<F>(self, f: F) -> Self
     where
         F: Fn(&mut HookCtx, &CommandRequest) -> Flow + Send + Sync + 'static,
     {
@@ -136,7 +136,7 @@ impl<Store: Backend> ServiceInner<Store> {
     }
 
     /// Adds an `on_executed` closure.
-    pub fn fn_executed<F>(self, f: F) -> Self
+    pub fn on_executed<F>(self, f: F) -> Self
     where
         F: Fn(&HookCtx, &CommandRequest, &CommandResponse) -> Flow + Send + Sync + 'static,
     {
@@ -144,7 +144,7 @@ impl<Store: Backend> ServiceInner<Store> {
     }
 
     /// Adds an `on_before_send` closure.
-    pub fn fn_before_send<F>(self, f: F) -> Self
+    pub fn on_before_send<F>(self, f: F) -> Self
     where
         F: Fn(&HookCtx, &CommandRequest, &mut CommandResponse) -> ControlFlow<()>
             + Send
@@ -155,7 +155,7 @@ impl<Store: Backend> ServiceInner<Store> {
     }
 
     /// Adds an `on_after_send` closure.
-    pub fn fn_after_send<F>(self, f: F) -> Self
+    pub fn on_after_send<F>(self, f: F) -> Self
     where
         F: Fn(&HookCtx, &CommandRequest, &CommandResponse) -> ControlFlow<()>
             + Send

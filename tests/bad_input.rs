@@ -198,7 +198,7 @@ async fn on_after_send_sees_each_answer_as_the_client_got_it() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
     let service: Service = ServiceInner::new(MemTable::new())
-        .fn_after_send(move |_ctx, _req, res| {
+        .on_after_send(move |_ctx, _req, res| {
             record.lock().unwrap().push(res.clone());
             ControlFlow::Continue(())
         })

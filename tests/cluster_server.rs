@@ -676,15 +676,15 @@ async fn a_batch_runs_every_on_received_before_the_first_on_executed() {
     let (r, e, b) = (seen.clone(), seen.clone(), seen.clone());
     let key = |req: &CommandRequest| req.keys().next().unwrap_or_default().to_owned();
     let service: Service<RedisCluster> = ServiceInner::new(backend)
-        .fn_received(move |_, req| {
+        .on_received(move |_, req| {
             r.lock().unwrap().push(format!("received {}", key(req)));
             std::ops::ControlFlow::Continue(())
         })
-        .fn_executed(move |_, req, _| {
+        .on_executed(move |_, req, _| {
             e.lock().unwrap().push(format!("executed {}", key(req)));
             std::ops::ControlFlow::Continue(())
         })
-        .fn_before_send(move |_, req, _| {
+        .on_before_send(move |_, req, _| {
             b.lock().unwrap().push(format!("before_send {}", key(req)));
             std::ops::ControlFlow::Continue(())
         })

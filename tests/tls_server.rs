@@ -278,7 +278,7 @@ async fn hooks_see_the_client_certificate_identity() {
     let tls = Arc::new(ServerTls::load(&settings).unwrap());
     // A hook that answers every request with the certificate's names.
     let service: Service = ServiceInner::new(MemTable::new())
-        .fn_received(|ctx, _req| {
+        .on_received(|ctx, _req| {
             let mut res = CommandResponse::ok();
             res.message = ctx
                 .identity()
