@@ -223,14 +223,14 @@ impl<Store: Storage> Service<Store> {
     /// Runs `req` on the current chain: on_received → dispatch → on_executed
     /// → on_before_send. For in-process use; a connection uses
     /// [`Service::handle`] with the chain it holds, then [`Service::after_send`].
-    pub fn execute(&self, ctx: &mut HookCtx, req: &CommandRequest) -> CommandResponse {
+    pub fn execute_in(&self, ctx: &mut HookCtx, req: &CommandRequest) -> CommandResponse {
         ctx.arrive();
         self.handle(&self.inner.hooks.load(), ctx, req)
     }
 
     /// Runs `req` through `chain` and storage, up to the point of sending.
     /// The request's arrival is whatever `ctx` last marked (a connection
-    /// marks it when the request's bytes arrive; [`Service::execute`] when
+    /// marks it when the request's bytes arrive; [`Service::execute_in`] when
     /// it is called).
     pub fn handle(
         &self,

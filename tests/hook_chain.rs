@@ -128,7 +128,7 @@ async fn a_break_stops_later_hooks_of_the_same_event() {
         })
         .into();
     let mut ctx = hookv::hooks::HookCtx::new(7, "127.0.0.1:1".parse().unwrap());
-    let res = service.execute(&mut ctx, &CommandRequest::new_hget("t", "k"));
+    let res = service.execute_in(&mut ctx, &CommandRequest::new_hget("t", "k"));
     assert_eq!(
         (res.status, res.message.as_str()),
         (429, "slow down [first]")
@@ -148,9 +148,9 @@ async fn on_executed_break_replaces_the_response() {
         })
         .into();
     let mut ctx = hookv::hooks::HookCtx::new(1, "127.0.0.1:1".parse().unwrap());
-    let res = service.execute(&mut ctx, &CommandRequest::new_hset("t", "k", "v"));
+    let res = service.execute_in(&mut ctx, &CommandRequest::new_hset("t", "k", "v"));
     assert_eq!(res.status, 500);
-    let res = service.execute(&mut ctx, &CommandRequest::new_hget("t", "k"));
+    let res = service.execute_in(&mut ctx, &CommandRequest::new_hget("t", "k"));
     assert_eq!(res.status, 200);
 }
 
