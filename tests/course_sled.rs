@@ -244,7 +244,7 @@ fn a_mixed_database_is_reported_not_guessed() {
     // hookv wrote first (it saw the course's database as empty), then the course.
     let write_both = |db: &Path, course: &[(&str, &str, Value)]| {
         let store = SledDb::open(db).unwrap();
-        store.set("t", "k", "hookv's".into()).unwrap();
+        store.put("t", "k", "hookv's".into()).unwrap();
         store.flush().unwrap();
         close(store, db);
         course_writes(db, course);
@@ -412,7 +412,7 @@ fn records_move_in_batches_and_every_one_arrives() {
     let db = dir.path().join("kvserver");
     // hookv's records first, so the batches' scan starts among them.
     let store = SledDb::open(&db).unwrap();
-    store.set("h", "kept", "hookv's".into()).unwrap();
+    store.put("h", "kept", "hookv's".into()).unwrap();
     store.flush().unwrap();
     close(store, &db);
     let keys: Vec<String> = (0..11).map(|i| format!("k{i:02}")).collect();

@@ -271,7 +271,7 @@ impl Storage for SledDb {
         decode_opt(table, key, self.db.get(record_key(table, key))?)
     }
 
-    fn set(&self, table: &str, key: &str, value: Value) -> Result<Option<Value>, StorageError> {
+    fn put(&self, table: &str, key: &str, value: Value) -> Result<Option<Value>, StorageError> {
         let old = self
             .db
             .insert(record_key(table, key), value.encode_to_vec())?;
@@ -384,7 +384,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = SledDb::open(dir.path()).unwrap();
-            db.set("t", "k", 7i64.into()).unwrap();
+            db.put("t", "k", 7i64.into()).unwrap();
             db.flush().unwrap();
         }
         let db = SledDb::open(dir.path()).unwrap();
@@ -421,12 +421,12 @@ mod tests {
         let barrier = db.barrier().expect("always has a barrier");
         // 50 connections wrote, then wait at the same moment.
         for i in 0..50 {
-            db.set("t", &format!("k{i}"), i.into()).unwrap();
+            db.put("t", &format!("k{i}"), i.into()).unwrap();
         }
         all((0..50).map(|_| barrier.wait()).collect()).await;
         assert_eq!(barrier.flushes(), 1, "one flush covers every waiter");
         // A wait after that flush needs a flush of its own.
-        db.set("t", "late", 1i64.into()).unwrap();
+        db.put("t", "late", 1i64.into()).unwrap();
         barrier.wait().await.unwrap();
         assert_eq!(barrier.flushes(), 2);
     }

@@ -44,7 +44,7 @@ fn replay_file(path: &Path, store: &dyn Storage, last: bool) -> Result<Replayed,
             }
             Next::Record { offset, record } => {
                 let applied = match record {
-                    Record::Set { table, key, value } => store.set(&table, &key, value),
+                    Record::Set { table, key, value } => store.put(&table, &key, value),
                     Record::Del { table, key } => store.del(&table, &key),
                 };
                 applied.map_err(|source| WalError::Replay {
