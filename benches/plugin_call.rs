@@ -61,8 +61,8 @@ fn calls(c: &mut Criterion) {
     );
     let builtin: Arc<dyn Hook> = Arc::new(BuiltinKeyGuard { max_key_len: 16 });
     let peer = "127.0.0.1:40000".parse().expect("addr");
-    let pass = CommandRequest::new_hset("bench", "key-0042", "value-0123456789");
-    let refuse = CommandRequest::new_hset("bench", "a-key-that-is-too-long", "v");
+    let pass = CommandRequest::new_hset("bench", "key-0042", "value-0123456789".into());
+    let refuse = CommandRequest::new_hset("bench", "a-key-that-is-too-long", "v".into());
     let read = CommandRequest::new_hget("bench", "key-0042");
 
     let mut group = c.benchmark_group("on_received");

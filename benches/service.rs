@@ -18,12 +18,12 @@ fn bench_backend<S: Storage>(c: &mut Criterion, name: &str, service: Service<S>)
     for k in &keys {
         service.execute_in(
             &mut ctx,
-            &CommandRequest::new_hset("bench", k, "value-0123456789"),
+            &CommandRequest::new_hset("bench", k, "value-0123456789".into()),
         );
     }
     let sets: Vec<_> = keys
         .iter()
-        .map(|k| CommandRequest::new_hset("bench", k, "value-0123456789"))
+        .map(|k| CommandRequest::new_hset("bench", k, "value-0123456789".into()))
         .collect();
     let gets: Vec<_> = keys
         .iter()

@@ -187,7 +187,7 @@ async fn a_course_database_is_refused_then_migrated_and_served_with_its_types() 
     assert_eq!(r.values, vec![Value::from("second")]);
     assert_eq!(bounded(c.hget("a:b", "c")).await.unwrap().status, 404);
     let r = bounded(c.hgetall("a")).await.unwrap();
-    assert_eq!(r.pairs, vec![Kvpair::new("b:c", "second")]);
+    assert_eq!(r.pairs, vec![Kvpair::new("b:c", "second".into())]);
     let r = bounded(c.hgetall("user")).await.unwrap();
     let keys: Vec<&str> = r.pairs.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(
@@ -444,6 +444,9 @@ fn records_move_in_batches_and_every_one_arrives() {
     assert_eq!(store.tables().unwrap(), ["a", "h", "t"]);
     assert_eq!(store.get("h", "kept").unwrap(), Some("hookv's".into()));
     assert_eq!(store.get("a", "b:c").unwrap(), Some(1i64.into()));
-    let expected: Vec<Kvpair> = keys.iter().map(|k| Kvpair::new(k, k.as_str())).collect();
+    let expected: Vec<Kvpair> = keys
+        .iter()
+        .map(|k| Kvpair::new(k, k.as_str().into()))
+        .collect();
     assert_eq!(store.get_all("t").unwrap(), expected);
 }

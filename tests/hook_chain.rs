@@ -148,7 +148,7 @@ async fn on_executed_break_replaces_the_response() {
         })
         .into();
     let mut ctx = hookv::hooks::HookCtx::new(1, "127.0.0.1:1".parse().unwrap());
-    let res = service.execute_in(&mut ctx, &CommandRequest::new_hset("t", "k", "v"));
+    let res = service.execute_in(&mut ctx, &CommandRequest::new_hset("t", "k", "v".into()));
     assert_eq!(res.status, 500);
     let res = service.execute_in(&mut ctx, &CommandRequest::new_hget("t", "k"));
     assert_eq!(res.status, 200);

@@ -394,7 +394,7 @@ pub async fn scan_cursor_edges(s: &impl Subject) {
     assert!(s.scan("t", None, 0).await.unwrap().is_empty());
     assert_eq!(
         s.scan("t", Some("b"), 1).await.unwrap(),
-        vec![Kvpair::new("c", "c")]
+        vec![Kvpair::new("c", "c".into())]
     );
     // A key deleted between pages: the scan goes on after it.
     let first = s.scan("t", None, 3).await.unwrap();

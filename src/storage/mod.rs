@@ -496,7 +496,7 @@ mod conformance {
             assert!(s.scan("t", None, 0).unwrap().is_empty());
             assert_eq!(
                 s.scan("t", Some("b"), 1).unwrap(),
-                vec![Kvpair::new("c", "c")]
+                vec![Kvpair::new("c", "c".into())]
             );
             assert!(s.scan("ghost", None, 10).unwrap().is_empty());
             assert_eq!(s.tables().unwrap(), vec!["t".to_string()]);

@@ -163,7 +163,7 @@ mod tests {
             let (_wal, store, _) = open(dir.path(), policy);
             assert_eq!(
                 dump(store.as_ref()),
-                vec![("t".into(), vec![Kvpair::new("a", "3")])]
+                vec![("t".into(), vec![Kvpair::new("a", "3".into())])]
             );
         }
         assert_eq!(names(dir.path()), vec!["wal-000001.log"]);

@@ -193,7 +193,7 @@ mod tests {
         let (_wal, store, _) = open(dir.path(), Fsync::Everysec);
         assert_eq!(
             dump(store.as_ref()),
-            vec![("t".into(), vec![Kvpair::new("ok", "0")])]
+            vec![("t".into(), vec![Kvpair::new("ok", "0".into())])]
         );
     }
 
@@ -370,7 +370,7 @@ mod tests {
         let (_wal, store, _) = open(d, Fsync::No);
         assert_eq!(
             dump(store.as_ref()),
-            vec![("t".into(), vec![Kvpair::new("a", "1")])]
+            vec![("t".into(), vec![Kvpair::new("a", "1".into())])]
         );
     }
 
