@@ -9,11 +9,14 @@
 //! Service::after_send: on_after_send                   (always runs)
 //! ```
 //!
-//! Build one with the original course's builder:
+//! Build one with the original course's builder. The `on_*` closures see
+//! the connection's context and may stop a request ([`ControlFlow`]); the
+//! course's `fn_*` closures see only the request or response and never stop
+//! anything:
 //!
 //! ```
 //! use std::ops::ControlFlow;
-//! use hookv::{MemTable, Service, ServiceInner};
+//! use hookv::{CommandRequest, MemTable, Service, ServiceInner};
 //!
 //! let service: Service = ServiceInner::new(MemTable::new())
 //!     .on_received(|_ctx, req| {
@@ -24,8 +27,10 @@
 //!         res.message = "altered".into();
 //!         ControlFlow::Continue(())
 //!     })
+//!     .fn_before_send(|res| res.status = 201) // the course's form
 //!     .into();
-//! # let _ = service;
+//! let res = service.execute(CommandRequest::new_hget("t", "k"));
+//! assert_eq!((res.status, res.message.as_str()), (201, "altered"));
 //! ```
 //!
 //! Closures may hold state (`Fn + Send + Sync`: keep it behind an atomic or a
@@ -127,6 +132,59 @@ impl<Store: Backend> ServiceInner<Store> {
         self
     }
 
+    /// Adds a closure called with each request as it is received, the
+    /// original course's `fn_received` (it cannot refuse the request: use
+    /// [`ServiceInner::on_received`], which sees the context and returns a
+    /// [`ControlFlow`], for that).
+    pub fn fn_received<F>(self, f: F) -> Self
+    where
+        F: Fn(&CommandRequest) + Send + Sync + 'static,
+    {
+        self.on_received(move |_ctx, req| {
+            f(req);
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// Adds a closure called with each response once storage ran the
+    /// request, the original course's `fn_executed` (see
+    /// [`ServiceInner::on_executed`] for the form that may replace it).
+    pub fn fn_executed<F>(self, f: F) -> Self
+    where
+        F: Fn(&CommandResponse) + Send + Sync + 'static,
+    {
+        self.on_executed(move |_ctx, _req, res| {
+            f(res);
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// Adds a closure that may change each response before it is sent, the
+    /// original course's `fn_before_send` (see
+    /// [`ServiceInner::on_before_send`] for the form that sees the request).
+    pub fn fn_before_send<F>(self, f: F) -> Self
+    where
+        F: Fn(&mut CommandResponse) + Send + Sync + 'static,
+    {
+        self.on_before_send(move |_ctx, _req, res| {
+            f(res);
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// Adds a closure called once each response has been written, the
+    /// original course's `fn_after_send` (a connection runs it; the
+    /// course's [`Service::execute`] sends nothing, so does not).
+    pub fn fn_after_send<F>(self, f: F) -> Self
+    where
+        F: Fn() + Send + Sync + 'static,
+    {
+        self.on_after_send(move |_ctx, _req, _res| {
+            f();
+            ControlFlow::Continue(())
+        })
+    }
+
     /// Adds an `on_received` closure.
     pub fn on_received<F>(self, f: F) -> Self
     where
@@ -220,6 +278,15 @@ impl<Store: Backend> Service<Store> {
 }
 
 impl<Store: Storage> Service<Store> {
+    /// Runs `cmd` as the original course's `Service::execute` did: on the
+    /// current chain (received → dispatch → executed → before_send), with
+    /// an anonymous context (no peer, no login: an auth hook refuses what
+    /// needs one). [`Service::execute_in`] runs it with a context of yours.
+    pub fn execute(&self, cmd: CommandRequest) -> CommandResponse {
+        let mut ctx = HookCtx::new(0, std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        self.execute_in(&mut ctx, &cmd)
+    }
+
     /// Runs `req` on the current chain: on_received → dispatch → on_executed
     /// → on_before_send. For in-process use; a connection uses
     /// [`Service::handle`] with the chain it holds, then [`Service::after_send`].

@@ -81,6 +81,26 @@ pub enum StorageError {
     /// too, and cost about 16 instructions per `hset`.)
     #[error("{0}")]
     Layer(String),
+    /// A [`SledDb::new`] whose database could not be opened answers this
+    /// to every call ([`SledDb::open`] returns the open's own error instead).
+    #[error("sled database at {path} is not open: {reason}")]
+    NotOpen {
+        /// The directory given to [`SledDb::new`].
+        path: String,
+        /// The open's error.
+        reason: String,
+    },
+}
+
+/// Equal when of the same kind with the same message: what a test's
+/// `assert_eq!(store.get(..), Ok(None))` needs (the course's `KvError` was
+/// `PartialEq`). The errors inside (sled's, I/O, the cluster's) are not
+/// comparable themselves, so their words stand for them.
+impl PartialEq for StorageError {
+    fn eq(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+            && self.to_string() == other.to_string()
+    }
 }
 
 /// What a [`Service`](crate::Service) keeps its tables in, as the request
@@ -127,8 +147,25 @@ pub trait Storage: Send + Sync + 'static {
     /// The value of `key` in `table`, `None` if either is missing.
     fn get(&self, table: &str, key: &str) -> Result<Option<Value>, StorageError>;
     /// Sets `key` to `value` in `table` (creating the table), returning the
-    /// previous value.
+    /// previous value. The method a backend implements; callers may use
+    /// [`Storage::set`], the course's spelling.
     fn put(&self, table: &str, key: &str, value: Value) -> Result<Option<Value>, StorageError>;
+    /// [`Storage::put`] as the original course spelled it: any key that
+    /// converts into a `String`, any value that converts into a [`Value`]
+    /// (`store.set("t", "k", "v")`). Provided, and only on sized stores
+    /// (`MemTable`, `SledDb`, `Arc<dyn Storage>`, `Box<dyn Storage>`, your
+    /// own): through a `&dyn Storage`, call `put`.
+    fn set(
+        &self,
+        table: &str,
+        key: impl Into<String>,
+        value: impl Into<Value>,
+    ) -> Result<Option<Value>, StorageError>
+    where
+        Self: Sized,
+    {
+        self.put(table, &key.into(), value.into())
+    }
     /// Whether `table` holds `key`.
     fn contains(&self, table: &str, key: &str) -> Result<bool, StorageError>;
     /// Removes `key` from `table`, returning what was there.
