@@ -78,7 +78,9 @@ mod plugin;
 mod view;
 
 pub use catalogue::{Access, Command, Shape};
-pub use plugin::{Context, Events, Flow, Keys, Lazy, Options, Plugin, Request, Response};
+pub use plugin::{
+    Context, Events, Flow, Keys, Lazy, OptionError, OptionValue, Options, Plugin, Request, Response,
+};
 /// The protobuf runtime the messages in [`pb`] are built on (for
 /// `Message::encode` / `decode` in hand-written ABI code).
 pub use prost;

@@ -9,12 +9,14 @@ use crate::pb::CommandResponse;
 
 mod context;
 mod events;
+mod json;
 mod keys;
 mod lazy;
 mod options;
 
 pub use context::Context;
 pub use events::Events;
+pub use json::{OptionError, OptionValue};
 pub use keys::Keys;
 pub use lazy::{Lazy, Request, Response};
 pub use options::Options;
