@@ -75,6 +75,8 @@ pub mod export;
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod pb;
 mod plugin;
+#[cfg(feature = "prost-0_10")]
+mod prost010;
 mod view;
 
 pub use catalogue::{Access, Command, Shape};
