@@ -121,7 +121,7 @@ async fn nine_commands(client: &mut Client) {
     assert_values(&res, &[false.into(), false.into()]);
     let res = ask(client, CommandRequest::new_hget("t1", "a")).await;
     assert_eq!(res.status, 404, "{res:?}");
-    assert!(res.message.contains("not found"), "{res:?}");
+    assert!(res.message.contains("Not found"), "{res:?}");
     assert!(res.values.is_empty() && res.pairs.is_empty(), "{res:?}");
     let res = ask(client, CommandRequest::new_hgetall("t1")).await;
     assert_pairs(&res, &[]);
