@@ -180,7 +180,11 @@ path = "logs/audit.jsonl"
     );
     let res = bounded(c.hget("public", "nope")).await.unwrap();
     assert_eq!(res.status, 404);
-    assert!(res.message.starts_with("hookv: Not found"), "{}", res.message);
+    assert!(
+        res.message.starts_with("hookv: Not found"),
+        "{}",
+        res.message
+    );
     bounded(c.send_raw(&[0, 0, 0, 2, 0xff, 0xff]))
         .await
         .unwrap();
