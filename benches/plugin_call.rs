@@ -70,8 +70,8 @@ fn calls(c: &mut Criterion) {
     );
     let builtin: Arc<dyn Hook> = Arc::new(BuiltinKeyGuard { max_key_len: 16 });
     let peer = "127.0.0.1:40000".parse().expect("addr");
-    let pass = CommandRequest::new_hset("bench", "key-0042", "value-0123456789");
-    let refuse = CommandRequest::new_hset("bench", "a-key-that-is-too-long", "v");
+    let pass = CommandRequest::new_hset("bench", "key-0042", "value-0123456789".into());
+    let refuse = CommandRequest::new_hset("bench", "a-key-that-is-too-long", "v".into());
     let read = CommandRequest::new_hget("bench", "key-0042");
 
     let mut group = c.benchmark_group("on_received");
@@ -131,7 +131,7 @@ fn scoping(c: &mut Criterion) {
         ..Placement::default()
     };
     let peer = "127.0.0.1:40000".parse().expect("addr");
-    let req = CommandRequest::new_hset("bench", "key-0042", "value-0123456789");
+    let req = CommandRequest::new_hset("bench", "key-0042", "value-0123456789".into());
     let mut group = c.benchmark_group("execute");
     for (name, chain) in [
         ("no-hooks", HookChain::new()),
@@ -141,7 +141,7 @@ fn scoping(c: &mut Criterion) {
         let service: Service = ServiceInner::new(MemTable::new()).hooks(&chain).into();
         let mut ctx = HookCtx::new(1, peer).with_request_frame(req.encode_to_vec().into());
         group.bench_function(name, |b| {
-            b.iter(|| black_box(service.execute(&mut ctx, black_box(&req))))
+            b.iter(|| black_box(service.execute_in(&mut ctx, black_box(&req))))
         });
     }
     group.finish();

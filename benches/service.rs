@@ -16,14 +16,14 @@ fn bench_backend<S: Storage>(c: &mut Criterion, name: &str, service: Service<S>)
     let mut ctx = HookCtx::new(1, "127.0.0.1:1".parse().expect("addr"));
     let keys: Vec<String> = (0..1024).map(|i| format!("key{i}")).collect();
     for k in &keys {
-        service.execute(
+        service.execute_in(
             &mut ctx,
-            &CommandRequest::new_hset("bench", k, "value-0123456789"),
+            &CommandRequest::new_hset("bench", k, "value-0123456789".into()),
         );
     }
     let sets: Vec<_> = keys
         .iter()
-        .map(|k| CommandRequest::new_hset("bench", k, "value-0123456789"))
+        .map(|k| CommandRequest::new_hset("bench", k, "value-0123456789".into()))
         .collect();
     let gets: Vec<_> = keys
         .iter()
@@ -34,13 +34,13 @@ fn bench_backend<S: Storage>(c: &mut Criterion, name: &str, service: Service<S>)
     group.bench_function("hset", |b| {
         b.iter(|| {
             i = (i + 1) & 1023;
-            black_box(service.execute(&mut ctx, &sets[i]))
+            black_box(service.execute_in(&mut ctx, &sets[i]))
         })
     });
     group.bench_function("hget", |b| {
         b.iter(|| {
             i = (i + 1) & 1023;
-            black_box(service.execute(&mut ctx, &gets[i]))
+            black_box(service.execute_in(&mut ctx, &gets[i]))
         })
     });
     group.finish();

@@ -18,7 +18,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = ServerConfig::default();
     let store = SledDb::open("/tmp/hookv-example-sled")?;
     let service: Service<SledDb> = ServiceInner::new(store)
-        .fn_before_send(|_ctx, _req, res| {
+        .on_before_send(|_ctx, _req, res| {
             res.message = "altered".into();
             ControlFlow::Continue(())
         })

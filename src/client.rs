@@ -181,7 +181,7 @@ impl Client {
         key: &str,
         value: impl Into<Value>,
     ) -> Result<CommandResponse, ClientError> {
-        self.send(&CommandRequest::new_hset(table, key, value))
+        self.send(&CommandRequest::new_hset(table, key, value.into()))
             .await
     }
 

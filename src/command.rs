@@ -83,7 +83,7 @@ pub fn dispatch(
                 what: "the pair",
             })?;
             let value = checked_value(pair, "hset")?;
-            let old = store.set(&r.table, &pair.key, value)?;
+            let old = store.put(&r.table, &pair.key, value)?;
             vec![old.unwrap_or_default()].into()
         }
         RequestData::Hmset(r) => {
@@ -95,7 +95,7 @@ pub fn dispatch(
                 .collect::<Result<Vec<_>, _>>()?;
             let mut old = Vec::with_capacity(values.len());
             for (pair, value) in r.pairs.iter().zip(values) {
-                old.push(store.set(&r.table, &pair.key, value)?.unwrap_or_default());
+                old.push(store.put(&r.table, &pair.key, value)?.unwrap_or_default());
             }
             old.into()
         }

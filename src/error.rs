@@ -29,7 +29,9 @@ pub enum Error {
         what: &'static str,
     },
     /// The key is not in the table (hget only; multi-key reads answer empty values).
-    #[error("key {key:?} not found in table {table:?}")]
+    /// The words begin as the original course's did ("Not found for table:
+    /// ..., key: ..."), which its tests match on.
+    #[error("Not found for table: {table:?}, key: {key:?}")]
     NotFound {
         /// The table asked.
         table: String,
@@ -38,7 +40,7 @@ pub enum Error {
     },
     /// The table holds no keys at all (hget only): said apart from a missing
     /// key, so a typo in the table's name does not read as a missing key.
-    #[error("key {key:?} not found: table {table:?} does not exist")]
+    #[error("Not found for table: {table:?}, key: {key:?} (table {table:?} does not exist)")]
     NoTable {
         /// The table asked.
         table: String,

@@ -31,6 +31,18 @@
 //!   client certificates as identities, the client's side.
 //! - [`client`]: a small async client used by `hookv-cli`, the examples and tests.
 //! - [`log_limit`]: rate-limited logging for events a client can trigger.
+//! - [`course`]: the original course's API as it spelled it ([`dispatch`],
+//!   [`CommandService`], [`KvError`], ...), so its code ports by its `use`
+//!   lines.
+//!
+//! # The original course's names
+//!
+//! The crate root holds what the course's crate root did: the wire messages
+//! (`CommandRequest`, `Kvpair`, `Value`, `Hget`, ..., also under [`pb`]),
+//! [`KvError`], [`dispatch`], [`CommandService`], [`Storage`], [`MemTable`],
+//! [`SledDb`], [`Service`], [`ServiceInner`], [`Notify`], [`NotifyMut`], so
+//! `use hookv::*` stands for the course's `use kv::*`. See README.md,
+//! "Coming from the course".
 //!
 //! The wire types live in the `hookv-plugin` crate (re-exported as [`pb`]) so
 //! that plugins share them.
@@ -42,6 +54,7 @@ pub mod client;
 pub mod command;
 pub mod config;
 pub mod connection;
+pub mod course;
 pub mod error;
 pub mod frame;
 pub mod hooks;
@@ -56,6 +69,9 @@ pub mod tls;
 pub mod wal;
 
 pub use bootstrap::Server;
+pub use course::{dispatch, CommandService, KvError, Notify, NotifyMut};
 pub use hookv_plugin::pb;
+/// The wire messages at the root, as the course's crate had them.
+pub use hookv_plugin::pb::*;
 pub use service::{Service, ServiceInner};
 pub use storage::{MemTable, SledDb, Storage, StorageError, StorageIter};

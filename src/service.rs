@@ -9,23 +9,28 @@
 //! Service::after_send: on_after_send                   (always runs)
 //! ```
 //!
-//! Build one with the original course's builder:
+//! Build one with the original course's builder. The `on_*` closures see
+//! the connection's context and may stop a request ([`ControlFlow`]); the
+//! course's `fn_*` closures see only the request or response and never stop
+//! anything:
 //!
 //! ```
 //! use std::ops::ControlFlow;
-//! use hookv::{MemTable, Service, ServiceInner};
+//! use hookv::{CommandRequest, MemTable, Service, ServiceInner};
 //!
 //! let service: Service = ServiceInner::new(MemTable::new())
-//!     .fn_received(|_ctx, req| {
+//!     .on_received(|_ctx, req| {
 //!         tracing::info!(command = req.command_name(), "received");
 //!         ControlFlow::Continue(())
 //!     })
-//!     .fn_before_send(|_ctx, _req, res| {
+//!     .on_before_send(|_ctx, _req, res| {
 //!         res.message = "altered".into();
 //!         ControlFlow::Continue(())
 //!     })
+//!     .fn_before_send(|res| res.status = 201) // the course's form
 //!     .into();
-//! # let _ = service;
+//! let res = service.execute(CommandRequest::new_hget("t", "k"));
+//! assert_eq!((res.status, res.message.as_str()), (201, "altered"));
 //! ```
 //!
 //! Closures may hold state (`Fn + Send + Sync`: keep it behind an atomic or a
@@ -128,8 +133,61 @@ impl<Store: Backend> ServiceInner<Store> {
         self
     }
 
-    /// Adds an `on_received` closure.
+    /// Adds a closure called with each request as it is received, the
+    /// original course's `fn_received` (it cannot refuse the request: use
+    /// [`ServiceInner::on_received`], which sees the context and returns a
+    /// [`ControlFlow`], for that).
     pub fn fn_received<F>(self, f: F) -> Self
+    where
+        F: Fn(&CommandRequest) + Send + Sync + 'static,
+    {
+        self.on_received(move |_ctx, req| {
+            f(req);
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// Adds a closure called with each response once storage ran the
+    /// request, the original course's `fn_executed` (see
+    /// [`ServiceInner::on_executed`] for the form that may replace it).
+    pub fn fn_executed<F>(self, f: F) -> Self
+    where
+        F: Fn(&CommandResponse) + Send + Sync + 'static,
+    {
+        self.on_executed(move |_ctx, _req, res| {
+            f(res);
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// Adds a closure that may change each response before it is sent, the
+    /// original course's `fn_before_send` (see
+    /// [`ServiceInner::on_before_send`] for the form that sees the request).
+    pub fn fn_before_send<F>(self, f: F) -> Self
+    where
+        F: Fn(&mut CommandResponse) + Send + Sync + 'static,
+    {
+        self.on_before_send(move |_ctx, _req, res| {
+            f(res);
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// Adds a closure called once each response has been written, the
+    /// original course's `fn_after_send` (a connection runs it; the
+    /// course's [`Service::execute`] sends nothing, so does not).
+    pub fn fn_after_send<F>(self, f: F) -> Self
+    where
+        F: Fn() + Send + Sync + 'static,
+    {
+        self.on_after_send(move |_ctx, _req, _res| {
+            f();
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// Adds an `on_received` closure.
+    pub fn on_received<F>(self, f: F) -> Self
     where
         F: Fn(&mut HookCtx, &CommandRequest) -> Flow + Send + Sync + 'static,
     {
@@ -137,7 +195,7 @@ impl<Store: Backend> ServiceInner<Store> {
     }
 
     /// Adds an `on_executed` closure.
-    pub fn fn_executed<F>(self, f: F) -> Self
+    pub fn on_executed<F>(self, f: F) -> Self
     where
         F: Fn(&HookCtx, &CommandRequest, &CommandResponse) -> Flow + Send + Sync + 'static,
     {
@@ -145,7 +203,7 @@ impl<Store: Backend> ServiceInner<Store> {
     }
 
     /// Adds an `on_before_send` closure.
-    pub fn fn_before_send<F>(self, f: F) -> Self
+    pub fn on_before_send<F>(self, f: F) -> Self
     where
         F: Fn(&HookCtx, &CommandRequest, &mut CommandResponse) -> ControlFlow<()>
             + Send
@@ -156,7 +214,7 @@ impl<Store: Backend> ServiceInner<Store> {
     }
 
     /// Adds an `on_after_send` closure.
-    pub fn fn_after_send<F>(self, f: F) -> Self
+    pub fn on_after_send<F>(self, f: F) -> Self
     where
         F: Fn(&HookCtx, &CommandRequest, &CommandResponse) -> ControlFlow<()>
             + Send
@@ -221,10 +279,19 @@ impl<Store: Backend> Service<Store> {
 }
 
 impl<Store: Storage> Service<Store> {
+    /// Runs `cmd` as the original course's `Service::execute` did: on the
+    /// current chain (received → dispatch → executed → before_send), with
+    /// an anonymous context (no peer, no login: an auth hook refuses what
+    /// needs one). [`Service::execute_in`] runs it with a context of yours.
+    pub fn execute(&self, cmd: CommandRequest) -> CommandResponse {
+        let mut ctx = HookCtx::new(0, std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        self.execute_in(&mut ctx, &cmd)
+    }
+
     /// Runs `req` on the current chain: on_received → dispatch → on_executed
     /// → on_before_send. For in-process use; a connection uses
     /// [`Service::handle`] with the chain it holds, then [`Service::after_send`].
-    pub fn execute(&self, ctx: &mut HookCtx, req: &CommandRequest) -> CommandResponse {
+    pub fn execute_in(&self, ctx: &mut HookCtx, req: &CommandRequest) -> CommandResponse {
         ctx.arrive();
         let res = self.handle(&self.inner.hooks.load(), ctx, req);
         ctx.flush_hook_calls();
@@ -233,7 +300,7 @@ impl<Store: Storage> Service<Store> {
 
     /// Runs `req` through `chain` and storage, up to the point of sending.
     /// The request's arrival is whatever `ctx` last marked (a connection
-    /// marks it when the request's bytes arrive; [`Service::execute`] when
+    /// marks it when the request's bytes arrive; [`Service::execute_in`] when
     /// it is called).
     pub fn handle(
         &self,

@@ -80,7 +80,7 @@ async fn oversized_length_prefixes_are_refused() {
     }
     // Exactly the maximum is accepted.
     let req = (1..1024)
-        .map(|n| hookv::pb::CommandRequest::new_hset("t", "k".repeat(n), "v"))
+        .map(|n| hookv::pb::CommandRequest::new_hset("t", "k".repeat(n), "v".into()))
         .find(|r| r.encoded_len() == 1024)
         .expect("a request of exactly 1024 bytes");
     let mut c = server.client().await;
@@ -198,7 +198,7 @@ async fn on_after_send_sees_each_answer_as_the_client_got_it() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
     let service: Service = ServiceInner::new(MemTable::new())
-        .fn_after_send(move |_ctx, _req, res| {
+        .on_after_send(move |_ctx, _req, res| {
             record.lock().unwrap().push(res.clone());
             ControlFlow::Continue(())
         })
@@ -219,7 +219,7 @@ async fn on_after_send_sees_each_answer_as_the_client_got_it() {
         ("big", 200, 300),
     ] {
         let pairs = (from..to)
-            .map(|i| Kvpair::new(format!("k{i:03}"), value.as_str()))
+            .map(|i| Kvpair::new(format!("k{i:03}"), value.as_str().into()))
             .collect();
         assert_eq!(bounded(c.hmset(table, pairs)).await.unwrap().status, 200);
     }

@@ -345,14 +345,14 @@ fn hget_says_whether_the_table_or_the_key_is_missing() {
         assert_eq!(o.status.code(), Some(1));
         assert_eq!(
             stderr(&o),
-            "error 404: key \"alice\" not found: table \"users\" does not exist\n",
+            "error 404: Not found for table: \"users\", key: \"alice\" (table \"users\" does not exist)\n",
             "{storage}"
         );
         cli(&addr, &["hset", "users", "bob", "admin"]);
         let o = cli(&addr, &["hget", "users", "alice"]);
         assert_eq!(
             stderr(&o),
-            "error 404: key \"alice\" not found in table \"users\"\n",
+            "error 404: Not found for table: \"users\", key: \"alice\"\n",
             "{storage}"
         );
         // A table whose last key was deleted is gone again.

@@ -87,7 +87,7 @@ async fn every_command_answers_as_on_memory() {
 
     let pair = |k: &str, v: Value| Kvpair::new(k, v);
     let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
-    let unset_hset = CommandRequest::new_hset("t", "k", "v");
+    let unset_hset = CommandRequest::new_hset("t", "k", "v".into());
     let unset_hset = {
         let mut req = unset_hset;
         if let Some(hookv::pb::command_request::RequestData::Hset(h)) = &mut req.request_data {
@@ -99,8 +99,8 @@ async fn every_command_answers_as_on_memory() {
     let batches: Vec<Vec<CommandRequest>> = vec![
         vec![
             CommandRequest::new_hget("t", "k"),
-            CommandRequest::new_hset("t", "k", "v1"),
-            CommandRequest::new_hset("t", "k", "v2"),
+            CommandRequest::new_hset("t", "k", "v1".into()),
+            CommandRequest::new_hset("t", "k", "v2".into()),
             CommandRequest::new_hget("t", "k"),
             CommandRequest::new_hget("t", "missing"),
             CommandRequest::new_hmset(
@@ -132,7 +132,7 @@ async fn every_command_answers_as_on_memory() {
             CommandRequest::new_auth("token"),
             // A miss says whether the table exists as of the hget, even
             // when a later write of the batch changes that.
-            CommandRequest::new_hset("gone", "only", "v"),
+            CommandRequest::new_hset("gone", "only", "v".into()),
             CommandRequest::new_hget("gone", "x"),
             CommandRequest::new_hdel("gone", "only"),
             CommandRequest::new_hget("gone", "x"),
@@ -140,7 +140,7 @@ async fn every_command_answers_as_on_memory() {
         // Paging: a table of 30 pairs of about 300 bytes, so a page of
         // 100 is cut to fit 2048 bytes.
         (0..30)
-            .map(|i| CommandRequest::new_hset("big", format!("k{i:02}"), "x".repeat(300)))
+            .map(|i| CommandRequest::new_hset("big", format!("k{i:02}"), "x".repeat(300).into()))
             .collect(),
         vec![
             CommandRequest::new_hscan("big", None, 0),
@@ -154,8 +154,8 @@ async fn every_command_answers_as_on_memory() {
             CommandRequest::new_hmget("big", (0..10).map(|i| format!("k{i:02}")).collect()),
             // A pair that fits in a request but in no answer with its key
             // as the cursor: 413 naming it, with that cursor.
-            CommandRequest::new_hset("huge", long_key.clone(), "v".repeat(1800)),
-            CommandRequest::new_hset("huge", "z", "small"),
+            CommandRequest::new_hset("huge", long_key.clone(), "v".repeat(1800).into()),
+            CommandRequest::new_hset("huge", "z", "small".into()),
             CommandRequest::new_hscan("huge", None, 10),
             CommandRequest::new_hscan("huge", Some(long_key.clone()), 10),
             CommandRequest::new_hget("huge", long_key.clone()),
@@ -212,7 +212,7 @@ async fn every_command_answers_as_on_memory() {
     assert_eq!(statuses[n + 6..n + 8], [413, 413]);
     assert_eq!(pages[n + 10].status, 413);
     assert_eq!(pages[n + 10].cursor.as_deref(), Some(long_key.as_str()));
-    assert_eq!(pages[n + 11].pairs, vec![Kvpair::new("z", "small")]);
+    assert_eq!(pages[n + 11].pairs, vec![Kvpair::new("z", "small".into())]);
     served.stop().await;
     memory.stop().await;
 }
@@ -302,7 +302,7 @@ async fn a_batch_costs_one_transaction_per_table_and_nothing_more() {
     // 30 hsets on one table: one transaction on its master, nothing elsewhere.
     let before = readings(&cluster, &masters);
     let hsets: Vec<CommandRequest> = (0..30)
-        .map(|i| CommandRequest::new_hset(&tables[0], format!("k{i}"), i as i64))
+        .map(|i| CommandRequest::new_hset(&tables[0], format!("k{i}"), (i as i64).into()))
         .collect();
     let answers = bounded(c.pipeline(&hsets)).await.unwrap();
     assert!(answers
@@ -319,7 +319,7 @@ async fn a_batch_costs_one_transaction_per_table_and_nothing_more() {
     // the value it replaced), and its 10 reads.
     let before = readings(&cluster, &masters);
     let mixed: Vec<CommandRequest> = (0..30)
-        .map(|i| CommandRequest::new_hset(&tables[i % 3], format!("k{i}"), "new"))
+        .map(|i| CommandRequest::new_hset(&tables[i % 3], format!("k{i}"), "new".into()))
         .chain((0..30).map(|i| CommandRequest::new_hget(&tables[i % 3], format!("k{i}"))))
         .collect();
     let answers = bounded(c.pipeline(&mixed)).await.unwrap();
@@ -427,7 +427,7 @@ async fn a_master_killed_under_load_fails_requests_503_and_loses_no_acknowledged
                 let keys = [format!("w{w}-{i}a"), format!("w{w}-{i}b")];
                 let batch: Vec<CommandRequest> = keys
                     .iter()
-                    .map(|k| CommandRequest::new_hset(&table, k, i))
+                    .map(|k| CommandRequest::new_hset(&table, k, i.into()))
                     .collect();
                 let after_kill = killed.lock().unwrap().is_some();
                 let started = Instant::now();
@@ -596,9 +596,9 @@ async fn hooks_work_on_the_cluster_as_on_memory() {
     // Logged in and writing in one batch.
     let batch = [
         CommandRequest::new_auth(ADMIN),
-        CommandRequest::new_hset("secret", "k", "v1"),
+        CommandRequest::new_hset("secret", "k", "v1".into()),
         CommandRequest::new_hget("secret", "k"),
-        CommandRequest::new_hset("t", "far-too-long", "v"),
+        CommandRequest::new_hset("t", "far-too-long", "v".into()),
     ];
     let answers = bounded(c.pipeline(&batch)).await.unwrap();
     assert_eq!(answers[0].status, 200, "{:?}", answers[0]);
@@ -620,9 +620,9 @@ async fn hooks_work_on_the_cluster_as_on_memory() {
     let mut w = server.client().await;
     let batch = [
         CommandRequest::new_auth(WRITER),
-        CommandRequest::new_hset("secret", "k", "v2"),
+        CommandRequest::new_hset("secret", "k", "v2".into()),
         CommandRequest::new_auth("wrong"),
-        CommandRequest::new_hset("secret", "k", "v3"),
+        CommandRequest::new_hset("secret", "k", "v3".into()),
     ];
     let answers = bounded(w.pipeline(&batch)).await.unwrap();
     let statuses: Vec<u32> = answers.iter().map(|a| a.status).collect();
@@ -671,15 +671,15 @@ async fn a_batch_runs_every_on_received_before_the_first_on_executed() {
     let (r, e, b) = (seen.clone(), seen.clone(), seen.clone());
     let key = |req: &CommandRequest| req.keys().next().unwrap_or_default().to_owned();
     let service: Service<RedisCluster> = ServiceInner::new(backend)
-        .fn_received(move |_, req| {
+        .on_received(move |_, req| {
             r.lock().unwrap().push(format!("received {}", key(req)));
             std::ops::ControlFlow::Continue(())
         })
-        .fn_executed(move |_, req, _| {
+        .on_executed(move |_, req, _| {
             e.lock().unwrap().push(format!("executed {}", key(req)));
             std::ops::ControlFlow::Continue(())
         })
-        .fn_before_send(move |_, req, _| {
+        .on_before_send(move |_, req, _| {
             b.lock().unwrap().push(format!("before_send {}", key(req)));
             std::ops::ControlFlow::Continue(())
         })
@@ -688,7 +688,7 @@ async fn a_batch_runs_every_on_received_before_the_first_on_executed() {
     let mut c = server.client().await;
     let batch: Vec<CommandRequest> = ["a", "b", "c"]
         .iter()
-        .map(|k| CommandRequest::new_hset("t", *k, "v"))
+        .map(|k| CommandRequest::new_hset("t", *k, "v".into()))
         .collect();
     let answers: Vec<CommandResponse> = bounded(c.pipeline(&batch)).await.unwrap();
     assert!(answers.iter().all(|a| a.status == 200));
@@ -801,7 +801,10 @@ async fn two_servers_over_one_cluster_share_their_tables() {
     let mut two = servers[1].client().await;
     let res = bounded(one.hmset(
         "users",
-        vec![Kvpair::new("alice", "admin"), Kvpair::new("bob", 7i64)],
+        vec![
+            Kvpair::new("alice", "admin".into()),
+            Kvpair::new("bob", 7i64.into()),
+        ],
     ))
     .await
     .unwrap();
@@ -809,7 +812,10 @@ async fn two_servers_over_one_cluster_share_their_tables() {
     let res = bounded(two.hgetall("users")).await.unwrap();
     assert_eq!(
         res.pairs,
-        vec![Kvpair::new("alice", "admin"), Kvpair::new("bob", 7i64)]
+        vec![
+            Kvpair::new("alice", "admin".into()),
+            Kvpair::new("bob", 7i64.into())
+        ]
     );
     let res = bounded(two.hdel("users", "alice")).await.unwrap();
     assert_eq!(res.values, [Value::from("admin")]);
@@ -818,7 +824,7 @@ async fn two_servers_over_one_cluster_share_their_tables() {
     // stats touches no storage, in a batch with ops that do: the figures
     // are this server's own (its requests so far: hmset, hgetall, hdel).
     let batch = [
-        CommandRequest::new_hset("users", "carol", 3i64),
+        CommandRequest::new_hset("users", "carol", 3i64.into()),
         CommandRequest::new_stats(),
         CommandRequest::new_hget("users", "carol"),
     ];

@@ -187,7 +187,7 @@ async fn a_course_database_is_refused_then_migrated_and_served_with_its_types() 
     assert_eq!(r.values, vec![Value::from("second")]);
     assert_eq!(bounded(c.hget("a:b", "c")).await.unwrap().status, 404);
     let r = bounded(c.hgetall("a")).await.unwrap();
-    assert_eq!(r.pairs, vec![Kvpair::new("b:c", "second")]);
+    assert_eq!(r.pairs, vec![Kvpair::new("b:c", "second".into())]);
     let r = bounded(c.hgetall("user")).await.unwrap();
     let keys: Vec<&str> = r.pairs.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(
@@ -244,7 +244,7 @@ fn a_mixed_database_is_reported_not_guessed() {
     // hookv wrote first (it saw the course's database as empty), then the course.
     let write_both = |db: &Path, course: &[(&str, &str, Value)]| {
         let store = SledDb::open(db).unwrap();
-        store.set("t", "k", "hookv's".into()).unwrap();
+        store.put("t", "k", "hookv's".into()).unwrap();
         store.flush().unwrap();
         close(store, db);
         course_writes(db, course);
@@ -412,7 +412,7 @@ fn records_move_in_batches_and_every_one_arrives() {
     let db = dir.path().join("kvserver");
     // hookv's records first, so the batches' scan starts among them.
     let store = SledDb::open(&db).unwrap();
-    store.set("h", "kept", "hookv's".into()).unwrap();
+    store.put("h", "kept", "hookv's".into()).unwrap();
     store.flush().unwrap();
     close(store, &db);
     let keys: Vec<String> = (0..11).map(|i| format!("k{i:02}")).collect();
@@ -444,6 +444,9 @@ fn records_move_in_batches_and_every_one_arrives() {
     assert_eq!(store.tables().unwrap(), ["a", "h", "t"]);
     assert_eq!(store.get("h", "kept").unwrap(), Some("hookv's".into()));
     assert_eq!(store.get("a", "b:c").unwrap(), Some(1i64.into()));
-    let expected: Vec<Kvpair> = keys.iter().map(|k| Kvpair::new(k, k.as_str())).collect();
+    let expected: Vec<Kvpair> = keys
+        .iter()
+        .map(|k| Kvpair::new(k, k.as_str().into()))
+        .collect();
     assert_eq!(store.get_all("t").unwrap(), expected);
 }

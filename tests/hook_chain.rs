@@ -22,7 +22,7 @@ fn push(log: &Log, entry: String) {
 fn recording_service(log: &Log) -> Service {
     let (l1, l2, l3, l4) = (log.clone(), log.clone(), log.clone(), log.clone());
     ServiceInner::new(MemTable::new())
-        .fn_received(move |ctx, req| {
+        .on_received(move |ctx, req| {
             push(
                 &l1,
                 format!("received {} conn={}", req.command_name(), ctx.conn_id()),
@@ -32,14 +32,14 @@ fn recording_service(log: &Log) -> Service {
             }
             ControlFlow::Continue(())
         })
-        .fn_executed(move |_ctx, req, res| {
+        .on_executed(move |_ctx, req, res| {
             push(
                 &l2,
                 format!("executed {} {}", req.command_name(), res.status),
             );
             ControlFlow::Continue(())
         })
-        .fn_before_send(move |_ctx, req, res| {
+        .on_before_send(move |_ctx, req, res| {
             push(
                 &l3,
                 format!("before_send {} {}", req.command_name(), res.status),
@@ -47,7 +47,7 @@ fn recording_service(log: &Log) -> Service {
             res.message = format!("{} (seen by before_send)", res.message);
             ControlFlow::Continue(())
         })
-        .fn_after_send(move |ctx, req, res| {
+        .on_after_send(move |ctx, req, res| {
             assert!(ctx.started().elapsed() < support::LIMIT);
             push(
                 &l4,
@@ -113,22 +113,22 @@ async fn a_break_stops_later_hooks_of_the_same_event() {
     let later = Arc::new(AtomicUsize::new(0));
     let later2 = later.clone();
     let service: Service = ServiceInner::new(MemTable::new())
-        .fn_received(|_, _| ControlFlow::Break(CommandResponse::error(429, "slow down")))
-        .fn_received(move |_, _| {
+        .on_received(|_, _| ControlFlow::Break(CommandResponse::error(429, "slow down")))
+        .on_received(move |_, _| {
             later2.fetch_add(1, Ordering::SeqCst);
             ControlFlow::Continue(())
         })
-        .fn_before_send(|_, _, res| {
+        .on_before_send(|_, _, res| {
             res.message.push_str(" [first]");
             ControlFlow::Break(())
         })
-        .fn_before_send(|_, _, res| {
+        .on_before_send(|_, _, res| {
             res.message.push_str(" [second]");
             ControlFlow::Continue(())
         })
         .into();
     let mut ctx = hookv::hooks::HookCtx::new(7, "127.0.0.1:1".parse().unwrap());
-    let res = service.execute(&mut ctx, &CommandRequest::new_hget("t", "k"));
+    let res = service.execute_in(&mut ctx, &CommandRequest::new_hget("t", "k"));
     assert_eq!(
         (res.status, res.message.as_str()),
         (429, "slow down [first]")
@@ -139,7 +139,7 @@ async fn a_break_stops_later_hooks_of_the_same_event() {
 #[tokio::test]
 async fn on_executed_break_replaces_the_response() {
     let service: Service = ServiceInner::new(MemTable::new())
-        .fn_executed(|_, req, res| {
+        .on_executed(|_, req, res| {
             if req.is_write() && res.is_ok() {
                 ControlFlow::Break(CommandResponse::error(500, "log write failed"))
             } else {
@@ -148,9 +148,9 @@ async fn on_executed_break_replaces_the_response() {
         })
         .into();
     let mut ctx = hookv::hooks::HookCtx::new(1, "127.0.0.1:1".parse().unwrap());
-    let res = service.execute(&mut ctx, &CommandRequest::new_hset("t", "k", "v"));
+    let res = service.execute_in(&mut ctx, &CommandRequest::new_hset("t", "k", "v".into()));
     assert_eq!(res.status, 500);
-    let res = service.execute(&mut ctx, &CommandRequest::new_hget("t", "k"));
+    let res = service.execute_in(&mut ctx, &CommandRequest::new_hget("t", "k"));
     assert_eq!(res.status, 200);
 }
 
@@ -160,7 +160,7 @@ async fn hooks_see_a_per_connection_context_and_may_hold_state() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen2 = seen.clone();
     let service: Service = ServiceInner::new(MemTable::new())
-        .fn_received(move |ctx, _| {
+        .on_received(move |ctx, _| {
             // Remember something on the connection: the first request names it.
             if ctx.principal.is_none() {
                 ctx.principal = Some(format!("conn{}", ctx.conn_id()).into());

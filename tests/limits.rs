@@ -90,10 +90,16 @@ async fn shutdown_answers_what_was_already_sent_and_reports_the_unfinished_one()
     assert_eq!(bounded(c.hget("t", "k")).await.unwrap().status, 404);
 
     let mut batch: Vec<u8> = (0..500)
-        .flat_map(|i| frame(&CommandRequest::new_hset("t", format!("k{i}"), i as i64)))
+        .flat_map(|i| {
+            frame(&CommandRequest::new_hset(
+                "t",
+                format!("k{i}"),
+                (i as i64).into(),
+            ))
+        })
         .collect();
     // ...and the first half of one more request.
-    let unfinished = frame(&CommandRequest::new_hset("t", "late", 1i64));
+    let unfinished = frame(&CommandRequest::new_hset("t", "late", 1i64.into()));
     batch.extend_from_slice(&unfinished[..unfinished.len() / 2]);
     bounded(c.send_raw(&batch)).await.unwrap();
     let addr = server.addr;
@@ -121,7 +127,7 @@ async fn shutdown_answers_what_was_already_sent_and_reports_the_unfinished_one()
 async fn big_table(c: &mut hookv::client::Client) {
     let value = "v".repeat(1000);
     let pairs: Vec<_> = (0..1000)
-        .map(|i| hookv::pb::Kvpair::new(format!("k{i:04}"), value.as_str()))
+        .map(|i| hookv::pb::Kvpair::new(format!("k{i:04}"), value.as_str().into()))
         .collect();
     assert_eq!(bounded(c.hmset("big", pairs)).await.unwrap().status, 200);
 }
@@ -238,7 +244,7 @@ async fn trickling_clients_get_408_after_the_frame_timeout_and_free_their_slots(
     .await;
     // Every slot taken by a client sending a request a byte at a time: it
     // is never idle, and its request would take minutes to arrive whole.
-    let request = frame(&CommandRequest::new_hset("t", "k".repeat(2000), "v"));
+    let request = frame(&CommandRequest::new_hset("t", "k".repeat(2000), "v".into()));
     let mut tricklers = Vec::new();
     for _ in 0..20 {
         let c = server.client().await;

@@ -242,7 +242,7 @@ fsync = "always"
     let mut client = server.client().await;
     // 200 audit records offered at once to a queue of one: most are dropped.
     let reqs: Vec<_> = (0..200)
-        .map(|i| CommandRequest::new_hset("t", format!("k{i}"), "v"))
+        .map(|i| CommandRequest::new_hset("t", format!("k{i}"), "v".into()))
         .collect();
     let answers = bounded(client.pipeline(&reqs)).await.unwrap();
     assert!(answers.iter().all(|r| r.status == 200));

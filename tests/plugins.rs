@@ -45,7 +45,10 @@ async fn key_guard_refuses_long_writes_with_400_and_storage_is_untouched() {
     // Nothing reached storage: the key is absent, and a batch with one long
     // key stores none of its pairs.
     assert_eq!(bounded(c.hget("t", &long)).await.unwrap().status, 404);
-    let batch = vec![Kvpair::new("ok", "v"), Kvpair::new(long.as_str(), "v")];
+    let batch = vec![
+        Kvpair::new("ok", "v".into()),
+        Kvpair::new(long.as_str(), "v".into()),
+    ];
     let r = bounded(c.send(&CommandRequest::new_hmset("t", batch)))
         .await
         .unwrap();
@@ -224,7 +227,7 @@ fn loading_a_path_again_after_it_was_replaced_runs_the_new_build() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("libmine.so");
     let mut ctx = HookCtx::new(1, "127.0.0.1:1".parse().unwrap());
-    let write = CommandRequest::new_hset("t", "a-long-key", "v");
+    let write = CommandRequest::new_hset("t", "a-long-key", "v".into());
 
     // Builds of this test's own (the tag), so no other test shares them.
     support::plugins::rebuilt(&plugin("key-guard"), &path, "replaced-1");
@@ -272,7 +275,7 @@ fn loading_one_build_again_reuses_its_mapping() {
     let twin = dir.path().join("libtwin.so");
     std::fs::copy(&path, &twin).unwrap();
     let mut ctx = HookCtx::new(1, "127.0.0.1:1".parse().unwrap());
-    let write = CommandRequest::new_hset("t", "sixsix", "v");
+    let write = CommandRequest::new_hset("t", "sixsix", "v".into());
 
     // What a reload that changes only the options does, 300 times over;
     // every instance stays alive, each with its own options.

@@ -200,7 +200,7 @@ fn run_on(store: &dyn hookv::Storage, op: &Op<'_>) -> Answer {
         Op::Set { table, pairs } => Answer::Values(
             pairs
                 .iter()
-                .map(|(k, v)| store.set(table, k, (*v).clone()).unwrap())
+                .map(|(k, v)| store.put(table, k, (*v).clone()).unwrap())
                 .collect(),
         ),
         Op::Del { table, keys } => {

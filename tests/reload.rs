@@ -89,7 +89,7 @@ async fn reloading_under_load_fails_nothing_and_hands_over_cleanly() {
                         } else {
                             format!("c{conn}k{j}")
                         };
-                        CommandRequest::new_hset("t", key, (i + j) as i64)
+                        CommandRequest::new_hset("t", key, ((i + j) as i64).into())
                     })
                     .collect();
                 let answers = bounded(c.pipeline(&batch))

@@ -31,9 +31,9 @@ async fn all_nine_commands(server: &TestServer) {
 
     // hmset answers the previous values, in order.
     let pairs = vec![
-        Kvpair::new("a", 1.5f64),
-        Kvpair::new("k", true),
-        Kvpair::new("b", vec![0u8, 255]),
+        Kvpair::new("a", 1.5f64.into()),
+        Kvpair::new("k", true.into()),
+        Kvpair::new("b", vec![0u8, 255].into()),
     ];
     let r = bounded(c.hmset("t", pairs)).await.unwrap();
     assert_eq!(r.status, 200);
@@ -126,7 +126,10 @@ async fn writes_without_a_value_are_refused_and_store_nothing() {
     assert!(r.message.contains("value"), "{}", r.message);
     let r = bounded(c.hmset(
         "t",
-        vec![Kvpair::new("a", 1i64), Kvpair::new("b", Value::empty())],
+        vec![
+            Kvpair::new("a", 1i64.into()),
+            Kvpair::new("b", Value::empty()),
+        ],
     ))
     .await
     .unwrap();
@@ -167,7 +170,7 @@ async fn pipelined_requests_are_answered_in_order() {
     let reqs: Vec<_> = (0..200i64)
         .flat_map(|i| {
             [
-                hookv::pb::CommandRequest::new_hset("p", format!("k{i}"), i),
+                hookv::pb::CommandRequest::new_hset("p", format!("k{i}"), i.into()),
                 hookv::pb::CommandRequest::new_hget("p", format!("k{i}")),
             ]
         })
@@ -233,7 +236,7 @@ async fn a_table_too_large_for_hgetall_is_read_whole_by_hscan_pages() {
         for chunk in keys.chunks(40) {
             let pairs = chunk
                 .iter()
-                .map(|k| Kvpair::new(k.clone(), value(k)))
+                .map(|k| Kvpair::new(k.clone(), value(k).into()))
                 .collect();
             assert_eq!(bounded(c.hmset("big", pairs)).await.unwrap().status, 200);
         }
@@ -314,7 +317,7 @@ async fn hscan_cursor_edges() {
 
         // count 0 is 100; a count above the cap is 10000.
         let many: Vec<Kvpair> = (0..10_050)
-            .map(|i| Kvpair::new(format!("{i:05}"), 1i64))
+            .map(|i| Kvpair::new(format!("{i:05}"), 1i64.into()))
             .collect();
         for chunk in many.chunks(2000) {
             assert_eq!(

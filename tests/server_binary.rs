@@ -189,7 +189,7 @@ async fn write_acknowledged(server: &Running) -> Vec<(String, i64)> {
             for round in 0..ROUNDS {
                 let reqs: Vec<_> = keys
                     .iter()
-                    .map(|k| hookv::pb::CommandRequest::new_hset("acked", k, round))
+                    .map(|k| hookv::pb::CommandRequest::new_hset("acked", k, round.into()))
                     .collect();
                 let answers = bounded(c.pipeline(&reqs)).await.unwrap();
                 assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");

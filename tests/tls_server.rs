@@ -134,7 +134,7 @@ async fn the_server_grants_users_by_client_certificate_and_by_token_on_the_plain
     // Pipelined over TLS: every answer, in order.
     let reqs: Vec<_> = (0..50)
         .map(|i| match i % 2 {
-            0 => CommandRequest::new_hset("invoices", format!("k{i}"), i.to_string()),
+            0 => CommandRequest::new_hset("invoices", format!("k{i}"), i.to_string().into()),
             _ => CommandRequest::new_hget("invoices", format!("k{}", i - 1)),
         })
         .collect();
@@ -278,7 +278,7 @@ async fn hooks_see_the_client_certificate_identity() {
     let tls = Arc::new(ServerTls::load(&settings).unwrap());
     // A hook that answers every request with the certificate's names.
     let service: Service = ServiceInner::new(MemTable::new())
-        .fn_received(|ctx, _req| {
+        .on_received(|ctx, _req| {
             let mut res = CommandResponse::ok();
             res.message = ctx
                 .identity()
@@ -460,7 +460,9 @@ async fn load(
             c = connect(addr, &tls).await.unwrap();
         }
         let reqs: Vec<_> = (0..8)
-            .map(|i| CommandRequest::new_hset("rotation", format!("k{i}"), round.to_string()))
+            .map(|i| {
+                CommandRequest::new_hset("rotation", format!("k{i}"), round.to_string().into())
+            })
             .collect();
         for res in bounded(c.pipeline(&reqs)).await.unwrap() {
             assert_eq!(res.status, 200, "{res:?}");

@@ -296,7 +296,7 @@ async fn a_damaged_length_mid_segment_stops_the_start_and_cuts_nothing() {
     let mut c = server.client().await;
     for batch in 0..KEYS / 100 {
         let reqs: Vec<CommandRequest> = (batch * 100..(batch + 1) * 100)
-            .map(|i| CommandRequest::new_hset("t", format!("k{i}"), i))
+            .map(|i| CommandRequest::new_hset("t", format!("k{i}"), i.into()))
             .collect();
         for res in bounded(c.pipeline(&reqs)).await.unwrap() {
             assert_eq!(res.status, 200, "{}", res.message);
@@ -426,7 +426,7 @@ async fn compaction_keeps_the_log_small_and_loses_nothing() {
         tasks.push(tokio::spawn(async move {
             for round in 1..=400i64 {
                 let reqs: Vec<CommandRequest> = (0..5)
-                    .map(|k| CommandRequest::new_hset("t", format!("c{conn}k{k}"), round))
+                    .map(|k| CommandRequest::new_hset("t", format!("c{conn}k{k}"), round.into()))
                     .collect();
                 for res in bounded(c.pipeline(&reqs)).await.unwrap() {
                     assert_eq!(res.status, 200, "{}", res.message);

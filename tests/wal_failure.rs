@@ -43,7 +43,7 @@ async fn a_failed_log_refuses_writes_and_keeps_serving_reads() {
         "{}",
         res.message
     );
-    let res = bounded(c.hmset("t", vec![hookv::pb::Kvpair::new("a", 1i64)]))
+    let res = bounded(c.hmset("t", vec![hookv::pb::Kvpair::new("a", 1i64.into())]))
         .await
         .unwrap();
     assert_eq!(res.status, 500);
@@ -94,7 +94,7 @@ async fn write_until_refused(addr: SocketAddr, writer: usize, depth: i64, max: i
             .collect();
         let reqs: Vec<CommandRequest> = keys
             .iter()
-            .map(|(k, i)| CommandRequest::new_hset("t", k, *i))
+            .map(|(k, i)| CommandRequest::new_hset("t", k, (*i).into()))
             .collect();
         // Sent in one write, read one answer at a time: the server may
         // answer the first part of a pipelined batch (durable) and close

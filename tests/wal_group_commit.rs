@@ -25,7 +25,13 @@ async fn write_load(addr: SocketAddr, conns: usize, rounds: usize, depth: usize)
                 let mut acked = 0;
                 for round in 0..rounds {
                     let reqs: Vec<CommandRequest> = (0..depth)
-                        .map(|i| CommandRequest::new_hset("g", format!("{conn}:{i}"), round as i64))
+                        .map(|i| {
+                            CommandRequest::new_hset(
+                                "g",
+                                format!("{conn}:{i}"),
+                                (round as i64).into(),
+                            )
+                        })
                         .collect();
                     for res in bounded(c.pipeline(&reqs)).await.unwrap() {
                         assert_eq!(res.status, 200, "{}", res.message);

@@ -7,6 +7,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(["abi.proto"], ["proto"])?;
     prost_build::Config::new()
         .bytes(["."])
+        // As the original course's build.rs did: every message (and oneof)
+        // is `PartialOrd`, so lists of pairs or values sort with `partial_cmp`.
+        .message_attribute(".", "#[derive(PartialOrd)]")
+        .enum_attribute(".", "#[derive(PartialOrd)]")
         .compile_fds(descriptors)?;
     Ok(())
 }

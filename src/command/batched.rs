@@ -338,7 +338,8 @@ mod tests {
 
     #[test]
     fn bad_requests_are_answered_before_any_op_as_dispatch_answers_them() {
-        let unset = CommandRequest::new_hmset("t", vec![Kvpair::new("a", 1i64), Kvpair::default()]);
+        let unset =
+            CommandRequest::new_hmset("t", vec![Kvpair::new("a", 1i64.into()), Kvpair::default()]);
         let err = plan(&unset).unwrap_err();
         assert_eq!(err.status(), 400);
         assert!(err.to_string().contains("hmset"), "{err}");

@@ -86,6 +86,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 pub use hookv_plugin::abi::ABI_VERSION;
 use hookv_plugin::abi::{BREAK, CONTINUE, ERROR};
 use hookv_plugin::pb::{status, CommandRequest, CommandResponse};
+use hookv_plugin::OptionValue;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
@@ -256,26 +257,33 @@ pub fn build(
     ))
 }
 
-/// The options table as the JSON object a plugin's `init` receives.
+/// The options table as the JSON object a plugin's `init` receives
+/// (written by the SDK's [`OptionValue`], which its `Options` parses).
 pub fn options_json(options: toml::Table) -> Result<String, PluginError> {
-    fn convert(value: toml::Value) -> Result<serde_json::Value, PluginError> {
+    fn convert(value: toml::Value) -> Result<OptionValue, PluginError> {
         Ok(match value {
-            toml::Value::String(s) => serde_json::Value::String(s),
-            toml::Value::Integer(i) => i.into(),
-            toml::Value::Float(f) => serde_json::Number::from_f64(f)
-                .map(serde_json::Value::Number)
-                .ok_or_else(|| PluginError::Options(format!("{f} has no JSON form")))?,
-            toml::Value::Boolean(b) => b.into(),
-            toml::Value::Datetime(d) => d.to_string().into(),
-            toml::Value::Array(a) => a.into_iter().map(convert).collect::<Result<_, _>>()?,
+            toml::Value::String(s) => OptionValue::String(s),
+            toml::Value::Integer(i) => match u64::try_from(i) {
+                Ok(n) => OptionValue::Unsigned(n),
+                Err(_) => OptionValue::Signed(i),
+            },
+            toml::Value::Float(f) if f.is_finite() => OptionValue::Float(f),
+            toml::Value::Float(f) => {
+                return Err(PluginError::Options(format!("{f} has no JSON form")))
+            }
+            toml::Value::Boolean(b) => OptionValue::Bool(b),
+            toml::Value::Datetime(d) => OptionValue::String(d.to_string()),
+            toml::Value::Array(a) => {
+                OptionValue::Array(a.into_iter().map(convert).collect::<Result<_, _>>()?)
+            }
             toml::Value::Table(t) => table(t)?,
         })
     }
-    fn table(t: toml::Table) -> Result<serde_json::Value, PluginError> {
+    fn table(t: toml::Table) -> Result<OptionValue, PluginError> {
         t.into_iter()
             .map(|(k, v)| Ok((k, convert(v)?)))
-            .collect::<Result<serde_json::Map<_, _>, _>>()
-            .map(serde_json::Value::Object)
+            .collect::<Result<_, _>>()
+            .map(OptionValue::Object)
     }
     Ok(table(options)?.to_string())
 }

@@ -94,7 +94,7 @@ impl<S: Storage> Subject for Immediate<S> {
         key: &str,
         value: Value,
     ) -> Result<Option<Value>, StorageError> {
-        self.store.set(table, key, value)
+        self.store.put(table, key, value)
     }
     async fn set_many(
         &self,
@@ -103,7 +103,7 @@ impl<S: Storage> Subject for Immediate<S> {
     ) -> Result<Vec<Option<Value>>, StorageError> {
         pairs
             .iter()
-            .map(|(k, v)| self.store.set(table, k, v.clone()))
+            .map(|(k, v)| self.store.put(table, k, v.clone()))
             .collect()
     }
     async fn del(&self, table: &str, key: &str) -> Result<Option<Value>, StorageError> {
@@ -394,7 +394,7 @@ pub async fn scan_cursor_edges(s: &impl Subject) {
     assert!(s.scan("t", None, 0).await.unwrap().is_empty());
     assert_eq!(
         s.scan("t", Some("b"), 1).await.unwrap(),
-        vec![Kvpair::new("c", "c")]
+        vec![Kvpair::new("c", "c".into())]
     );
     // A key deleted between pages: the scan goes on after it.
     let first = s.scan("t", None, 3).await.unwrap();

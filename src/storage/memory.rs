@@ -38,7 +38,7 @@ impl Storage for MemTable {
             .and_then(|t| t.get(key).map(|v| v.value().clone())))
     }
 
-    fn set(&self, table: &str, key: &str, value: Value) -> Result<Option<Value>, StorageError> {
+    fn put(&self, table: &str, key: &str, value: Value) -> Result<Option<Value>, StorageError> {
         // Look up first so the common case (table exists) allocates no name.
         if let Some(t) = self.tables.get(table) {
             return Ok(t.insert(key.to_owned(), value));

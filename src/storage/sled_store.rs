@@ -58,11 +58,55 @@ use crate::hooks::{BarrierError, WriteBarrier};
 /// A sled database holding every table.
 #[derive(Debug, Clone)]
 pub struct SledDb {
-    db: sled::Db,
+    /// The database, or why it could not be opened ([`SledDb::new`] only:
+    /// every call then answers that error).
+    db: Result<sled::Db, NotOpen>,
     sync: SyncPolicy,
 }
 
+/// Why a [`SledDb::new`] has no database: the path and the open error's words.
+#[derive(Debug, Clone)]
+struct NotOpen {
+    path: String,
+    reason: String,
+}
+
 impl SledDb {
+    /// The course's constructor: opens (or creates) the database in `path`,
+    /// as [`SledDb::open`] does, but cannot fail. If the open fails, the
+    /// `SledDb` it returns holds no database: every call answers
+    /// [`StorageError::NotOpen`] with the open's error (a 500 to a client),
+    /// and [`SledDb::open_error`] says so at once. Nothing panics on a path
+    /// a user gave. [`SledDb::open`] is the constructor to prefer: it says
+    /// why at the one place that can act on it.
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        let path = path.as_ref();
+        Self::open(path).unwrap_or_else(|e| Self {
+            db: Err(NotOpen {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            }),
+            sync: SyncPolicy::default(),
+        })
+    }
+
+    /// Why this `SledDb` (made by [`SledDb::new`]) has no database, if so.
+    pub fn open_error(&self) -> Option<StorageError> {
+        self.db().err()
+    }
+
+    /// The database, or the error every call answers when it could not be opened.
+    #[inline]
+    fn db(&self) -> Result<&sled::Db, StorageError> {
+        match &self.db {
+            Ok(db) => Ok(db),
+            Err(NotOpen { path, reason }) => Err(StorageError::NotOpen {
+                path: path.clone(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+
     /// Opens (or creates) the database in directory `path`, with the default
     /// policy (`always`: answers to writes wait for [`SledDb::barrier`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StorageError> {
@@ -86,16 +130,19 @@ impl SledDb {
         };
         let db = config.open()?;
         course_sled::check_layout(&db, path)?;
-        Ok(Self { db, sync })
+        Ok(Self { db: Ok(db), sync })
     }
 
     /// The barrier the service must await before answering writes, when the
     /// policy needs one (`always`); `None` otherwise. Call it once and share
     /// the result: waiters share flushes within one barrier.
+    /// (None either for a [`SledDb::new`] that could not open: its writes
+    /// all fail, so there is nothing to flush.)
     pub fn barrier(&self) -> Option<Arc<SledBarrier>> {
+        let db = self.db.as_ref().ok()?;
         (self.sync == SyncPolicy::Always).then(|| {
             Arc::new(SledBarrier {
-                db: self.db.clone(),
+                db: db.clone(),
                 issued: AtomicU64::new(0),
                 flushed: AtomicU64::new(0),
                 flushes: AtomicU64::new(0),
@@ -268,28 +315,28 @@ fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 
 impl Storage for SledDb {
     fn get(&self, table: &str, key: &str) -> Result<Option<Value>, StorageError> {
-        decode_opt(table, key, self.db.get(record_key(table, key))?)
+        decode_opt(table, key, self.db()?.get(record_key(table, key))?)
     }
 
-    fn set(&self, table: &str, key: &str, value: Value) -> Result<Option<Value>, StorageError> {
+    fn put(&self, table: &str, key: &str, value: Value) -> Result<Option<Value>, StorageError> {
         let old = self
-            .db
+            .db()?
             .insert(record_key(table, key), value.encode_to_vec())?;
         decode_opt(table, key, old)
     }
 
     fn contains(&self, table: &str, key: &str) -> Result<bool, StorageError> {
-        Ok(self.db.contains_key(record_key(table, key))?)
+        Ok(self.db()?.contains_key(record_key(table, key))?)
     }
 
     fn del(&self, table: &str, key: &str) -> Result<Option<Value>, StorageError> {
-        decode_opt(table, key, self.db.remove(record_key(table, key))?)
+        decode_opt(table, key, self.db()?.remove(record_key(table, key))?)
     }
 
     fn get_iter(&self, table: &str) -> Result<StorageIter, StorageError> {
         let table = table.to_owned();
         let iter = self
-            .db
+            .db()?
             .scan_prefix(table_prefix(&table))
             .map(move |item| decode_pair(&table, item?));
         Ok(StorageIter::new(iter))
@@ -312,7 +359,7 @@ impl Storage for SledDb {
             Some(after) => Bound::Excluded(record_key(table, after)),
             None => Bound::Included(prefix),
         };
-        self.db
+        self.db()?
             .range((start, end))
             .take(limit)
             .map(|item| decode_pair(table, item?))
@@ -321,7 +368,7 @@ impl Storage for SledDb {
 
     /// One seek: the first record with the table's prefix, if any.
     fn table_exists(&self, table: &str) -> Result<Option<bool>, StorageError> {
-        match self.db.scan_prefix(table_prefix(table)).keys().next() {
+        match self.db()?.scan_prefix(table_prefix(table)).keys().next() {
             Some(key) => Ok(Some(key.map(|_| true)?)),
             None => Ok(Some(false)),
         }
@@ -331,7 +378,8 @@ impl Storage for SledDb {
         // Jump from table to table instead of reading every record.
         let mut names = Vec::new();
         let mut cursor: Vec<u8> = Vec::new();
-        while let Some(item) = self.db.range(cursor.as_slice()..).next() {
+        let db = self.db()?;
+        while let Some(item) = db.range(cursor.as_slice()..).next() {
             let (raw_key, _) = item?;
             let (table, _) = split_record_key(&raw_key)?;
             names.push(table.to_owned());
@@ -345,7 +393,7 @@ impl Storage for SledDb {
     }
 
     fn flush(&self) -> Result<(), StorageError> {
-        self.db.flush()?;
+        self.db()?.flush()?;
         Ok(())
     }
 }
@@ -355,7 +403,7 @@ impl SledDb {
     /// encoding. Only for tests that need a corrupt record.
     #[doc(hidden)]
     pub fn insert_raw(&self, table: &str, key: &str, raw: &[u8]) -> Result<(), StorageError> {
-        self.db.insert(record_key(table, key), raw)?;
+        self.db()?.insert(record_key(table, key), raw)?;
         Ok(())
     }
 }
@@ -384,11 +432,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = SledDb::open(dir.path()).unwrap();
-            db.set("t", "k", 7i64.into()).unwrap();
+            db.put("t", "k", 7i64.into()).unwrap();
             db.flush().unwrap();
         }
         let db = SledDb::open(dir.path()).unwrap();
         assert_eq!(db.get("t", "k").unwrap(), Some(7i64.into()));
+    }
+
+    #[test]
+    fn new_that_cannot_open_answers_why_on_every_call() {
+        let dir = tempfile::tempdir().unwrap();
+        // A regular file where the database directory should be.
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let db = SledDb::new(&file);
+        let why = db.open_error().expect("the open failed");
+        assert!(matches!(why, StorageError::NotOpen { .. }), "{why:?}");
+        assert!(why.to_string().contains("not-a-dir"), "{why}");
+        // Every call answers it (StorageError is PartialEq, as the course's KvError).
+        assert_eq!(db.get("t", "k"), Err(db.open_error().unwrap()));
+        assert_eq!(db.set("t", "k", "v"), Err(why));
+        assert!(db.get_iter("t").is_err() && db.tables().is_err() && db.flush().is_err());
+        assert!(db.barrier().is_none());
+        // And one that opens is as `open`'s.
+        let db = SledDb::new(dir.path().join("db"));
+        assert!(db.open_error().is_none());
+        assert_eq!(db.set("t", "k", "v"), Ok(None));
+        assert_eq!(db.get("t", "k"), Ok(Some("v".into())));
     }
 
     /// Polls every future until all are done, together (no spawning: they
@@ -421,12 +491,12 @@ mod tests {
         let barrier = db.barrier().expect("always has a barrier");
         // 50 connections wrote, then wait at the same moment.
         for i in 0..50 {
-            db.set("t", &format!("k{i}"), i.into()).unwrap();
+            db.put("t", &format!("k{i}"), i.into()).unwrap();
         }
         all((0..50).map(|_| barrier.wait()).collect()).await;
         assert_eq!(barrier.flushes(), 1, "one flush covers every waiter");
         // A wait after that flush needs a flush of its own.
-        db.set("t", "late", 1i64.into()).unwrap();
+        db.put("t", "late", 1i64.into()).unwrap();
         barrier.wait().await.unwrap();
         assert_eq!(barrier.flushes(), 2);
     }

@@ -147,7 +147,7 @@ mod tests {
                         if i % 11 == t {
                             store.del("t", &key).unwrap();
                         } else {
-                            store.set("t", &key, format!("{t}:{i}").into()).unwrap();
+                            store.put("t", &key, format!("{t}:{i}").into()).unwrap();
                         }
                         if i % 500 == 0 {
                             std::thread::yield_now();
@@ -161,7 +161,7 @@ mod tests {
         let mut i = 0u64;
         while list(d).unwrap().snapshots.is_empty() {
             assert!(Instant::now() < deadline, "no compaction: {:?}", names(d));
-            store.set("t", "extra", Value::from(i as i64)).unwrap();
+            store.put("t", "extra", Value::from(i as i64)).unwrap();
             i += 1;
             std::thread::sleep(Duration::from_millis(1));
         }

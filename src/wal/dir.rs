@@ -102,7 +102,7 @@ mod tests {
     fn a_log_directory_in_use_is_refused_until_closed() {
         let dir = tempfile::tempdir().unwrap();
         let (wal, store, _) = open(dir.path(), Fsync::No);
-        store.set("t", "a", "1".into()).unwrap();
+        store.put("t", "a", "1".into()).unwrap();
         let e = open_err(dir.path());
         assert!(matches!(e, WalError::Locked { .. }), "{e}");
         assert!(
@@ -110,7 +110,7 @@ mod tests {
             "{e}"
         );
         // The refused open touched nothing: the first log still works.
-        store.set("t", "b", "2".into()).unwrap();
+        store.put("t", "b", "2".into()).unwrap();
         wal.close();
         let (_wal, store, _) = open(dir.path(), Fsync::No);
         assert_eq!(store.get("t", "b").unwrap(), Some("2".into()));

@@ -44,7 +44,7 @@ fn replay_file(path: &Path, store: &dyn Storage, last: bool) -> Result<Replayed,
             }
             Next::Record { offset, record } => {
                 let applied = match record {
-                    Record::Set { table, key, value } => store.set(&table, &key, value),
+                    Record::Set { table, key, value } => store.put(&table, &key, value),
                     Record::Del { table, key } => store.del(&table, &key),
                 };
                 applied.map_err(|source| WalError::Replay {
@@ -230,7 +230,7 @@ mod tests {
         snap.extend(set("t", "b", "1"));
         // Case 1: crashed while writing the snapshot: a .tmp with half of it.
         fs::write(d.join(snapshot_tmp_name(2)), &snap[..snap.len() - 3]).unwrap();
-        let want = vec![("t".to_string(), vec![Kvpair::new("a", "2")])];
+        let want = vec![("t".to_string(), vec![Kvpair::new("a", "2".into())])];
         let (wal, store, _) = open(d, Fsync::Always);
         assert_eq!(dump(store.as_ref()), want);
         assert_eq!(names(d), vec!["wal-000001.log", "wal-000002.log"]);

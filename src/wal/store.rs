@@ -57,7 +57,7 @@ impl WalStore {
             return Ok(old);
         }
         let undone = match old {
-            Some(old) => self.shared.store.set(table, key, old).map(drop),
+            Some(old) => self.shared.store.put(table, key, old).map(drop),
             None => self.shared.store.del(table, key).map(drop),
         };
         if let Err(e) = undone {
@@ -74,7 +74,7 @@ impl Storage for WalStore {
         self.shared.store.get(table, key)
     }
 
-    fn set(&self, table: &str, key: &str, value: Value) -> Result<Option<Value>, StorageError> {
+    fn put(&self, table: &str, key: &str, value: Value) -> Result<Option<Value>, StorageError> {
         self.refuse_if_stopped()?;
         // Room for the record and for the entry that undoes it, guessing
         // that the old value is as large as the new one.
@@ -84,7 +84,7 @@ impl Storage for WalStore {
         encode_record(&mut bytes, table, key, Some(&value));
         let record = bytes.len();
         let _stripe = self.shared.stripes.lock(table, key);
-        let old = self.shared.store.set(table, key, value)?;
+        let old = self.shared.store.put(table, key, value)?;
         self.log(bytes, record, table, key, old)
     }
 
@@ -149,21 +149,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for policy in [Fsync::Always, Fsync::Everysec, Fsync::No] {
             let (wal, store, _) = open(dir.path(), policy);
-            store.set("t", "a", "1".into()).unwrap();
-            store.set("t", "b", "2".into()).unwrap();
-            store.set("t", "a", "3".into()).unwrap();
+            store.put("t", "a", "1".into()).unwrap();
+            store.put("t", "b", "2".into()).unwrap();
+            store.put("t", "a", "3".into()).unwrap();
             assert_eq!(store.del("t", "b").unwrap(), Some("2".into()));
             assert_eq!(store.del("t", "nothing").unwrap(), None);
             wal.close();
             assert!(
-                store.set("t", "c", "x".into()).is_err(),
+                store.put("t", "c", "x".into()).is_err(),
                 "closed log refuses"
             );
             drop((wal, store));
             let (_wal, store, _) = open(dir.path(), policy);
             assert_eq!(
                 dump(store.as_ref()),
-                vec![("t".into(), vec![Kvpair::new("a", "3")])]
+                vec![("t".into(), vec![Kvpair::new("a", "3".into())])]
             );
         }
         assert_eq!(names(dir.path()), vec!["wal-000001.log"]);

@@ -73,7 +73,7 @@ mod tests {
             let old = {
                 let mut applied = self.applied.lock().unwrap();
                 let old = match v.clone() {
-                    Some(v) => self.mem.set("t", k, v),
+                    Some(v) => self.mem.put("t", k, v),
                     None => self.mem.del("t", k),
                 };
                 // A delete of nothing is not logged, so not part of the order.
@@ -94,7 +94,7 @@ mod tests {
         fn get(&self, t: &str, k: &str) -> Result<Option<Value>, StorageError> {
             self.mem.get(t, k)
         }
-        fn set(&self, _: &str, k: &str, v: Value) -> Result<Option<Value>, StorageError> {
+        fn put(&self, _: &str, k: &str, v: Value) -> Result<Option<Value>, StorageError> {
             self.apply(k, Some(v))
         }
         fn contains(&self, t: &str, k: &str) -> Result<bool, StorageError> {
@@ -134,7 +134,7 @@ mod tests {
                         if i % 7 == 3 {
                             store.del("t", key).unwrap();
                         } else {
-                            store.set("t", key, format!("{t}:{i}").into()).unwrap();
+                            store.put("t", key, format!("{t}:{i}").into()).unwrap();
                         }
                     }
                 });

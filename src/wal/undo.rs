@@ -125,7 +125,7 @@ fn roll_back(shared: &Shared, records: &[u8], mut undo: Vec<u8>) -> u64 {
             pop_undo(&mut undo).unwrap_or_else(|| Err("fewer undo entries than records".into()));
         let _stripe = shared.stripes.lock(&table, &key);
         let restored = match entry {
-            Ok(Some(value)) => shared.store.set(&table, &key, value).map(drop),
+            Ok(Some(value)) => shared.store.put(&table, &key, value).map(drop),
             Ok(None) => shared.store.del(&table, &key).map(drop),
             Err(reason) => {
                 bad = Some(reason);
@@ -171,18 +171,18 @@ mod tests {
     fn after_a_failed_inline_write_nothing_later_is_written_or_acknowledged() {
         let dir = tempfile::tempdir().unwrap();
         let (wal, store, _) = open(dir.path(), Fsync::Everysec);
-        store.set("t", "ok", "0".into()).unwrap();
+        store.put("t", "ok", "0".into()).unwrap();
         assert!(write_inline(&wal.shared));
         let good = wal.shared.commit.progress().written;
         assert_eq!(good, 1);
 
         let file = break_segment(&wal);
-        store.set("t", "lost", "1".into()).unwrap();
+        store.put("t", "lost", "1".into()).unwrap();
         assert!(write_inline(&wal.shared), "it tried, and failed");
         // The failure is known before anyone else may write: even once the
         // cause goes away, the log takes and acknowledges nothing more.
         restore_segment(&wal, file);
-        assert!(store.set("t", "later", "2".into()).is_err());
+        assert!(store.put("t", "later", "2".into()).is_err());
         assert!(write_inline(&wal.shared));
         let p = wal.shared.commit.progress();
         assert_eq!(p.written, good, "nothing after the failure looks written");
@@ -193,7 +193,7 @@ mod tests {
         let (_wal, store, _) = open(dir.path(), Fsync::Everysec);
         assert_eq!(
             dump(store.as_ref()),
-            vec![("t".into(), vec![Kvpair::new("ok", "0")])]
+            vec![("t".into(), vec![Kvpair::new("ok", "0".into())])]
         );
     }
 
@@ -202,8 +202,8 @@ mod tests {
         for policy in [Fsync::Always, Fsync::Everysec, Fsync::No] {
             let dir = tempfile::tempdir().unwrap();
             let (wal, store, mem) = open(dir.path(), policy);
-            store.set("t", "a", "0".into()).unwrap();
-            store.set("t", "b", "0".into()).unwrap();
+            store.put("t", "a", "0".into()).unwrap();
+            store.put("t", "b", "0".into()).unwrap();
             wal.sync().unwrap();
             let durable = dump(mem.as_ref());
 
@@ -211,18 +211,18 @@ mod tests {
             // Several writes to one key, deletes, a key created then
             // deleted; buffered together (the test holds the segment).
             let io = lock(&wal.shared.io);
-            store.set("t", "a", "1".into()).unwrap();
-            store.set("t", "a", "2".into()).unwrap();
+            store.put("t", "a", "1".into()).unwrap();
+            store.put("t", "a", "2".into()).unwrap();
             assert_eq!(store.del("t", "b").unwrap(), Some("0".into()));
-            store.set("t", "new", "1".into()).unwrap();
+            store.put("t", "new", "1".into()).unwrap();
             store.del("t", "new").unwrap();
-            store.set("t", "new", "2".into()).unwrap();
-            store.set("u", "other", "1".into()).unwrap();
+            store.put("t", "new", "2".into()).unwrap();
+            store.put("u", "other", "1".into()).unwrap();
             drop(io);
             assert!(wal.sync().is_err(), "{policy:?}");
             // Back to what was durable when the log failed.
             assert_eq!(dump(mem.as_ref()), durable, "{policy:?}");
-            assert!(store.set("t", "a", "3".into()).is_err());
+            assert!(store.put("t", "a", "3".into()).is_err());
             assert_eq!(mem.get("t", "a").unwrap(), Some("0".into()));
         }
     }
@@ -279,8 +279,8 @@ mod tests {
         fn get(&self, t: &str, k: &str) -> Result<Option<Value>, StorageError> {
             self.mem.get(t, k)
         }
-        fn set(&self, t: &str, k: &str, v: Value) -> Result<Option<Value>, StorageError> {
-            let old = self.mem.set(t, k, v);
+        fn put(&self, t: &str, k: &str, v: Value) -> Result<Option<Value>, StorageError> {
+            let old = self.mem.put(t, k, v);
             if k == "gated" {
                 self.set.pass();
             }
@@ -313,12 +313,12 @@ mod tests {
             inner.clone() as Arc<dyn Storage>,
         )
         .unwrap();
-        store.set("t", "gated", "old".into()).unwrap();
+        store.put("t", "gated", "old".into()).unwrap();
         wal.sync().unwrap();
         inner.set.armed.store(true, Ordering::Release);
         std::thread::scope(|s| {
             // Past the "stopped" check and applied; its record comes next.
-            let racing = s.spawn(|| store.set("t", "gated", "new".into()));
+            let racing = s.spawn(|| store.put("t", "gated", "new".into()));
             inner.set.wait_until_reached();
             fail(
                 &wal.shared,
@@ -350,14 +350,14 @@ mod tests {
         .unwrap();
         // The first write fills the segment past `compact_bytes`: the
         // writer rotates, and the compactor stops before reading storage.
-        store.set("t", "a", "1".into()).unwrap();
+        store.put("t", "a", "1".into()).unwrap();
         wal.sync().unwrap();
         inner.before_read.wait_until_reached();
         // A write whose record cannot be written until the snapshot has
         // read it (the test holds the segment), and then fails.
         let _file = break_segment(&wal);
         let io = lock(&wal.shared.io);
-        store.set("t", "late", "x".into()).unwrap();
+        store.put("t", "late", "x".into()).unwrap();
         inner.before_read.open();
         inner.after_read.wait_until_reached();
         drop(io);
@@ -370,7 +370,7 @@ mod tests {
         let (_wal, store, _) = open(d, Fsync::No);
         assert_eq!(
             dump(store.as_ref()),
-            vec![("t".into(), vec![Kvpair::new("a", "1")])]
+            vec![("t".into(), vec![Kvpair::new("a", "1".into())])]
         );
     }
 
@@ -379,7 +379,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (wal, store, _) = open(dir.path(), Fsync::Everysec);
         let _file = break_segment(&wal);
-        store.set("t", "a", "1".into()).unwrap();
+        store.put("t", "a", "1".into()).unwrap();
         wal.close();
         let stopped = wal.shared.commit.stop.settled();
         assert!(matches!(stopped, Some(Stopped::Failed(_))), "{stopped:?}");

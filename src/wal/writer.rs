@@ -292,7 +292,7 @@ mod tests {
             let (wal, store, _) = open(dir.path(), policy);
             let path = dir.path().join(segment_name(1));
             let before = fs::metadata(&path).unwrap().len();
-            store.set("t", "k", "v".into()).unwrap();
+            store.put("t", "k", "v".into()).unwrap();
             let deadline = Instant::now() + Duration::from_secs(2);
             while fs::metadata(&path).unwrap().len() == before {
                 assert!(Instant::now() < deadline, "{policy:?}: never written");

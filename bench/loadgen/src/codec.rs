@@ -47,7 +47,7 @@ impl Codec {
         match w.protocol {
             Protocol::Hookv => Codec::Hookv {
                 frames: FrameCodec::new(MAX_RESPONSE_BYTES),
-                hset: CommandRequest::new_hset(w.tables[0].as_str(), "", w.value.as_str()),
+                hset: CommandRequest::new_hset(w.tables[0].as_str(), "", w.value.as_str().into()),
                 hget: CommandRequest::new_hget(w.tables[0].as_str(), ""),
             },
             Protocol::Resp => Codec::Resp,

@@ -121,7 +121,7 @@ async fn nine_commands(client: &mut Client) {
     assert_values(&res, &[false.into(), false.into()]);
     let res = ask(client, CommandRequest::new_hget("t1", "a")).await;
     assert_eq!(res.status, 404, "{res:?}");
-    assert!(res.message.contains("not found"), "{res:?}");
+    assert!(res.message.contains("Not found"), "{res:?}");
     assert!(res.values.is_empty() && res.pairs.is_empty(), "{res:?}");
     let res = ask(client, CommandRequest::new_hgetall("t1")).await;
     assert_pairs(&res, &[]);
@@ -487,12 +487,12 @@ async fn frames_are_byte_identical() {
         CommandRequest::default(),
     ];
     let theirs = vec![
-        hookv::pb::CommandRequest::new_hset("t", "k", "v"),
+        hookv::pb::CommandRequest::new_hset("t", "k", "v".into()),
         hookv::pb::CommandRequest::new_hmset(
             "t",
             vec![
-                hookv::pb::Kvpair::new("a", 1.5_f64),
-                hookv::pb::Kvpair::new("b", true),
+                hookv::pb::Kvpair::new("a", 1.5_f64.into()),
+                hookv::pb::Kvpair::new("b", true.into()),
             ],
         ),
         hookv::pb::CommandRequest::new_hmget("t", keys(&["a", "b"])),
@@ -502,8 +502,8 @@ async fn frames_are_byte_identical() {
         hookv::pb::CommandRequest::new_hmdel("t", keys(&["a", ""])),
         hookv::pb::CommandRequest::new_hexist("t", "a"),
         hookv::pb::CommandRequest::new_hmexist("t", keys(&["a", "b"])),
-        hookv::pb::CommandRequest::new_hset("t", "i", -3_i64),
-        hookv::pb::CommandRequest::new_hset("t", "x", b"\x00\xff".to_vec()),
+        hookv::pb::CommandRequest::new_hset("t", "i", (-3_i64).into()),
+        hookv::pb::CommandRequest::new_hset("t", "x", b"\x00\xff".to_vec().into()),
         hookv::pb::CommandRequest::new_auth("tok"),
         hookv::pb::CommandRequest::default(),
     ];
@@ -533,8 +533,8 @@ async fn frames_are_byte_identical() {
             hookv::pb::Value::from(false),
         ]),
         hookv::pb::CommandResponse::from(vec![
-            hookv::pb::Kvpair::new("a", 2.5_f64),
-            hookv::pb::Kvpair::new("b", bin.to_vec()),
+            hookv::pb::Kvpair::new("a", 2.5_f64.into()),
+            hookv::pb::Kvpair::new("b", bin.to_vec().into()),
         ]),
         hookv::pb::CommandResponse::error(404, "gone"),
     ];

@@ -115,12 +115,14 @@ pub mod export;
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod pb;
 mod plugin;
+#[cfg(feature = "prost-0_10")]
+mod prost010;
 mod view;
 
 pub use catalogue::{Access, Command, Shape};
 pub use plugin::{
-    Context, Counter, Events, Flow, Gauge, Histogram, Keys, Lazy, Log, Options, Plugin, Request,
-    Response,
+    Context, Counter, Events, Flow, Gauge, Histogram, Keys, Lazy, Log, OptionError, OptionValue,
+    Options, Plugin, Request, Response,
 };
 /// The protobuf runtime the messages in [`pb`] are built on (for
 /// `Message::encode` / `decode` in hand-written ABI code).

@@ -59,12 +59,9 @@ impl CommandRequest {
         }))
     }
 
-    /// `hset table key value`
-    pub fn new_hset(
-        table: impl Into<String>,
-        key: impl Into<String>,
-        value: impl Into<Value>,
-    ) -> Self {
+    /// `hset table key value`. The value is a [`Value`], as in the
+    /// original course, so its `"v".into()` needs no annotation.
+    pub fn new_hset(table: impl Into<String>, key: impl Into<String>, value: Value) -> Self {
         Self::with(RequestData::Hset(Hset {
             table: table.into(),
             pair: Some(Kvpair::new(key, value)),
@@ -168,6 +165,13 @@ impl From<Vec<Value>> for CommandResponse {
     }
 }
 
+impl From<Value> for CommandResponse {
+    /// A 200 carrying one value.
+    fn from(value: Value) -> Self {
+        vec![value].into()
+    }
+}
+
 impl From<Vec<Kvpair>> for CommandResponse {
     fn from(pairs: Vec<Kvpair>) -> Self {
         Self {
@@ -179,12 +183,19 @@ impl From<Vec<Kvpair>> for CommandResponse {
 }
 
 impl Kvpair {
-    /// A key and its value.
-    pub fn new(key: impl Into<String>, value: impl Into<Value>) -> Self {
+    /// A key and its value. The value is a [`Value`], as in the original
+    /// course, so its `"v".into()` needs no annotation.
+    pub fn new(key: impl Into<String>, value: Value) -> Self {
         Self {
             key: key.into(),
-            value: Some(value.into()),
+            value: Some(value),
         }
+    }
+}
+
+impl From<(String, Value)> for Kvpair {
+    fn from((key, value): (String, Value)) -> Self {
+        Self::new(key, value)
     }
 }
 
@@ -264,4 +275,45 @@ impl std::fmt::Display for Value {
             }
         }
     }
+}
+
+/// A [`Value`] that does not hold the type asked of it (`i64::try_from(value)`
+/// and the like). The message is the original course's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvertError {
+    /// The value, given back.
+    pub value: Value,
+    /// The type asked: `Integer`, `Float`, `Binary` or `Boolean`.
+    pub to: &'static str,
+}
+
+impl std::fmt::Display for ConvertError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cannot convert value {:?} to {}", self.value, self.to)
+    }
+}
+
+impl std::error::Error for ConvertError {}
+
+/// `TryFrom<Value>` for the scalar types, as in the original course.
+macro_rules! try_from_value {
+    ($($ty:ty => $variant:ident, $name:literal;)*) => {$(
+        impl TryFrom<Value> for $ty {
+            type Error = ConvertError;
+
+            fn try_from(value: Value) -> Result<Self, ConvertError> {
+                match value.value {
+                    Some(value::Value::$variant(v)) => Ok(v),
+                    _ => Err(ConvertError { value, to: $name }),
+                }
+            }
+        }
+    )*};
+}
+
+try_from_value! {
+    i64 => Integer, "Integer";
+    f64 => Float, "Float";
+    bytes::Bytes => Binary, "Binary";
+    bool => Bool, "Boolean";
 }

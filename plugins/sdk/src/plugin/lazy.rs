@@ -186,15 +186,15 @@ mod tests {
             CommandRequest::new_hget("t", "k"),
             CommandRequest::new_hgetall("t"),
             CommandRequest::new_hmget("t", vec!["a".into()]),
-            CommandRequest::new_hset("t", "k", "v"),
-            CommandRequest::new_hmset("t", vec![Kvpair::new("k", 1i64)]),
+            CommandRequest::new_hset("t", "k", "v".into()),
+            CommandRequest::new_hmset("t", vec![Kvpair::new("k", 1i64.into())]),
             CommandRequest::new_hdel("t", "k"),
             CommandRequest::new_hmdel("t", vec!["a".into(), "b".into()]),
             CommandRequest::new_hexist("t", "k"),
             CommandRequest::new_hmexist("t", vec![]),
             CommandRequest::new_auth("secret"),
             CommandRequest::new_hscan("t", Some("k".into()), 10),
-            CommandRequest::new_hset("t".repeat(300), "k".repeat(200), "v"),
+            CommandRequest::new_hset("t".repeat(300), "k".repeat(200), "v".into()),
             CommandRequest::default(),
         ]
     }
@@ -217,7 +217,7 @@ mod tests {
     fn a_second_field_is_not_hidden_by_peeking() {
         // Two oneof fields: decoding keeps the last (hset), so must we.
         let mut bytes = CommandRequest::new_hget("t", "k").encode_to_vec();
-        bytes.extend(CommandRequest::new_hset("t", "k", "v").encode_to_vec());
+        bytes.extend(CommandRequest::new_hset("t", "k", "v".into()).encode_to_vec());
         let lazy = Request::from_bytes(&bytes);
         assert!(lazy.is_write());
         assert_eq!(lazy.command_name(), "hset");

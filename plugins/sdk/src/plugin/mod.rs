@@ -11,6 +11,7 @@ use crate::pb::CommandResponse;
 
 mod context;
 mod events;
+mod json;
 mod keys;
 mod lazy;
 mod log;
@@ -19,6 +20,7 @@ mod options;
 
 pub use context::Context;
 pub use events::Events;
+pub use json::{OptionError, OptionValue};
 pub use keys::Keys;
 pub use lazy::{Lazy, Request, Response};
 pub use log::Log;

@@ -1,6 +1,10 @@
 //! [`Options`]: a plugin's configuration, its `[[hooks]]` table as JSON.
 
+use std::collections::BTreeMap;
+
 use serde::de::DeserializeOwned;
+
+use super::json::{self, OptionValue};
 
 /// A plugin's options: the keys of its `[[hooks]]` table except `plugin`,
 /// received as a JSON object.
@@ -15,14 +19,14 @@ use serde::de::DeserializeOwned;
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Options {
-    map: serde_json::Map<String, serde_json::Value>,
+    map: BTreeMap<String, OptionValue>,
 }
 
 impl Options {
     /// Parses the JSON object the server sends to `init`.
     pub fn from_json(json: &str) -> Result<Self, String> {
-        match serde_json::from_str(json) {
-            Ok(serde_json::Value::Object(map)) => Ok(Self { map }),
+        match json::parse(json) {
+            Ok(OptionValue::Object(map)) => Ok(Self { map }),
             Ok(other) => Err(format!("options must be a JSON object, got {other}")),
             Err(e) => Err(format!("options are not valid JSON: {e}")),
         }
@@ -47,8 +51,7 @@ impl Options {
     /// Every option as one `T` (e.g. a `#[derive(Deserialize)]` struct, with
     /// `#[serde(deny_unknown_fields)]` to refuse unknown keys).
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, String> {
-        T::deserialize(&serde_json::Value::Object(self.map.clone()))
-            .map_err(|e| format!("options: {e}"))
+        T::deserialize(&OptionValue::Object(self.map.clone())).map_err(|e| format!("options: {e}"))
     }
 
     /// Refuses any key not in `known` (catches typos in config files).
@@ -63,7 +66,7 @@ impl Options {
     }
 
     /// The raw JSON object.
-    pub fn as_map(&self) -> &serde_json::Map<String, serde_json::Value> {
+    pub fn as_map(&self) -> &BTreeMap<String, OptionValue> {
         &self.map
     }
 }
