@@ -10,7 +10,7 @@ use crate::frame::DEFAULT_MAX_FRAME_BYTES;
 
 /// `[server]`: the listener and its limits.
 ///
-/// Every number has a range, checked by [`Config::parse`]; an out-of-range
+/// Every number has a range, checked by [`Config::parse`](super::Config::parse); an out-of-range
 /// value stops the start with one line naming the file, line and key.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

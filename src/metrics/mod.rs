@@ -13,7 +13,7 @@
 //! One set of figures, counted always (like Redis `INFO`): `stats` works
 //! with or without `[metrics]`. Counts are exact and cheap: a connection
 //! tallies its batch on the stack (a batch is the pipelined requests
-//! answered in one write) and adds the tally to [`Figures`] once per batch;
+//! answered in one write) and adds the tally to `Figures` once per batch;
 //! the counters are sharded by thread so worker threads do not share cache
 //! lines. The same tally counts the calls of each hook, added to the hook's
 //! figures with the batch (`hooks.rs`). Rare events (a connection, a frame

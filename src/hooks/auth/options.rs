@@ -52,7 +52,7 @@ pub struct UserOptions {
     pub write: Vec<String>,
 }
 
-/// Why [`AuthHook::new`] refused its options; `users[N]` counts from 1.
+/// Why [`AuthHook::new`](super::AuthHook::new) refused its options; `users[N]` counts from 1.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthOptionsError {
     /// No user: nobody could connect.
