@@ -20,7 +20,7 @@
 //!
 //! `init` also keeps the server's [`HookvHost`] (valid until the process
 //! exits, the same for every state of this library) for the safe
-//! [`Log`](crate::Log) and metric types, which call it through [`host`].
+//! [`Log`](crate::Log) and metric types, which call it through `host`.
 //!
 //! This file holds the SDK's only `unsafe` code (the crate root denies it
 //! everywhere else); every block says why it is sound given the contract in
