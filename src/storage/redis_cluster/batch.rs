@@ -19,6 +19,8 @@
 //! (`pipeline.rs`); each op still reads its replies as its own block's:
 //! `MULTI`, its two `QUEUED`, and its two results of `EXEC`.
 
+use std::collections::{HashMap, HashSet};
+
 use hookv_plugin::pb::{Kvpair, Value};
 use redis::{Pipeline, Value as Reply};
 
@@ -210,9 +212,11 @@ impl Op<'_> {
                 let keys: Vec<&str> = pairs.iter().map(|(k, _)| *k).collect();
                 let mut old = values_of(table, &keys, transaction(table, replies, "HSET")?)?;
                 // A key set twice in one op replaced, the second time, the
-                // value the op itself wrote before.
-                for i in 1..pairs.len() {
-                    if let Some(j) = pairs[..i].iter().rposition(|(k, _)| *k == pairs[i].0) {
+                // value the op itself wrote before (one pass: a request may
+                // hold hundreds of thousands of keys).
+                let mut last: HashMap<&str, usize> = HashMap::with_capacity(pairs.len());
+                for (i, (key, _)) in pairs.iter().enumerate() {
+                    if let Some(j) = last.insert(key, i) {
                         old[i] = Some(pairs[j].1.clone());
                     }
                 }
@@ -221,8 +225,9 @@ impl Op<'_> {
             Op::Del { table, keys } => {
                 let mut old = values_of(table, keys, transaction(table, replies, "HDEL")?)?;
                 // A key removed twice in one op was gone the second time.
-                for i in 1..keys.len() {
-                    if keys[..i].contains(&keys[i]) {
+                let mut seen: HashSet<&str> = HashSet::with_capacity(keys.len());
+                for (i, key) in keys.iter().enumerate() {
+                    if !seen.insert(key) {
                         old[i] = None;
                     }
                 }
