@@ -5,10 +5,13 @@
 //! (see `crate::service`, "Two ways through a batch").
 //!
 //! A batch holds at most [`MAX_REQUESTS`] requests, or about
-//! [`MAX_REQUEST_BYTES`] of them (at least one): their answers are all in
-//! memory before the first is written, so this bounds what one connection
-//! holds, as the inline path's cut at about 1 MiB of answers does. What is
-//! left buffered is the next batch, before anything more is read.
+//! [`MAX_REQUEST_BYTES`] of them (at least one), and at most one
+//! whole-table read (`hgetall`): their answers are all in memory before the
+//! first is written. That bounds what one connection holds by its requests:
+//! one table, plus, for the other requests, the values their keys name
+//! (each at most a frame, since it was written in one). The inline path
+//! cuts at about 1 MiB of answers instead, which it can see as it goes.
+//! What is left buffered is the next batch, before anything more is read.
 //!
 //! A hook that asks to close the connection (`close_after_answer`, e.g. the
 //! auth hook's last failed attempt) ends the batch at its request: the
@@ -16,6 +19,7 @@
 //! path.
 
 use bytes::Bytes;
+use hookv_plugin::pb::command_request::RequestData;
 use hookv_plugin::pb::{CommandRequest, CommandResponse};
 use prost::Message;
 
@@ -55,10 +59,18 @@ impl<S: Backend, T: Transport> Handler<'_, S, T> {
             match self.conn.next_frame() {
                 Ok(Some(frame)) => {
                     bytes += frame.len();
-                    received.push(receive(chain, &mut self.ctx, frame));
+                    let request = receive(chain, &mut self.ctx, frame);
+                    let whole_table = request.answered.is_none()
+                        && matches!(request.req.request_data, Some(RequestData::Hgetall(_)));
+                    received.push(request);
                     // Nothing after this request is read: the connection ends.
                     if self.ctx.close_requested() {
                         break Some(ending.take().unwrap_or(End::Requested));
+                    }
+                    // One whole table a batch: the rest waits for the next.
+                    if whole_table {
+                        cut = true;
+                        break None;
                     }
                 }
                 Ok(None) => break ending.take(),
@@ -75,7 +87,11 @@ impl<S: Backend, T: Transport> Handler<'_, S, T> {
                 Some(_) => None,
                 None => results.next(),
             };
+            // The request's hooks count into the connection's tally (its
+            // context's own is a fresh, empty one): added once per batch.
+            std::mem::swap(self.ctx.tally(), request.ctx.tally());
             let res = service::answer(chain, &mut request, result);
+            std::mem::swap(self.ctx.tally(), request.ctx.tally());
             wrote |= request.ctx.wrote();
             self.ctx.tally().add(&request.req, res.status);
             self.conn.push_answer(request.req, res, keep);
