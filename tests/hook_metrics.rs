@@ -272,7 +272,8 @@ async fn hook_durations_are_sampled() {
     server.stop_cleanly();
 }
 
-/// A hook that continues, but panics on table "boom".
+/// A hook that continues, but panics on table "boom" (in `on_received`)
+/// and on table "late" (in `on_before_send`).
 struct Panicky;
 
 impl Hook for Panicky {
@@ -280,10 +281,22 @@ impl Hook for Panicky {
         "panicky"
     }
     fn events(&self) -> Events {
-        Events::RECEIVED
+        Events {
+            before_send: true,
+            ..Events::RECEIVED
+        }
     }
     fn on_received(&self, _ctx: &mut HookCtx, req: &CommandRequest) -> Flow {
         assert!(req.table() != Some("boom"), "asked to panic");
+        ControlFlow::Continue(())
+    }
+    fn on_before_send(
+        &self,
+        _ctx: &HookCtx,
+        req: &CommandRequest,
+        _res: &mut CommandResponse,
+    ) -> ControlFlow<()> {
+        assert!(req.table() != Some("late"), "asked to panic late");
         ControlFlow::Continue(())
     }
 }
@@ -311,13 +324,20 @@ async fn a_panicking_hook_is_counted_and_its_requests_fail_closed() {
     }
     let r = bounded(c.hget("calm", "k")).await.unwrap();
     assert_eq!(r.status, 404, "{r:?}");
+    // In on_before_send the 500 replaces the answer: a break too.
+    for _ in 0..2 {
+        let r = bounded(c.hget("late", "k")).await.unwrap();
+        assert_eq!(r.status, 500, "{r:?}");
+    }
     let scrape = scrape(metrics).await;
     let hook = [("hook", "panicky")];
-    assert_eq!(value(&scrape, "hookv_hook_panics_total", &hook), 3.0);
+    assert_eq!(value(&scrape, "hookv_hook_panics_total", &hook), 5.0);
     let breaks = [hook[0], ("event", "on_received"), ("status", "500")];
     assert_eq!(value(&scrape, "hookv_hook_breaks_total", &breaks), 3.0);
+    let late = [hook[0], ("event", "on_before_send"), ("status", "500")];
+    assert_eq!(value(&scrape, "hookv_hook_breaks_total", &late), 2.0);
     let calls = [hook[0], ("event", "on_received")];
-    assert_eq!(value(&scrape, "hookv_hook_calls_total", &calls), 4.0);
+    assert_eq!(value(&scrape, "hookv_hook_calls_total", &calls), 6.0);
     drop(c);
     server.stop().await;
     endpoint.abort();

@@ -216,7 +216,10 @@ impl NotifyMut<CommandResponse> for BeforeSend {
                 Err(Panicked) if slot.on_panic == OnPanic::FailOpen => {}
                 // The response is replaced; later hooks still see it (a
                 // rewrite may word it, audit records it).
-                Err(Panicked) => *res = slot.failure(),
+                Err(Panicked) => {
+                    slot.stats.broke(status::INTERNAL);
+                    *res = slot.failure();
+                }
             }
         }
         ControlFlow::Continue(())
