@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::value::{MapDeserializer, SeqDeserializer};
+use serde::de::value::{MapAccessDeserializer, MapDeserializer, SeqDeserializer};
 use serde::de::{self, IntoDeserializer, Visitor};
 
 /// One JSON value of a plugin's options.
@@ -209,7 +209,9 @@ impl Parser<'_> {
         }
         // The bytes scanned are ASCII, so this cannot fail; say so if it does.
         let text = std::str::from_utf8(&self.bytes[start..self.pos])
-            .map_err(|_| self.error("invalid number"))?;
+            .ok()
+            .filter(|text| is_json_number(text.as_bytes()))
+            .ok_or_else(|| self.error("invalid number"))?;
         if let Ok(n) = text.parse::<u64>() {
             return Ok(OptionValue::Unsigned(n));
         }
@@ -226,6 +228,7 @@ impl Parser<'_> {
         let digits = self
             .bytes
             .get(self.pos..self.pos + 4)
+            .filter(|d| d.iter().all(u8::is_ascii_hexdigit))
             .and_then(|d| std::str::from_utf8(d).ok())
             .and_then(|d| u32::from_str_radix(d, 16).ok())
             .ok_or_else(|| self.error("invalid \\u escape"))?;
@@ -363,6 +366,11 @@ impl<'de> de::Deserializer<'de> for &'de OptionValue {
         match self {
             // A unit variant, named by a string.
             OptionValue::String(s) => visitor.visit_enum(s.as_str().into_deserializer()),
+            // A variant with data, as serde_json writes it: `{"Variant": data}`.
+            OptionValue::Object(map) if map.len() == 1 => {
+                let entries = MapDeserializer::new(map.iter().map(|(k, v)| (k.as_str(), v)));
+                visitor.visit_enum(MapAccessDeserializer::new(entries))
+            }
             _ => self.deserialize_any(visitor),
         }
     }
@@ -380,6 +388,43 @@ impl<'de> de::Deserializer<'de> for &'de OptionValue {
         bytes byte_buf unit unit_struct seq tuple tuple_struct map struct
         identifier ignored_any
     }
+}
+
+/// Whether `text` is a number as JSON writes one:
+/// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?` (Rust's parsers also
+/// take `01`, `1.` and `+1`, which are not JSON).
+fn is_json_number(text: &[u8]) -> bool {
+    fn digits(text: &[u8], at: &mut usize) -> usize {
+        let start = *at;
+        while text.get(*at).is_some_and(u8::is_ascii_digit) {
+            *at += 1;
+        }
+        *at - start
+    }
+    let mut at = usize::from(text.first() == Some(&b'-'));
+    match text.get(at) {
+        Some(b'0') => at += 1,
+        Some(b'1'..=b'9') => {
+            digits(text, &mut at);
+        }
+        _ => return false,
+    }
+    if text.get(at) == Some(&b'.') {
+        at += 1;
+        if digits(text, &mut at) == 0 {
+            return false;
+        }
+    }
+    if let Some(b'e' | b'E') = text.get(at) {
+        at += 1;
+        if let Some(b'+' | b'-') = text.get(at) {
+            at += 1;
+        }
+        if digits(text, &mut at) == 0 {
+            return false;
+        }
+    }
+    at == text.len()
 }
 
 #[cfg(test)]
@@ -418,9 +463,41 @@ mod tests {
             "1 2",
             "\"\u{1}\"",
             "1e999",
+            "01",
+            "-01",
+            "1.",
+            ".5",
+            "-",
+            "1e",
+            "1+2",
+            "\"\\u+041\"",
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
         assert!(parse(&"[".repeat(100)).unwrap_err().contains("deeply"));
+        for good in ["0", "-0", "10", "1.5", "-1.5e+3", "2E-2", "0.0"] {
+            assert!(parse(good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn enum_variants_read_as_serde_json_writes_them() {
+        use serde::Deserialize;
+
+        #[derive(Debug, PartialEq, Deserialize)]
+        enum Limit {
+            Off,
+            Max(u32),
+            Window { per: u32, secs: u32 },
+        }
+        let read = |text: &str| Limit::deserialize(&parse(text).unwrap());
+        assert_eq!(read(r#""Off""#).unwrap(), Limit::Off);
+        assert_eq!(read(r#"{"Max": 3}"#).unwrap(), Limit::Max(3));
+        assert_eq!(
+            read(r#"{"Window": {"per": 5, "secs": 1}}"#).unwrap(),
+            Limit::Window { per: 5, secs: 1 }
+        );
+        assert!(read(r#"{"Max": 3, "Off": null}"#).is_err());
+        assert!(read(r#"{"Nope": 1}"#).is_err());
     }
 }
