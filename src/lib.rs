@@ -20,7 +20,9 @@
 //! - [`plugin`]: hooks loaded from shared libraries (the only `unsafe` code,
 //!   in `plugin/ffi.rs`).
 //! - [`command`]: one match from request to storage calls.
-//! - [`storage`]: the [`Storage`] trait, [`MemTable`] and [`SledDb`].
+//! - [`storage`]: the [`Storage`] trait, [`MemTable`], [`SledDb`] (and the
+//!   migration of a database the course's `SledDb` wrote), and
+//!   [`RedisCluster`](storage::RedisCluster), reached in batches.
 //! - [`wal`]: the write-ahead log, a layer over [`Storage`] that logs every
 //!   write before it is answered.
 //! - [`config`], [`error`]: `config.toml`, and the error → status mapping.
