@@ -130,10 +130,7 @@ impl Slot {
             .copied()
             .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("a non-string payload");
-        let policy = match self.on_panic {
-            OnPanic::FailClosed => "fail_closed: the request fails",
-            OnPanic::FailOpen => "fail_open: the chain goes on without it",
-        };
+        let policy = self.on_panic.describe();
         // A client may trigger it on every request: limited.
         crate::log_limited!(
             error,

@@ -83,6 +83,14 @@ impl OnPanic {
             _ => None,
         }
     }
+
+    /// The policy and what it does, for the log line of a failure.
+    pub fn describe(self) -> &'static str {
+        match self {
+            OnPanic::FailClosed => "fail_closed: the request fails",
+            OnPanic::FailOpen => "fail_open: the chain goes on without it",
+        }
+    }
 }
 
 /// An entry's scope and failure policy.

@@ -449,10 +449,7 @@ impl PluginHook {
             Failure::Panic => self.figures.panicked(),
             Failure::Error => self.figures.failed(),
         }
-        let on_panic = match self.on_panic {
-            OnPanic::FailClosed => "fail_closed: the request fails",
-            OnPanic::FailOpen => "fail_open: the chain goes on without it",
-        };
+        let on_panic = self.on_panic.describe();
         // A client may trigger it on every request: limited.
         crate::log_limited!(
             error,
