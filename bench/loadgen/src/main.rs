@@ -181,7 +181,8 @@ struct Args {
     /// Runtime worker threads for the generator (1 = current-thread runtime).
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// hookv only: send `auth` with this token on each connection before the load.
+    /// Send `auth` with this token on each connection before the load
+    /// (RESP: `AUTH token`, redis-server's `requirepass`).
     #[arg(long)]
     token: Option<String>,
     /// Speak TLS.
