@@ -5,7 +5,9 @@
 //! Its parts: `main.rs` (flags, the run), `driver.rs` (one connection's
 //! closed loop), `report.rs` (results merged and printed), `codec.rs` (requests out, responses judged,
 //! for either protocol), `resp.rs` (the RESP2 client side), `histogram.rs`
-//! (latencies), `rng.rs` (keys and the set/get mix).
+//! (latencies), `rng.rs` (keys and the set/get mix). The crate's second
+//! binary, `floor` (`src/bin/floor.rs`), is the server side of a benchmark
+//! floor: frames answered with a canned answer, nothing decoded or stored.
 //!
 //! # What it measures
 //!
