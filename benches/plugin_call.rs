@@ -2,7 +2,7 @@
 //! ABI version 2, and the same logic exported at version 1 by `v1-guard`)
 //! against the same logic as a built-in hook, and one `rate-limit` call,
 //! all called as the chain calls them (`Arc<dyn Hook>`); then a whole
-//! request through `Service::execute` with no hooks, with a chain of hooks
+//! request through `Service::execute_in` with no hooks, with a chain of hooks
 //! scoped to a table the request does not name, and with the same chain
 //! unscoped. The first run builds the example plugins (as the tests do).
 //!

@@ -8,7 +8,9 @@
 #
 # Suites (50 connections, pipeline 1 and 16, 100k keys, 16-byte values):
 #   core     hookv memory and sled vs redis-server, 50/50 hset/hget   (baseline: redis)
-#   hooks    no hooks vs auth+audit+wal(everysec)+rewrite, 50/50      (baseline: no hooks)
+#   hooks    no hooks vs auth+audit+wal(everysec)+rewrite, 50/50, and redis-server
+#            with requirepass (AUTH on each connection) and appendfsync everysec
+#                                                                     (baseline: no hooks)
 #   wal      hset only: wal everysec vs wal always vs redis appendfsync always (baseline: everysec)
 #   sled     hset only: sled with [storage] sync = no vs everysec vs always  (baseline: sync no)
 #   plugins  no hooks vs key-guard + rate-limit plugins, 50/50        (baseline: no hooks)
@@ -26,6 +28,12 @@
 #            cells run that binary instead, to measure the counting itself (which
 #            this build does with or without [metrics])     (baseline: no hooks, off)
 #
+# Every suite also measures `floor` (bench/loadgen's floor binary: it cuts the
+# frames read and answers each with a canned 200 of an hget's size, nothing
+# decoded or stored, one thread, one write per read), and prints each
+# target's ratio to it: how close to the cost of the syscalls and framing
+# alone a target gets. FLOOR=0 leaves it out.
+#
 # hookv runs with worker_threads = 1 (redis-server serves from one thread, and
 # the load generator needs the machine's other core). With taskset (util-linux)
 # and two CPUs or more, the servers (hookv, redis-server, the cluster's nodes)
@@ -35,9 +43,9 @@
 # --tls-port); without it redis and cluster cells are skipped.
 #
 # HOOKV_SERVER=path measures that hookv-server build instead of this tree's
-# release build; BASE_SERVER=path adds, to the core suite, the cells
-# hookv-memory-base and hookv-sled-base run by that build (say, main's), so
-# two builds are compared within one run.
+# release build; BASE_SERVER=path adds, to the core, hooks, wal and plugins
+# suites, a twin of each hookv cell run by that build (say, main's), named
+# NAME-base, so two builds are compared within one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUITE=${1:?usage: scripts/loadtest.sh core|hooks|wal|sled|plugins|reload|scoped|tls|cluster|metrics [ROUNDS] [SECONDS]}
@@ -58,10 +66,11 @@ cleanup() {
 trap cleanup EXIT
 
 cargo build --release --quiet --bin hookv-server --bin hookv-cli
-cargo build --release --quiet -p loadgen
+cargo build --release --quiet -p loadgen --bin loadgen --bin floor
 SERVER=${HOOKV_SERVER:-target/release/hookv-server}
 BASE_SERVER=${BASE_SERVER:-}
 LOADGEN=target/release/loadgen
+FLOOR_SERVER=target/release/floor
 # Pinning: servers on CPU 0, the load generator on CPU 1.
 ON_SERVER_CPU=() ON_CLIENT_CPU=()
 if [ "${PIN:-1}" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
@@ -145,7 +154,7 @@ per_second = 100000000
 burst = 100000000
 TOML
     ;;
-    plugins) cat <<TOML
+    plugins*) cat <<TOML
 [[hooks]]
 plugin = "$PWD/target/release/libkey_guard.so"
 max_key_len = 64
@@ -253,7 +262,7 @@ measure() { # name protocol port pipeline set-ratio [loadgen args...]
 client_args() {
   case $1 in *tls*) printf '%s\n' --tls --ca "$CERTS/ca.pem" ;; esac
   case $1 in *reconnect*) echo --reconnect ;; esac
-  case $1 in chain*) printf '%s\n' --token $TOKEN ;; esac
+  case $1 in chain*|*auth*) printf '%s\n' --token $TOKEN ;; esac
   true
 }
 
@@ -319,6 +328,15 @@ print(f"target={name} protocol=resp pipeline={p} ops_per_sec={mix:.0f} errors=0 
 PY
 }
 
+floor_cell() { # pipeline set-ratio
+  [ "${FLOOR:-1}" = 1 ] || return 0
+  if port_open $HOOKV_PORT; then echo "port $HOOKV_PORT is already in use" >&2; exit 1; fi
+  "${ON_SERVER_CPU[@]}" $FLOOR_SERVER --listen 127.0.0.1:$HOOKV_PORT & echo $! > "$work/pid"
+  wait_port $HOOKV_PORT
+  measure floor hookv $HOOKV_PORT "$1" "$2"
+  stop_hookv
+}
+
 redis_cell() { # name pipeline set-ratio [redis args...]
   [ $have_redis = 1 ] || return 0
   local name=$1 p=$2 ratio=$3; shift 3
@@ -329,6 +347,9 @@ redis_cell() { # name pipeline set-ratio [redis args...]
       set -- --port 0 --tls-port $REDIS_PORT --tls-cert-file "$CERTS/server.pem" \
         --tls-key-file "$CERTS/server.key" --tls-ca-cert-file "$CERTS/ca.pem" --tls-auth-clients no "$@" ;;
     *) REDIS_CLI=(redis-cli -p $REDIS_PORT); set -- --port $REDIS_PORT "$@" ;;
+  esac
+  case $name in *auth*)
+    REDIS_CLI+=(-a $TOKEN --no-auth-warning); set -- "$@" --requirepass $TOKEN ;;
   esac
   start_redis "$@"; measure "$name" resp $REDIS_PORT "$p" "$ratio" "${args[@]}"; stop_redis
 }
@@ -342,6 +363,10 @@ fi
 for round in $(seq "$ROUNDS"); do
   for p in 1 16; do
     case $SUITE in
+      wal|sled) floor_cell $p 1.0 ;;
+      *) floor_cell $p 0.5 ;;
+    esac
+    case $SUITE in
       core) baseline=redis
         hookv_cell hookv-memory memory $p 0.5
         hookv_cell hookv-sled sled $p 0.5
@@ -352,10 +377,19 @@ for round in $(seq "$ROUNDS"); do
         redis_cell redis $p 0.5 --appendonly no ;;
       hooks) baseline=no-hooks
         hookv_cell no-hooks memory $p 0.5
-        hookv_cell chain memory $p 0.5 ;;
+        hookv_cell chain memory $p 0.5
+        if [ -n "$BASE_SERVER" ]; then
+          hookv_cell no-hooks-base memory $p 0.5
+          hookv_cell chain-base memory $p 0.5
+        fi
+        redis_cell redis-auth-appendfsync-everysec $p 0.5 --appendonly yes --appendfsync everysec ;;
       wal) baseline=wal-everysec
         hookv_cell wal-everysec memory $p 1.0
         hookv_cell wal-always memory $p 1.0
+        if [ -n "$BASE_SERVER" ]; then
+          hookv_cell wal-everysec-base memory $p 1.0
+          hookv_cell wal-always-base memory $p 1.0
+        fi
         redis_cell redis-appendfsync-always $p 1.0 --appendonly yes --appendfsync always ;;
       sled) baseline=sled-sync-no
         hookv_cell sled-sync-no sled $p 1.0
@@ -363,7 +397,11 @@ for round in $(seq "$ROUNDS"); do
         hookv_cell sled-sync-always sled $p 1.0 ;;
       plugins) baseline=no-hooks
         hookv_cell no-hooks memory $p 0.5
-        hookv_cell plugins memory $p 0.5 ;;
+        hookv_cell plugins memory $p 0.5
+        if [ -n "$BASE_SERVER" ]; then
+          hookv_cell no-hooks-base memory $p 0.5
+          hookv_cell plugins-base memory $p 0.5
+        fi ;;
       scoped) baseline=no-hooks
         hookv_cell no-hooks memory $p 0.5
         hookv_cell scoped memory $p 0.5 ;;
@@ -407,11 +445,12 @@ base_name = sys.argv[2]
 def base_of(t): return t.replace("-tls", "") if base_name == "twin" else base_name
 def med(rs, k): return statistics.median(float(r[k]) for r in rs)
 label = "plaintext twin" if base_name == "twin" else base_name
-print(f"| target | pipeline | ops/s (median) | p50 µs | p99 µs | errors | runs | vs {label} |")
-print("|---|---|---|---|---|---|---|---|")
+def ratio(rs, base): return f"{med(rs,'ops_per_sec')/med(base,'ops_per_sec'):.2f}" if base else "-"
+print(f"| target | pipeline | ops/s (median) | p50 µs | p99 µs | errors | runs | vs {label} | vs floor |")
+print("|---|---|---|---|---|---|---|---|---|")
 for (t, p), rs in sorted(rows.items(), key=lambda x: (x[0][1], x[0][0])):
     base = rows.get((base_of(t), p))
-    ratio = f"{med(rs,'ops_per_sec')/med(base,'ops_per_sec'):.2f}" if base else "-"
     errors = sum(int(r["errors"]) for r in rs)
-    print(f"| {t} | {p} | {med(rs,'ops_per_sec'):,.0f} | {med(rs,'p50_us'):.0f} | {med(rs,'p99_us'):.0f} | {errors} | {len(rs)} | {ratio} |")
+    print(f"| {t} | {p} | {med(rs,'ops_per_sec'):,.0f} | {med(rs,'p50_us'):.0f} | {med(rs,'p99_us'):.0f} | {errors} | {len(rs)} "
+          f"| {ratio(rs, base)} | {ratio(rs, rows.get(('floor', p)))} |")
 PY

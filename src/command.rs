@@ -30,6 +30,8 @@
 //! same commands, with the same answers, as the [`Op`](crate::storage::redis_cluster::Op)s
 //! of one batch for the Redis Cluster (where a multi-key write is one
 //! transaction: all of it or none, and a storage error answers 503).
+//! `inplace.rs` runs `hget` and `hset` straight from their frame's bytes,
+//! with the same answers, when no hook is there to see the request.
 
 use hookv_plugin::pb::command_request::RequestData;
 use hookv_plugin::pb::{CommandRequest, CommandResponse, Hscan, Kvpair, Value};
@@ -39,6 +41,7 @@ use crate::error::Error;
 use crate::storage::Storage;
 
 pub(crate) mod batched;
+pub(crate) mod inplace;
 
 /// The page size of an `hscan` that asks for `count = 0`.
 pub const HSCAN_DEFAULT_COUNT: u32 = 100;

@@ -342,21 +342,25 @@ fn executed(
     req: &CommandRequest,
     result: Result<CommandResponse, Error>,
 ) -> CommandResponse {
-    let res = result.unwrap_or_else(|e| {
-        if matches!(e, Error::Storage(_)) {
-            crate::metrics::storage_error();
-        }
-        if e.status() >= 500 {
-            // A failing disk, or a cluster down, fails every request: limited.
-            crate::log_limited!(error, conn = ctx.conn_id(), command = req.command_name(), error = %e, "request failed");
-        }
-        CommandResponse::from(e)
-    });
+    let res = result.unwrap_or_else(|e| failed(ctx, req.command_name(), e));
     ctx.set_wrote(req.is_write() && res.is_ok());
     match chain.executed.notify(ctx, req, &res) {
         ControlFlow::Break(replacement) => replacement,
         ControlFlow::Continue(()) => res,
     }
+}
+
+/// The answer to a `command` that failed with `e`, counted and (for a
+/// server-side failure) logged.
+pub(crate) fn failed(ctx: &HookCtx, command: &str, e: Error) -> CommandResponse {
+    if matches!(e, Error::Storage(_)) {
+        crate::metrics::storage_error();
+    }
+    if e.status() >= 500 {
+        // A failing disk, or a cluster down, fails every request: limited.
+        crate::log_limited!(error, conn = ctx.conn_id(), command = command, error = %e, "request failed");
+    }
+    CommandResponse::from(e)
 }
 
 /// A request of a batch bound for a batched store ([`Reach::Batched`]),

@@ -78,6 +78,12 @@ impl Answers {
         self.sent.push((req, sent));
     }
 
+    /// Appends an answer no `on_after_send` hook will see.
+    #[inline]
+    pub(super) fn push_response(&mut self, codec: &FrameCodec, res: CommandResponse) {
+        encode(codec, res, &mut self.buf);
+    }
+
     /// The memory the batch holds while it waits for its peer.
     pub(super) fn held(&self) -> usize {
         self.buf.capacity() + self.decoded

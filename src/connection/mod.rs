@@ -51,7 +51,9 @@
 //!
 //! The loop is `Handler::run`, below: read a batch, answer it, wait for
 //! the barrier if it wrote, flush, run `on_after_send`. A batch is answered
-//! request by request for a synchronous store (`Handler::answer_batch`),
+//! request by request for a synchronous store (`Handler::answer_batch`;
+//! with no hook in the chain, an `hget` or `hset` runs from its frame's
+//! bytes, undecoded: `crate::command::inplace`),
 //! or in three steps with one awaited storage call for the Redis Cluster
 //! (`batched.rs`; see `crate::service`). Beside it:
 //! `stream.rs` (the `Connection`: stream, buffers, clocks), `transport.rs`
@@ -67,10 +69,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hookv_plugin::pb::{CommandRequest, CommandResponse};
+use hookv_plugin::Command;
 use prost::Message;
 use tokio::net::TcpStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use crate::command::inplace::InPlace;
 use crate::error::Error;
 use crate::frame::FrameError;
 use crate::hooks::{HookChain, HookCtx, NotifyMut};
@@ -336,17 +340,30 @@ impl<'a, S: Backend, T: Transport> Handler<'a, S, T> {
         ending: Option<End>,
     ) -> Batch {
         let keep = chain.has_after_send();
+        // No hook sees the requests: an hget or hset may run from its bytes.
+        let in_place = chain.hooks().is_empty();
         let mut wrote = false;
         let end = loop {
             match self.conn.next_frame() {
                 Ok(Some(frame)) => {
-                    let (req, res) = answer(store, chain, &mut self.ctx, frame);
+                    match in_place
+                        .then(|| answer_in_place(store, &mut self.ctx, &frame))
+                        .flatten()
+                    {
+                        Some((command, res)) => {
+                            self.ctx.tally().add_command(Some(command), res.status);
+                            self.conn.push_response(res);
+                        }
+                        None => {
+                            let (req, res) = answer(store, chain, &mut self.ctx, frame);
+                            self.ctx.tally().add(&req, res.status);
+                            self.conn.push_answer(req, res, keep);
+                        }
+                    }
                     // Only a write that storage executed waits for the
                     // barrier (a write refused because the WAL failed must
                     // still get its answer), whatever hooks made of its answer.
                     wrote |= self.ctx.wrote();
-                    self.ctx.tally().add(&req, res.status);
-                    self.conn.push_answer(req, res, keep);
                     // Nothing after this request is read: the connection ends.
                     if self.ctx.close_requested() {
                         break Some(ending.unwrap_or(End::Requested));
@@ -442,6 +459,24 @@ fn answer(
             refuse(chain, ctx, &e, e.status())
         }
     }
+}
+
+/// Runs an `hget` or `hset` straight from its frame (see
+/// `crate::command::inplace`): its command and answer, or `None` when the
+/// frame must be decoded and answered as usual. Only for a chain without
+/// hooks: no hook would see the request.
+#[inline]
+fn answer_in_place(
+    store: &dyn Storage,
+    ctx: &mut HookCtx,
+    frame: &[u8],
+) -> Option<(Command, CommandResponse)> {
+    let request = InPlace::parse(frame)?;
+    let (result, wrote) = request.run(store)?;
+    ctx.set_wrote(wrote);
+    let command = request.command();
+    let res = result.unwrap_or_else(|e| crate::service::failed(ctx, command.name(), e));
+    Some((command, res))
 }
 
 /// The answer to a frame that never became a request: it still passes

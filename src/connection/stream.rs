@@ -174,6 +174,12 @@ impl<'a, T: Transport> Connection<'a, T> {
         self.answers.push(&self.codec, req, res, keep);
     }
 
+    /// Appends an answer no `on_after_send` hook will see.
+    #[inline]
+    pub(super) fn push_response(&mut self, res: CommandResponse) {
+        self.answers.push_response(&self.codec, res);
+    }
+
     /// True once the batch holds as much as one write should: answers to a
     /// few kilobytes of pipelined hgetalls could be gigabytes.
     #[inline]

@@ -12,6 +12,7 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use hookv_plugin::pb::CommandRequest;
+use hookv_plugin::Command;
 
 use super::hooks::HookCalls;
 use super::{command_slot, export, figures, nanos, status_slot, COMMAND_SLOTS, STATUS_SLOTS};
@@ -63,7 +64,14 @@ impl Tally {
     /// Counts `req`, answered with `status`.
     #[inline]
     pub fn add(&mut self, req: &CommandRequest, status: u32) {
-        let command = command_slot(req.command());
+        self.add_command(req.command(), status);
+    }
+
+    /// Counts a request of `command` (`None`: not a known one), answered
+    /// with `status`.
+    #[inline]
+    pub fn add_command(&mut self, command: Option<Command>, status: u32) {
+        let command = command_slot(command);
         let cell = command * STATUS_SLOTS + status_slot(status);
         for pair in &mut self.pairs[..self.len] {
             if usize::from(pair.0) == cell {

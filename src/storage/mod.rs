@@ -379,6 +379,60 @@ mod conformance {
     }
 
     #[test]
+    fn short_and_long_keys_and_values_round_trip_in_order() {
+        // Lengths around those memory keeps in place (22-byte keys, 38-byte
+        // strings), in UTF-8 of several widths.
+        each(|s| {
+            let lengths = [0, 1, 21, 22, 23, 37, 38, 39, 100];
+            let text = |n: usize, c: char| -> String { c.to_string().repeat(n) };
+            let mut keys = Vec::new();
+            for n in lengths {
+                for c in ['k', 'é', '表'] {
+                    if n == 0 && c != 'k' {
+                        continue;
+                    }
+                    let key = text(n, c);
+                    let value = key.to_uppercase();
+                    assert_eq!(s.put("lengths", &key, value.clone().into()).unwrap(), None);
+                    assert_eq!(
+                        s.put("lengths", &key, value.clone().into()).unwrap(),
+                        Some(value.into())
+                    );
+                    keys.push(key);
+                }
+            }
+            keys.sort();
+            keys.dedup();
+            for key in &keys {
+                let value = key.to_uppercase();
+                assert_eq!(s.get("lengths", key).unwrap(), Some(value.as_str().into()));
+                assert!(s.contains("lengths", key).unwrap());
+            }
+            let all: Vec<String> = s
+                .get_all("lengths")
+                .unwrap()
+                .into_iter()
+                .map(|p| p.key)
+                .collect();
+            assert_eq!(all, keys);
+            let page: Vec<String> = s
+                .scan("lengths", Some(&keys[3]), 4)
+                .unwrap()
+                .into_iter()
+                .map(|p| p.key)
+                .collect();
+            assert_eq!(page, keys[4..8]);
+            for key in &keys {
+                assert_eq!(
+                    s.del("lengths", key).unwrap(),
+                    Some(key.to_uppercase().into())
+                );
+            }
+            assert!(s.get_all("lengths").unwrap().is_empty());
+        });
+    }
+
+    #[test]
     fn tables_are_isolated_whatever_their_names() {
         each(|s| {
             s.put("a", "b:c", "1".into()).unwrap();

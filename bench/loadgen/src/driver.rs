@@ -19,6 +19,7 @@ use tokio_util::either::Either;
 
 use crate::codec::{Codec, Op, Outcome};
 use crate::histogram::Histogram;
+use crate::resp::{parse_resp, resp_array, Reply};
 use crate::rng::Rng;
 use crate::{BoxError, Protocol, Workload, IO_TIMEOUT, MAX_RESPONSE_BYTES};
 
@@ -88,10 +89,40 @@ async fn open(w: &Workload) -> Result<Stream, BoxError> {
             }
         }
     };
-    if let (Protocol::Hookv, Some(token)) = (w.protocol, &w.token) {
-        authenticate(&mut stream, token).await?;
+    match (w.protocol, &w.token) {
+        (Protocol::Hookv, Some(token)) => authenticate(&mut stream, token).await?,
+        (Protocol::Resp, Some(token)) => authenticate_resp(&mut stream, token).await?,
+        (_, None) => {}
     }
     Ok(stream)
+}
+
+/// Sends Redis's `AUTH token` (the `requirepass` password) and expects `+OK`.
+async fn authenticate_resp<S>(stream: &mut S, token: &str) -> Result<(), BoxError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::new();
+    resp_array(&["AUTH", token], &mut buf);
+    timeout(IO_TIMEOUT, write(stream, &buf))
+        .await
+        .map_err(|_| "AUTH: write timed out")??;
+    let mut rbuf = BytesMut::new();
+    let reply = loop {
+        if let Some(reply) = parse_resp(&mut rbuf)? {
+            break reply;
+        }
+        let n = timeout(IO_TIMEOUT, stream.read_buf(&mut rbuf))
+            .await
+            .map_err(|_| "AUTH: read timed out")??;
+        if n == 0 {
+            return Err("AUTH: server closed the connection".into());
+        }
+    };
+    match reply {
+        Reply::Simple => Ok(()),
+        other => Err(format!("AUTH refused: {other:?}").into()),
+    }
 }
 
 /// Sends `auth` and expects 200.

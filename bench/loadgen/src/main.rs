@@ -5,7 +5,9 @@
 //! Its parts: `main.rs` (flags, the run), `driver.rs` (one connection's
 //! closed loop), `report.rs` (results merged and printed), `codec.rs` (requests out, responses judged,
 //! for either protocol), `resp.rs` (the RESP2 client side), `histogram.rs`
-//! (latencies), `rng.rs` (keys and the set/get mix).
+//! (latencies), `rng.rs` (keys and the set/get mix). The crate's second
+//! binary, `floor` (`src/bin/floor.rs`), is the server side of a benchmark
+//! floor: frames answered with a canned answer, nothing decoded or stored.
 //!
 //! # What it measures
 //!
@@ -181,7 +183,8 @@ struct Args {
     /// Runtime worker threads for the generator (1 = current-thread runtime).
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// hookv only: send `auth` with this token on each connection before the load.
+    /// Send `auth` with this token on each connection before the load
+    /// (RESP: `AUTH token`, redis-server's `requirepass`).
     #[arg(long)]
     token: Option<String>,
     /// Speak TLS.
