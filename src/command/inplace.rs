@@ -1,5 +1,7 @@
 //! `hget` and `hset` run straight from their frame's bytes, when no hook
-//! is there to see the decoded request: the connection's fast path (see
+//! is there to see the decoded request (none in the chain, or each scoped
+//! by `tables` to tables the request does not name): the connection's
+//! fast path (see
 //! `connection::Handler::answer_batch`).
 //!
 //! Decoding a request copies its table, key and value into fresh
@@ -71,6 +73,13 @@ impl<'a> InPlace<'a> {
                 })
             }
             _ => None,
+        }
+    }
+
+    /// The table it names.
+    pub(crate) fn table(&self) -> &'a str {
+        match *self {
+            InPlace::Hget { table, .. } | InPlace::Hset { table, .. } => table,
         }
     }
 

@@ -52,8 +52,9 @@
 //! The loop is `Handler::run`, below: read a batch, answer it, wait for
 //! the barrier if it wrote, flush, run `on_after_send`. A batch is answered
 //! request by request for a synchronous store (`Handler::answer_batch`;
-//! with no hook in the chain, an `hget` or `hset` runs from its frame's
-//! bytes, undecoded: `crate::command::inplace`),
+//! when no hook would see it (none in the chain, or all scoped to other
+//! tables), an `hget` or `hset` runs from its frame's bytes, undecoded:
+//! `crate::command::inplace`),
 //! or in three steps with one awaited storage call for the Redis Cluster
 //! (`batched.rs`; see `crate::service`). Beside it:
 //! `stream.rs` (the `Connection`: stream, buffers, clocks), `transport.rs`
@@ -340,14 +341,15 @@ impl<'a, S: Backend, T: Transport> Handler<'a, S, T> {
         ending: Option<End>,
     ) -> Batch {
         let keep = chain.has_after_send();
-        // No hook sees the requests: an hget or hset may run from its bytes.
-        let in_place = chain.hooks().is_empty();
+        // No hook, or only hooks scoped to tables: an hget or hset that no
+        // hook would see may run from its bytes.
+        let in_place = chain.all_scoped();
         let mut wrote = false;
         let end = loop {
             match self.conn.next_frame() {
                 Ok(Some(frame)) => {
                     match in_place
-                        .then(|| answer_in_place(store, &mut self.ctx, &frame))
+                        .then(|| answer_in_place(store, chain, &mut self.ctx, &frame))
                         .flatten()
                     {
                         Some((command, res)) => {
@@ -463,15 +465,20 @@ fn answer(
 
 /// Runs an `hget` or `hset` straight from its frame (see
 /// `crate::command::inplace`): its command and answer, or `None` when the
-/// frame must be decoded and answered as usual. Only for a chain without
-/// hooks: no hook would see the request.
+/// frame must be decoded and answered as usual: always when a hook of
+/// `chain` would see the request (none of its hooks is scoped away from
+/// the table).
 #[inline]
 fn answer_in_place(
     store: &dyn Storage,
+    chain: &HookChain,
     ctx: &mut HookCtx,
     frame: &[u8],
 ) -> Option<(Command, CommandResponse)> {
     let request = InPlace::parse(frame)?;
+    if chain.reaches(request.table()) {
+        return None;
+    }
     let (result, wrote) = request.run(store)?;
     ctx.set_wrote(wrote);
     let command = request.command();

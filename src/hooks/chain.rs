@@ -325,6 +325,20 @@ impl HookChain {
             .any(|(h, p)| p.scope.is_none() && h.authenticates())
     }
 
+    /// True when every hook of the chain is scoped to tables (`tables =
+    /// [...]`), so that a request to other tables meets none: true for an
+    /// empty chain.
+    pub(crate) fn all_scoped(&self) -> bool {
+        self.placements.iter().all(|p| p.scope.is_some())
+    }
+
+    /// Whether some hook would see a request to `table`, on any event.
+    pub(crate) fn reaches(&self, table: &str) -> bool {
+        self.placements
+            .iter()
+            .any(|p| p.scope.as_ref().is_none_or(|s| s.admits(Some(table))))
+    }
+
     /// True when some hook runs after the response is sent (so the
     /// connection must keep each request until then).
     pub fn has_after_send(&self) -> bool {
@@ -337,5 +351,49 @@ impl std::fmt::Debug for HookChain {
         f.debug_list()
             .entries(self.all.iter().map(|h| h.name()))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hooks::Events;
+
+    struct Named;
+
+    impl Hook for Named {
+        fn name(&self) -> &str {
+            "named"
+        }
+        fn events(&self) -> Events {
+            Events::RECEIVED
+        }
+    }
+
+    fn scoped(patterns: &[&str]) -> Placement {
+        Placement {
+            scope: Scope::new(patterns.iter().map(|p| p.to_string()).collect()),
+            ..Placement::default()
+        }
+    }
+
+    /// What lets the connection answer a request without decoding it: no
+    /// hook, or only hooks scoped away from its table.
+    #[test]
+    fn a_request_reaches_the_hooks_whose_tables_it_names() {
+        let mut chain = HookChain::new();
+        assert!(chain.all_scoped());
+        assert!(!chain.reaches("users"));
+        chain.push_placed(Arc::new(Named), scoped(&["orders*"]));
+        chain.push_placed(Arc::new(Named), scoped(&["audit"]));
+        assert!(chain.all_scoped());
+        assert!(chain.reaches("orders1"));
+        assert!(chain.reaches("audit"));
+        assert!(!chain.reaches("users"));
+        assert!(!chain.reaches(""));
+        // `tables = ["*"]` is no scope: every request reaches it.
+        chain.push_placed(Arc::new(Named), scoped(&["*"]));
+        assert!(!chain.all_scoped());
+        assert!(chain.reaches("users"));
     }
 }
