@@ -105,6 +105,35 @@ impl Slots {
     }
 }
 
+impl Slots {
+    /// Calls the hooks `req` reaches through `call`, in order, until one
+    /// refuses it (its answer, counted as a break) or fails under
+    /// `fail_closed` (a 500); `on_received` and `on_executed` alike.
+    #[inline]
+    fn until_refused(
+        &self,
+        ctx: &mut HookCtx,
+        req: &CommandRequest,
+        call: impl Fn(&dyn Hook, &mut HookCtx) -> Flow,
+    ) -> Flow {
+        for slot in self.reached(ctx, req) {
+            match slot.call(ctx, &call) {
+                Ok(ControlFlow::Continue(())) => {}
+                Ok(ControlFlow::Break(res)) => {
+                    slot.stats.broke(res.status);
+                    return ControlFlow::Break(res);
+                }
+                Err(Panicked) if slot.on_panic == OnPanic::FailOpen => {}
+                Err(Panicked) => {
+                    slot.stats.broke(status::INTERNAL);
+                    return ControlFlow::Break(slot.failure());
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 impl Slot {
     /// Calls the hook through `f`: counted, timed if sampled, and with a
     /// panic caught.
@@ -158,41 +187,15 @@ impl Slot {
 
 impl Notify<()> for Received {
     fn notify(&self, ctx: &mut HookCtx, req: &CommandRequest, _: &()) -> Flow {
-        for slot in self.0.reached(ctx, req) {
-            match slot.call(ctx, |h, ctx| h.on_received(ctx, req)) {
-                Ok(ControlFlow::Continue(())) => {}
-                Ok(ControlFlow::Break(res)) => {
-                    slot.stats.broke(res.status);
-                    return ControlFlow::Break(res);
-                }
-                Err(Panicked) if slot.on_panic == OnPanic::FailOpen => {}
-                Err(Panicked) => {
-                    slot.stats.broke(status::INTERNAL);
-                    return ControlFlow::Break(slot.failure());
-                }
-            }
-        }
-        ControlFlow::Continue(())
+        self.0
+            .until_refused(ctx, req, |h, ctx| h.on_received(ctx, req))
     }
 }
 
 impl Notify<CommandResponse> for Executed {
     fn notify(&self, ctx: &mut HookCtx, req: &CommandRequest, res: &CommandResponse) -> Flow {
-        for slot in self.0.reached(ctx, req) {
-            match slot.call(ctx, |h, ctx| h.on_executed(ctx, req, res)) {
-                Ok(ControlFlow::Continue(())) => {}
-                Ok(ControlFlow::Break(res)) => {
-                    slot.stats.broke(res.status);
-                    return ControlFlow::Break(res);
-                }
-                Err(Panicked) if slot.on_panic == OnPanic::FailOpen => {}
-                Err(Panicked) => {
-                    slot.stats.broke(status::INTERNAL);
-                    return ControlFlow::Break(slot.failure());
-                }
-            }
-        }
-        ControlFlow::Continue(())
+        self.0
+            .until_refused(ctx, req, |h, ctx| h.on_executed(ctx, req, res))
     }
 }
 
