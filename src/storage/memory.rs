@@ -19,8 +19,8 @@ use super::{Storage, StorageError, StorageIter};
 /// several times faster than SipHash on short keys, and still keyed, so
 /// clients cannot precompute colliding keys.
 ///
-/// A key of up to [`INLINE`] bytes, and a string value of up to
-/// [`TEXT_INLINE`], are kept inside the table's slot ([`Key`], [`Stored`]),
+/// A key of up to 22 bytes (`INLINE`), and a string value of up to 38
+/// (`TEXT_INLINE`), are kept inside the table's slot (`Key`, `Stored`),
 /// not behind pointers: over a table larger than the caches, a lookup then
 /// costs one memory access (the slot) where it cost three (measured: `cargo
 /// bench --bench service -- frame`, 100k keys).
