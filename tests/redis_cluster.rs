@@ -423,7 +423,21 @@ async fn a_master_stopped_then_killed_under_load() {
             .await
             .unwrap()
     };
-    safe.set("t0", "before", &"x".into()).await.unwrap();
+    // The first write waits for its replica; on a busy machine a replica
+    // may answer WAIT late at first (a refusal, not the point here): ask
+    // again, for a bounded time.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match safe.set("t0", "before", &"x".into()).await {
+            Ok(_) => break,
+            Err(StorageError::Cluster(ClusterError::NotReplicated { .. }))
+                if Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the first write failed: {e}"),
+        }
+    }
 
     // Stopped: a timeout naming the node, after timeout_ms, not a hang.
     cluster.signal(victim, "STOP");
