@@ -117,6 +117,30 @@ async fn rate_limit_recovers_as_the_bucket_refills() {
     server.stop().await;
 }
 
+/// An hget or hset that only plugins see is answered from its bytes (the
+/// plugin is handed them raw); one whose answer is not a 200 then goes the
+/// usual way. Either way the plugin is called once per request: the
+/// bucket of 5 lasts exactly 5 requests, misses included.
+#[tokio::test]
+async fn a_plugin_sees_each_request_once_whichever_way_it_is_answered() {
+    let options = "per_second = 0.001\nburst = 5";
+    let server = server_with(&hooks_entry(&plugin("rate-limit"), options)).await;
+    let mut c = server.client().await;
+    assert_eq!(bounded(c.hset("t", "k", "v")).await.unwrap().status, 200);
+    let r = bounded(c.hget("t", "k")).await.unwrap();
+    assert_eq!((r.status, r.values), (200, vec![Value::from("v")]));
+    // A missing key and a missing table: 404s, worded by the usual path.
+    let r = bounded(c.hget("t", "nope")).await.unwrap();
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(r.message.contains("nope"), "{r:?}");
+    assert_eq!(bounded(c.hget("none", "k")).await.unwrap().status, 404);
+    // A command that is always decoded spends the last token.
+    assert_eq!(bounded(c.hgetall("t")).await.unwrap().status, 200);
+    let r = bounded(c.hget("t", "k")).await.unwrap();
+    assert_eq!(r.status, 429, "{r:?}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_panicking_plugin_costs_one_500_and_the_server_lives_on() {
     let server = server_with(&hooks_entry(&plugin("panic-test"), "")).await;

@@ -1,8 +1,8 @@
 //! `hget` and `hset` run straight from their frame's bytes, when no hook
-//! is there to see the decoded request (none in the chain, or each scoped
-//! by `tables` to tables the request does not name): the connection's
-//! fast path (see
-//! `connection::Handler::answer_batch`).
+//! needs the decoded request (none in the chain, each scoped by `tables`
+//! to tables the request does not name, or `on_received` hooks that take
+//! the bytes: [`crate::hooks::RawRequest`]): the connection's fast path
+//! (see `connection::Handler::answer_batch`).
 //!
 //! Decoding a request copies its table, key and value into fresh
 //! `String`s, and `hset` copies its value once more for storage: per
@@ -80,6 +80,13 @@ impl<'a> InPlace<'a> {
     pub(crate) fn table(&self) -> &'a str {
         match *self {
             InPlace::Hget { table, .. } | InPlace::Hset { table, .. } => table,
+        }
+    }
+
+    /// The key it names.
+    pub(crate) fn key(&self) -> &'a str {
+        match *self {
+            InPlace::Hget { key, .. } | InPlace::Hset { key, .. } => key,
         }
     }
 

@@ -52,9 +52,10 @@
 //! The loop is `Handler::run`, below: read a batch, answer it, wait for
 //! the barrier if it wrote, flush, run `on_after_send`. A batch is answered
 //! request by request for a synchronous store (`Handler::answer_batch`;
-//! when no hook would see it (none in the chain, or all scoped to other
-//! tables), an `hget` or `hset` runs from its frame's bytes, undecoded:
-//! `crate::command::inplace`),
+//! when no hook needs it decoded (none in the chain, all scoped to other
+//! tables, or only `on_received` hooks that take raw requests: the WAL's,
+//! plugins'), an `hget` or `hset` runs from its frame's bytes, undecoded:
+//! `crate::command::inplace`, [`crate::hooks::RawRequest`]),
 //! or in three steps with one awaited storage call for the Redis Cluster
 //! (`batched.rs`; see `crate::service`). Beside it:
 //! `stream.rs` (the `Connection`: stream, buffers, clocks), `transport.rs`
@@ -64,6 +65,7 @@
 //! [`Refusal`] that meets them), `end.rs` (why a connection ended, logged
 //! once).
 
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,7 +80,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use crate::command::inplace::InPlace;
 use crate::error::Error;
 use crate::frame::FrameError;
-use crate::hooks::{HookChain, HookCtx, NotifyMut};
+use crate::hooks::{HookChain, HookCtx, NotifyMut, RawRequest};
 use crate::service::Service;
 use crate::storage::{Backend, Reach, Storage};
 use crate::tls::{Accepted, ServerTls};
@@ -341,23 +343,29 @@ impl<'a, S: Backend, T: Transport> Handler<'a, S, T> {
         ending: Option<End>,
     ) -> Batch {
         let keep = chain.has_after_send();
-        // No hook, or only hooks scoped to tables: an hget or hset that no
-        // hook would see may run from its bytes.
-        let in_place = chain.all_scoped();
+        // No hook, or only hooks that take raw requests or are scoped to
+        // tables: an hget or hset may run from its bytes.
+        let in_place = chain.may_read_raw();
         let mut wrote = false;
         let end = loop {
             match self.conn.next_frame() {
                 Ok(Some(frame)) => {
-                    match in_place
-                        .then(|| answer_in_place(store, chain, &mut self.ctx, &frame))
-                        .flatten()
-                    {
-                        Some((command, res)) => {
+                    let raw = if in_place {
+                        answer_in_place(store, chain, &mut self.ctx, &frame)
+                    } else {
+                        InPlaceAnswer::Decode
+                    };
+                    match raw {
+                        InPlaceAnswer::Answered(command, res) => {
                             self.ctx.tally().add_command(Some(command), res.status);
                             self.conn.push_response(res);
                         }
-                        None => {
-                            let (req, res) = answer(store, chain, &mut self.ctx, frame);
+                        InPlaceAnswer::Decode | InPlaceAnswer::DecodeHooked => {
+                            let hooks = match raw {
+                                InPlaceAnswer::DecodeHooked => &*NO_HOOKS,
+                                _ => chain,
+                            };
+                            let (req, res) = answer(store, hooks, &mut self.ctx, frame);
                             self.ctx.tally().add(&req, res.status);
                             self.conn.push_answer(req, res, keep);
                         }
@@ -463,27 +471,54 @@ fn answer(
     }
 }
 
+/// What [`answer_in_place`] made of a frame.
+enum InPlaceAnswer {
+    /// Answered from its bytes: its command and answer.
+    Answered(Command, CommandResponse),
+    /// Not for this path: decode it and answer it as usual.
+    Decode,
+    /// Its `on_received` hooks ran on its bytes and let it through, but its
+    /// answer is not a 200: decode it and answer it as usual, without
+    /// those hooks (each hook sees a request once; the request reaches no
+    /// hook on a later event, or it would not have come this way).
+    DecodeHooked,
+}
+
+/// An empty chain: what a request whose hooks already ran on its bytes
+/// meets on the usual path (see [`InPlaceAnswer::DecodeHooked`]).
+static NO_HOOKS: std::sync::LazyLock<HookChain> = std::sync::LazyLock::new(HookChain::new);
+
 /// Runs an `hget` or `hset` straight from its frame (see
-/// `crate::command::inplace`): its command and answer, or `None` when the
-/// frame must be decoded and answered as usual: always when a hook of
-/// `chain` would see the request (none of its hooks is scoped away from
-/// the table).
+/// `crate::command::inplace`), after the `on_received` hooks it reaches,
+/// given it raw ([`crate::hooks::RawRequest`]): only when every hook it
+/// reaches takes raw requests (none of `chain`'s hooks that need it
+/// decoded admits its table).
 #[inline]
 fn answer_in_place(
     store: &dyn Storage,
     chain: &HookChain,
     ctx: &mut HookCtx,
     frame: &[u8],
-) -> Option<(Command, CommandResponse)> {
-    let request = InPlace::parse(frame)?;
-    if chain.reaches(request.table()) {
-        return None;
+) -> InPlaceAnswer {
+    let Some(request) = InPlace::parse(frame) else {
+        return InPlaceAnswer::Decode;
+    };
+    if chain.needs_decoded(request.table()) {
+        return InPlaceAnswer::Decode;
     }
-    let (result, wrote) = request.run(store)?;
-    ctx.set_wrote(wrote);
     let command = request.command();
+    ctx.set_wrote(false);
+    let raw = RawRequest::new(frame, command, request.table(), request.key());
+    if let ControlFlow::Break(refusal) = chain.received.notify_raw(ctx, &raw) {
+        // No hook in reach handles a later event: the refusal as it is.
+        return InPlaceAnswer::Answered(command, refusal);
+    }
+    let Some((result, wrote)) = request.run(store) else {
+        return InPlaceAnswer::DecodeHooked;
+    };
+    ctx.set_wrote(wrote);
     let res = result.unwrap_or_else(|e| crate::service::failed(ctx, command.name(), e));
-    Some((command, res))
+    InPlaceAnswer::Answered(command, res)
 }
 
 /// The answer to a frame that never became a request: it still passes

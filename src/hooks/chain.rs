@@ -19,6 +19,7 @@ use hookv_plugin::pb::{status, CommandRequest, CommandResponse};
 
 use super::ctx::HookCtx;
 use super::hook::{Flow, Hook};
+use super::raw::RawRequest;
 use super::scope::{OnPanic, Placement, Scope};
 use crate::metrics::{hook_figures, HookFigures};
 
@@ -41,6 +42,9 @@ pub struct HookChain {
     all: Vec<Arc<dyn Hook>>,
     /// The placement of each of `all`.
     placements: Vec<Placement>,
+    /// Whether each of `all` can be given raw requests: it handles
+    /// `on_received` only (or nothing) and [`Hook::reads_raw`].
+    raw: Vec<bool>,
     /// The figures of each hook on each event, by place.
     figures: Vec<Arc<HookFigures>>,
     pub(crate) received: Received,
@@ -95,10 +99,21 @@ impl Slots {
         ctx: &mut HookCtx,
         req: &'a CommandRequest,
     ) -> impl Iterator<Item = &'a Slot> + 'a {
+        self.reached_by(ctx, || req.table())
+    }
+
+    /// The slots a request to `table()` reaches (read only when some
+    /// hook here is scoped).
+    #[inline]
+    fn reached_by<'a>(
+        &'a self,
+        ctx: &mut HookCtx,
+        table: impl FnOnce() -> Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Slot> + 'a {
         if !self.slots.is_empty() {
             ctx.tally().hooks().enter(&self.figures);
         }
-        let table = if self.scoped { req.table() } else { None };
+        let table = if self.scoped { table() } else { None };
         self.slots
             .iter()
             .filter(move |s| s.scope.as_ref().is_none_or(|scope| scope.admits(table)))
@@ -110,13 +125,13 @@ impl Slots {
     /// refuses it (its answer, counted as a break) or fails under
     /// `fail_closed` (a 500); `on_received` and `on_executed` alike.
     #[inline]
-    fn until_refused(
-        &self,
+    fn until_refused<'a>(
+        &'a self,
         ctx: &mut HookCtx,
-        req: &CommandRequest,
+        table: impl FnOnce() -> Option<&'a str>,
         call: impl Fn(&dyn Hook, &mut HookCtx) -> Flow,
     ) -> Flow {
-        for slot in self.reached(ctx, req) {
+        for slot in self.reached_by(ctx, table) {
             match slot.call(ctx, &call) {
                 Ok(ControlFlow::Continue(())) => {}
                 Ok(ControlFlow::Break(res)) => {
@@ -188,14 +203,28 @@ impl Slot {
 impl Notify<()> for Received {
     fn notify(&self, ctx: &mut HookCtx, req: &CommandRequest, _: &()) -> Flow {
         self.0
-            .until_refused(ctx, req, |h, ctx| h.on_received(ctx, req))
+            .until_refused(ctx, || req.table(), |h, ctx| h.on_received(ctx, req))
+    }
+}
+
+impl Received {
+    /// Runs the chain on a request still in its bytes: only for a request
+    /// every hook in reach of which takes raw requests
+    /// ([`HookChain::needs_decoded`] is false for its table).
+    #[inline]
+    pub(crate) fn notify_raw(&self, ctx: &mut HookCtx, req: &RawRequest<'_>) -> Flow {
+        self.0.until_refused(
+            ctx,
+            || Some(req.table()),
+            |h, ctx| h.on_received_raw(ctx, req),
+        )
     }
 }
 
 impl Notify<CommandResponse> for Executed {
     fn notify(&self, ctx: &mut HookCtx, req: &CommandRequest, res: &CommandResponse) -> Flow {
         self.0
-            .until_refused(ctx, req, |h, ctx| h.on_executed(ctx, req, res))
+            .until_refused(ctx, || req.table(), |h, ctx| h.on_executed(ctx, req, res))
     }
 }
 
@@ -295,6 +324,8 @@ impl HookChain {
         ] {
             slots.figures = Arc::clone(&figures);
         }
+        let later = events.executed || events.before_send || events.after_send;
+        self.raw.push(!later && hook.reads_raw());
         self.all.push(hook);
         self.placements.push(placement);
     }
@@ -328,18 +359,23 @@ impl HookChain {
             .any(|(h, p)| p.scope.is_none() && h.authenticates())
     }
 
-    /// True when every hook of the chain is scoped to tables (`tables =
-    /// [...]`), so that a request to other tables meets none: true for an
-    /// empty chain.
-    pub(crate) fn all_scoped(&self) -> bool {
-        self.placements.iter().all(|p| p.scope.is_some())
-    }
-
-    /// Whether some hook would see a request to `table`, on any event.
-    pub(crate) fn reaches(&self, table: &str) -> bool {
+    /// True when some request may be answered from its bytes: every hook
+    /// either takes raw requests or is scoped to tables (which a request
+    /// may avoid). True for an empty chain.
+    pub(crate) fn may_read_raw(&self) -> bool {
         self.placements
             .iter()
-            .any(|p| p.scope.as_ref().is_none_or(|s| s.admits(Some(table))))
+            .zip(&self.raw)
+            .all(|(p, &raw)| raw || p.scope.is_some())
+    }
+
+    /// Whether a request to `table` reaches a hook that needs it decoded
+    /// (one that does not take raw requests).
+    pub(crate) fn needs_decoded(&self, table: &str) -> bool {
+        self.placements
+            .iter()
+            .zip(&self.raw)
+            .any(|(p, &raw)| !raw && p.scope.as_ref().is_none_or(|s| s.admits(Some(table))))
     }
 
     /// True when some hook runs after the response is sent (so the
@@ -380,23 +416,64 @@ mod tests {
         }
     }
 
+    /// A hook that takes raw requests, on `events`.
+    struct Raw(Events);
+
+    impl Hook for Raw {
+        fn name(&self) -> &str {
+            "raw"
+        }
+        fn events(&self) -> Events {
+            self.0
+        }
+        fn reads_raw(&self) -> bool {
+            true
+        }
+    }
+
     /// What lets the connection answer a request without decoding it: no
     /// hook, or only hooks scoped away from its table.
     #[test]
     fn a_request_reaches_the_hooks_whose_tables_it_names() {
         let mut chain = HookChain::new();
-        assert!(chain.all_scoped());
-        assert!(!chain.reaches("users"));
+        assert!(chain.may_read_raw());
+        assert!(!chain.needs_decoded("users"));
         chain.push_placed(Arc::new(Named), scoped(&["orders*"]));
         chain.push_placed(Arc::new(Named), scoped(&["audit"]));
-        assert!(chain.all_scoped());
-        assert!(chain.reaches("orders1"));
-        assert!(chain.reaches("audit"));
-        assert!(!chain.reaches("users"));
-        assert!(!chain.reaches(""));
+        assert!(chain.may_read_raw());
+        assert!(chain.needs_decoded("orders1"));
+        assert!(chain.needs_decoded("audit"));
+        assert!(!chain.needs_decoded("users"));
+        assert!(!chain.needs_decoded(""));
         // `tables = ["*"]` is no scope: every request reaches it.
         chain.push_placed(Arc::new(Named), scoped(&["*"]));
-        assert!(!chain.all_scoped());
-        assert!(chain.reaches("users"));
+        assert!(!chain.may_read_raw());
+        assert!(chain.needs_decoded("users"));
+    }
+
+    /// Hooks that take raw requests on `on_received` alone leave a request
+    /// undecoded; one that handles a later event, or does not take them,
+    /// does not.
+    #[test]
+    fn only_received_hooks_that_read_raw_leave_a_request_undecoded() {
+        let mut chain = HookChain::new();
+        chain.push(Arc::new(Raw(Events::RECEIVED)));
+        chain.push(Arc::new(Raw(Events::NONE)));
+        assert!(chain.may_read_raw());
+        assert!(!chain.needs_decoded("users"));
+        // A raw reader that also sees the response needs the request decoded.
+        let mut later = chain.clone();
+        later.push(Arc::new(Raw(Events {
+            received: true,
+            after_send: true,
+            ..Events::NONE
+        })));
+        assert!(!later.may_read_raw());
+        assert!(later.needs_decoded("users"));
+        // So does a hook that does not read raw, unless scoped away.
+        chain.push_placed(Arc::new(Named), scoped(&["orders*"]));
+        assert!(chain.may_read_raw());
+        assert!(!chain.needs_decoded("users"));
+        assert!(chain.needs_decoded("orders"));
     }
 }

@@ -7,6 +7,7 @@ use hookv_plugin::pb::{CommandRequest, CommandResponse};
 use hookv_plugin::Events;
 
 use super::ctx::HookCtx;
+use super::raw::RawRequest;
 
 /// What an `on_received` or `on_executed` hook returns: continue, or answer
 /// with this response now.
@@ -25,6 +26,22 @@ pub trait Hook: Send + Sync + 'static {
     /// Before execution. `Break(response)` answers with `response` and leaves
     /// storage untouched.
     fn on_received(&self, _ctx: &mut HookCtx, _req: &CommandRequest) -> Flow {
+        ControlFlow::Continue(())
+    }
+
+    /// True when [`Hook::on_received_raw`] decides exactly as
+    /// [`Hook::on_received`] would for the decoded request. A hook that
+    /// also handles a later event is never given raw requests: those
+    /// events need the decoded request. Defaults to false.
+    fn reads_raw(&self) -> bool {
+        false
+    }
+
+    /// `on_received` for a request still in its frame's bytes (see
+    /// [`RawRequest`]), called instead of [`Hook::on_received`], and only
+    /// when [`Hook::reads_raw`] says so: the connection then answers the
+    /// request without decoding it.
+    fn on_received_raw(&self, _ctx: &mut HookCtx, _req: &RawRequest<'_>) -> Flow {
         ControlFlow::Continue(())
     }
 

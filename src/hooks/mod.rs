@@ -18,7 +18,9 @@
 //!
 //! One noun per file: [`HookCtx`] (`ctx.rs`: what a hook may read and set of
 //! its connection), the [`Hook`] trait (`hook.rs`), [`HookChain`]
-//! (`chain.rs`: one ordered list per event), an entry's [`Placement`] in it
+//! (`chain.rs`: one ordered list per event), the [`RawRequest`] that hooks
+//! able to decide from a frame's bytes are given on the fast path
+//! (`raw.rs`), an entry's [`Placement`] in it
 //! (`scope.rs`: `tables = [...]` and `on_panic`), the
 //! [`WriteBarrier`] a connection awaits before answering writes
 //! (`barrier.rs`); beside them the built-in hooks and `build.rs` (config →
@@ -32,6 +34,7 @@ mod chain;
 mod ctx;
 mod hook;
 pub mod pattern;
+mod raw;
 pub mod rewrite;
 mod scope;
 pub mod wal;
@@ -43,4 +46,5 @@ pub use hook::{Flow, Hook};
 /// Which events a hook takes part in (so chains skip the rest). The same
 /// type plugins declare theirs with.
 pub use hookv_plugin::Events;
+pub use raw::RawRequest;
 pub use scope::{OnPanic, Placement, Scope};

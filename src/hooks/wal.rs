@@ -3,7 +3,8 @@
 //! The log itself is a storage layer ([`crate::wal`]): it wraps the
 //! storage and is opened, and replayed, before the service and its chain
 //! are built. This hook only refuses writes on `on_received` once the log
-//! has stopped, before they reach storage: 500 naming the cause once it
+//! has stopped (it takes raw requests: an `hget` or `hset` need not be
+//! decoded for it, see [`crate::hooks::RawRequest`]), before they reach storage: 500 naming the cause once it
 //! failed, 503 once it is closed. Its `shutdown` flushes and fsyncs the
 //! log. Its options are the log's ([`crate::wal::WalOptions`]).
 
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use hookv_plugin::pb::{status, CommandRequest, CommandResponse};
 use tracing::error;
 
-use super::{Events, Flow, Hook, HookCtx};
+use super::{Events, Flow, Hook, HookCtx, RawRequest};
 use crate::wal::{Stopped, Wal};
 
 /// The hook of an `kind = "wal"` entry: refuses writes once the log has
@@ -54,7 +55,31 @@ impl Hook for WalHook {
     }
 
     fn on_received(&self, _ctx: &mut HookCtx, req: &CommandRequest) -> Flow {
-        if !req.is_write() {
+        self.admit(req.is_write())
+    }
+
+    /// It needs to know only whether the request writes.
+    fn reads_raw(&self) -> bool {
+        true
+    }
+
+    fn on_received_raw(&self, _ctx: &mut HookCtx, req: &RawRequest<'_>) -> Flow {
+        self.admit(req.is_write())
+    }
+
+    /// Flushes and fsyncs; the log stays open (a reload may keep it), and
+    /// closes when the server stops.
+    fn shutdown(&self) {
+        if let Err(e) = self.wal.sync() {
+            error!(error = %e, "write-ahead log: cannot flush on shutdown");
+        }
+    }
+}
+
+impl WalHook {
+    /// A read goes on; a write goes on while the log runs.
+    fn admit(&self, write: bool) -> Flow {
+        if !write {
             return ControlFlow::Continue(());
         }
         match self.wal.stopped() {
@@ -70,14 +95,6 @@ impl Hook for WalHook {
                      writes need a server restart once the cause is fixed"
                 ),
             )),
-        }
-    }
-
-    /// Flushes and fsyncs; the log stays open (a reload may keep it), and
-    /// closes when the server stops.
-    fn shutdown(&self) {
-        if let Err(e) = self.wal.sync() {
-            error!(error = %e, "write-ahead log: cannot flush on shutdown");
         }
     }
 }

@@ -66,7 +66,9 @@
 //! never call them. An event that is called passes the request's bytes as
 //! they arrived (`HookCtx::request_frame`; encoded into a reused per-thread
 //! buffer only when there are none), the response encoded the same way, the connection's
-//! context, and decodes what comes back. A plugin that fails (a caught
+//! context, and decodes what comes back. A plugin that handles
+//! `on_received` alone takes raw requests ([`crate::hooks::RawRequest`]):
+//! an `hget` or `hset` that reaches only such hooks is never decoded. A plugin that fails (a caught
 //! panic, an error verdict, bytes that do not decode) is logged with its
 //! name and counted (`hookv_plugin_panics_total{plugin}` for panics,
 //! `hookv_plugin_errors_total{plugin}` for the rest), and then follows its
@@ -91,7 +93,7 @@ use prost::Message;
 
 use crate::config::HookEntry;
 use crate::hooks::build::PLACEMENT_KEYS;
-use crate::hooks::{Events, Flow, Hook, HookCtx, OnPanic};
+use crate::hooks::{Events, Flow, Hook, HookCtx, OnPanic, RawRequest};
 use crate::metrics::{plugin_figures, PluginFigures};
 use ffi::{Args, Event, Instance, LoadError};
 use file::library;
@@ -310,15 +312,15 @@ impl PluginHook {
         &self,
         event: Event,
         ctx: &HookCtx,
-        req: &CommandRequest,
+        req: Request<'_>,
         res: Option<&CommandResponse>,
         decode: bool,
     ) -> Verdict {
         let answer = with_buffers(|buffer, response| -> Result<_, String> {
             // The bytes as received, when the connection has them.
-            let request: &[u8] = match ctx.request_frame() {
-                Some(frame) => frame,
-                None => {
+            let request: &[u8] = match (req, ctx.request_frame().map(|f| &f[..])) {
+                (Request::Raw(frame), _) | (Request::Decoded(_), Some(frame)) => frame,
+                (Request::Decoded(req), None) => {
                     req.encode(buffer).map_err(|e| e.to_string())?;
                     buffer
                 }
@@ -436,6 +438,15 @@ enum Failure {
     Error,
 }
 
+/// The request a plugin is called with.
+#[derive(Clone, Copy)]
+enum Request<'a> {
+    /// Decoded (the connection may still have its bytes).
+    Decoded(&'a CommandRequest),
+    /// Still in its frame's bytes.
+    Raw(&'a [u8]),
+}
+
 /// A plugin's answer, read.
 enum Verdict {
     /// Go on (with a replacement response, for `on_before_send`).
@@ -456,12 +467,22 @@ impl Hook for PluginHook {
     }
 
     fn on_received(&self, ctx: &mut HookCtx, req: &CommandRequest) -> Flow {
-        let verdict = self.call(Event::Received, ctx, req, None, true);
+        let verdict = self.call(Event::Received, ctx, Request::Decoded(req), None, true);
+        self.flow(ctx, Event::Received, verdict)
+    }
+
+    /// A plugin is handed the request's bytes either way.
+    fn reads_raw(&self) -> bool {
+        true
+    }
+
+    fn on_received_raw(&self, ctx: &mut HookCtx, req: &RawRequest<'_>) -> Flow {
+        let verdict = self.call(Event::Received, ctx, Request::Raw(req.frame()), None, true);
         self.flow(ctx, Event::Received, verdict)
     }
 
     fn on_executed(&self, ctx: &HookCtx, req: &CommandRequest, res: &CommandResponse) -> Flow {
-        let verdict = self.call(Event::Executed, ctx, req, Some(res), true);
+        let verdict = self.call(Event::Executed, ctx, Request::Decoded(req), Some(res), true);
         self.flow(ctx, Event::Executed, verdict)
     }
 
@@ -471,7 +492,13 @@ impl Hook for PluginHook {
         req: &CommandRequest,
         res: &mut CommandResponse,
     ) -> ControlFlow<()> {
-        match self.call(Event::BeforeSend, ctx, req, Some(res), true) {
+        match self.call(
+            Event::BeforeSend,
+            ctx,
+            Request::Decoded(req),
+            Some(res),
+            true,
+        ) {
             Verdict::Continue(new) => {
                 if let Some(new) = new {
                     *res = new;
@@ -497,7 +524,13 @@ impl Hook for PluginHook {
         req: &CommandRequest,
         res: &CommandResponse,
     ) -> ControlFlow<()> {
-        match self.call(Event::AfterSend, ctx, req, Some(res), false) {
+        match self.call(
+            Event::AfterSend,
+            ctx,
+            Request::Decoded(req),
+            Some(res),
+            false,
+        ) {
             Verdict::Break(_) => ControlFlow::Break(()),
             // A failure is logged; the response is already sent.
             Verdict::Continue(_) | Verdict::Failed(_) => ControlFlow::Continue(()),
