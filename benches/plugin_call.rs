@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use hookv::hooks::rewrite::{RewriteHook, RewriteOptions};
-use hookv::hooks::{Events, Flow, Hook, HookChain, HookCtx, Placement, Scope};
+use hookv::hooks::{Events, Flow, Hook, HookChain, HookCtx, Placement, RawRequest, Scope};
 use hookv::pb::{status, CommandRequest, CommandResponse};
 use hookv::plugin::PluginHook;
 use hookv::{MemTable, Service, ServiceInner};
@@ -89,6 +89,20 @@ fn calls(c: &mut Criterion) {
             });
         }
     }
+    // The same calls on a request still in its bytes, as the connection
+    // makes them when only such hooks see an hget or hset.
+    let mut ctx = HookCtx::new(1, peer);
+    for (case, req) in [
+        ("hset-pass", &pass),
+        ("hset-refuse", &refuse),
+        ("hget", &read),
+    ] {
+        let frame = req.encode_to_vec();
+        let raw = RawRequest::parse(&frame).expect("a plain hget or hset");
+        group.bench_function(format!("abi-raw/{case}"), |b| {
+            b.iter(|| black_box(plugin.on_received_raw(&mut ctx, black_box(&raw))))
+        });
+    }
     // rate-limit never looks at the request: the cost of a call as such.
     let limit: Arc<dyn Hook> = Arc::new(
         PluginHook::load(
@@ -100,6 +114,11 @@ fn calls(c: &mut Criterion) {
     let mut ctx = HookCtx::new(1, peer).with_request_frame(pass.encode_to_vec().into());
     group.bench_function("abi/rate-limit/hset", |b| {
         b.iter(|| black_box(limit.on_received(&mut ctx, black_box(&pass))))
+    });
+    let frame = pass.encode_to_vec();
+    let raw = RawRequest::parse(&frame).expect("a plain hset");
+    group.bench_function("abi-raw/rate-limit/hset", |b| {
+        b.iter(|| black_box(limit.on_received_raw(&mut ctx, black_box(&raw))))
     });
     group.finish();
 }

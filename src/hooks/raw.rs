@@ -41,6 +41,20 @@ impl<'a> RawRequest<'a> {
         }
     }
 
+    /// The request in `frame` (an encoded `CommandRequest`), if it is one
+    /// that the connection answers undecoded: an `hget` or a string
+    /// `hset`, laid out plainly. For tests and benches that call
+    /// [`Hook::on_received_raw`](super::Hook::on_received_raw) directly.
+    pub fn parse(frame: &'a [u8]) -> Option<Self> {
+        let request = crate::command::inplace::InPlace::parse(frame)?;
+        Some(Self::new(
+            frame,
+            request.command(),
+            request.table(),
+            request.key(),
+        ))
+    }
+
     /// The frame's bytes: an encoded `CommandRequest`.
     #[inline]
     pub fn frame(&self) -> &'a [u8] {
@@ -69,5 +83,39 @@ impl<'a> RawRequest<'a> {
     #[inline]
     pub fn key(&self) -> &'a str {
         self.key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hookv_plugin::pb::CommandRequest;
+    use prost::Message;
+
+    #[test]
+    fn parse_reads_what_the_frame_decodes_to_and_only_plain_hget_and_hset() {
+        let frame = CommandRequest::new_hset("users", "alice", "v".into()).encode_to_vec();
+        let raw = RawRequest::parse(&frame).unwrap();
+        assert_eq!(
+            (raw.command(), raw.table(), raw.key(), raw.is_write()),
+            (Command::Hset, "users", "alice", true)
+        );
+        assert_eq!(raw.frame(), &frame[..]);
+        let frame = CommandRequest::new_hget("", "k").encode_to_vec();
+        let raw = RawRequest::parse(&frame).unwrap();
+        assert_eq!(
+            (raw.command(), raw.table(), raw.key(), raw.is_write()),
+            (Command::Hget, "", "k", false)
+        );
+        for other in [
+            CommandRequest::new_hgetall("users"),
+            CommandRequest::new_hset("users", "alice", 7i64.into()),
+            CommandRequest::new_hmget("users", vec!["a".into()]),
+        ] {
+            assert!(
+                RawRequest::parse(&other.encode_to_vec()).is_none(),
+                "{other:?}"
+            );
+        }
     }
 }

@@ -316,18 +316,8 @@ impl PluginHook {
         res: Option<&CommandResponse>,
         decode: bool,
     ) -> Verdict {
-        let answer = with_buffers(|buffer, response| -> Result<_, String> {
-            // The bytes as received, when the connection has them.
-            let request: &[u8] = match (req, ctx.request_frame().map(|f| &f[..])) {
-                (Request::Raw(frame), _) | (Request::Decoded(_), Some(frame)) => frame,
-                (Request::Decoded(req), None) => {
-                    req.encode(buffer).map_err(|e| e.to_string())?;
-                    buffer
-                }
-            };
-            if let Some(res) = res {
-                res.encode(response).map_err(|e| e.to_string())?;
-            }
+        // The call, once the request's and the response's bytes are at hand.
+        let call = |request: &[u8], response: &[u8]| {
             let peer = ctx.peer_text();
             let args = Args {
                 conn_id: ctx.conn_id(),
@@ -337,8 +327,26 @@ impl PluginHook {
                 request,
                 response,
             };
-            Ok(self.instance.call(event, &args))
-        });
+            self.instance.call(event, &args)
+        };
+        let answer = match (req, res) {
+            // Nothing to encode: the per-thread buffers are not needed.
+            (Request::Raw(frame), None) => Ok(call(frame, &[])),
+            _ => with_buffers(|buffer, response| -> Result<_, String> {
+                // The bytes as received, when the connection has them.
+                let request: &[u8] = match (req, ctx.request_frame().map(|f| &f[..])) {
+                    (Request::Raw(frame), _) | (Request::Decoded(_), Some(frame)) => frame,
+                    (Request::Decoded(req), None) => {
+                        req.encode(buffer).map_err(|e| e.to_string())?;
+                        buffer
+                    }
+                };
+                if let Some(res) = res {
+                    res.encode(response).map_err(|e| e.to_string())?;
+                }
+                Ok(call(request, response))
+            }),
+        };
         let answer = match answer {
             Ok(Some(answer)) => answer,
             Ok(None) => return Verdict::Continue(None),

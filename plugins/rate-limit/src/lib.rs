@@ -37,7 +37,9 @@ pub struct RateLimit {
     per_second: f64,
     burst: f64,
     /// One lock for all clients: held for a few arithmetic operations.
-    buckets: Mutex<HashMap<String, Bucket>>,
+    /// foldhash, seeded per process: SipHash (the default) was a fifth of
+    /// the plugin's time per request.
+    buckets: Mutex<HashMap<String, Bucket, foldhash::fast::RandomState>>,
     /// Requests refused (429), in the server's metrics.
     refused: Counter,
 }
@@ -104,7 +106,7 @@ impl Plugin for RateLimit {
         Ok(Self {
             per_second,
             burst: f64::from(burst),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::default()),
             refused: Counter::with_help(
                 "refused_total",
                 "Requests the rate-limit plugin refused with 429.",
