@@ -1,5 +1,7 @@
 //! The audit trail's JSON: one line per record, formatted by hand (no
-//! allocation per record; a cached calendar second) from a queued batch.
+//! allocation per record; a cached calendar second; a line's start, time
+//! to principal, formatted once per run of pipelined requests) from a
+//! queued batch.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -17,31 +19,44 @@ pub(super) const CHUNK_BYTES: usize = 4 << 20;
 
 /// Appends the JSON line of every record in `batch` to `out`, handing `out`
 /// to `full` whenever it holds [`CHUNK_BYTES`] or more.
+///
+/// A line starts `{"time":..,"conn":..,"peer":..,"principal":..`, which
+/// depends only on the record's arrival time, connection, peer and
+/// principal. Pipelined requests of one connection share all four and
+/// queue one after another, so that start is formatted once per run and
+/// copied for the rest of it.
 pub(super) fn format_batch(out: &mut Vec<u8>, batch: &Batch, mut full: impl FnMut(&mut Vec<u8>)) {
     let mut text = batch.text.as_slice();
-    // Takes the next `len` bytes of the records' strings.
-    let mut take = |len: usize| -> &[u8] {
-        let (head, rest) = text.split_at(len.min(text.len()));
-        text = rest;
-        head
-    };
+    // The previous line's start, and what it was formatted from.
+    let mut prefix = Vec::with_capacity(128);
+    let mut prefix_of = None;
     for record in &batch.records {
-        out.extend_from_slice(b"{\"time\":");
-        push_time(out, record.arrived);
-        out.extend_from_slice(b",\"conn\":");
-        push_u64(out, record.conn);
-        out.extend_from_slice(b",\"peer\":\"");
-        push_addr(out, &record.peer);
-        out.extend_from_slice(b"\",\"principal\":");
-        match record.principal {
-            Some(len) => push_str(out, take(len as usize)),
-            None => out.extend_from_slice(b"null"),
+        let principal = record.principal.map(|len| take(&mut text, len));
+        let of = Some((record.conn, record.arrived, record.peer, principal));
+        if of == prefix_of {
+            out.extend_from_slice(&prefix);
+        } else {
+            let start = out.len();
+            out.extend_from_slice(b"{\"time\":");
+            push_time(out, record.arrived);
+            out.extend_from_slice(b",\"conn\":");
+            push_u64(out, record.conn);
+            out.extend_from_slice(b",\"peer\":\"");
+            push_addr(out, &record.peer);
+            out.extend_from_slice(b"\",\"principal\":");
+            match principal {
+                Some(principal) => push_str(out, principal),
+                None => out.extend_from_slice(b"null"),
+            }
+            prefix.clear();
+            prefix.extend_from_slice(&out[start..]);
+            prefix_of = of;
         }
         out.extend_from_slice(b",\"command\":\"");
         out.extend_from_slice(record.command.as_bytes());
         out.extend_from_slice(b"\",\"table\":");
         match record.table {
-            Some(len) => push_str(out, take(len as usize)),
+            Some(len) => push_str(out, take(&mut text, len)),
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"keys\":[");
@@ -49,9 +64,9 @@ pub(super) fn format_batch(out: &mut Vec<u8>, batch: &Batch, mut full: impl FnMu
             if i > 0 {
                 out.push(b',');
             }
-            let len = take(4);
+            let len = take(&mut text, 4);
             let len = u32::from_le_bytes(len.try_into().unwrap_or([0; 4]));
-            push_str(out, take(len as usize));
+            push_str(out, take(&mut text, len));
         }
         out.extend_from_slice(b"],\"status\":");
         push_u64(out, record.status.into());
@@ -62,6 +77,13 @@ pub(super) fn format_batch(out: &mut Vec<u8>, batch: &Batch, mut full: impl FnMu
             full(out);
         }
     }
+}
+
+/// Takes the next `len` bytes of the records' strings off `text`.
+fn take<'a>(text: &mut &'a [u8], len: u32) -> &'a [u8] {
+    let (head, rest) = text.split_at((len as usize).min(text.len()));
+    *text = rest;
+    head
 }
 
 /// A JSON string literal: quotes, and escapes for `"`, `\\` and control characters.
@@ -259,6 +281,73 @@ mod tests {
         assert_eq!(lines[2]["keys"], serde_json::json!([]));
         assert_eq!(lines[3]["command"], "unknown");
         assert_eq!(lines[3]["status"], 400);
+    }
+
+    /// Each record differs from the one before it in one part of a line's
+    /// start (or in none, a run): its line must be what formatting it
+    /// alone gives, whether that start was formatted or copied.
+    #[test]
+    fn a_line_is_the_same_whether_its_start_is_formatted_or_copied() {
+        let t0 = 1_764_003_797_759_497;
+        let a = "10.0.0.1:1000";
+        let b = "10.0.0.2:1000";
+        // (conn, peer, arrived in µs since the epoch, principal)
+        let steps: &[(u64, &str, u64, Option<&str>)] = &[
+            (1, a, t0, None),
+            (1, a, t0, None),
+            // auth mid-run: the principal appears, changes bytes at the
+            // same length, needs escaping, goes away again
+            (1, a, t0, Some("alice")),
+            (1, a, t0, Some("alice")),
+            (1, a, t0, Some("bobby")),
+            (1, a, t0, Some("b\"by\n")),
+            (1, a, t0, None),
+            (1, a, t0, Some("bobby")),
+            // the next arrival: a microsecond later, then a second later
+            (1, a, t0 + 1, Some("bobby")),
+            (1, a, t0 + 1_000_001, Some("bobby")),
+            // a hook changes the peer
+            (1, b, t0 + 1_000_001, Some("bobby")),
+            (1, "[::1]:1000", t0 + 1_000_001, Some("bobby")),
+            (1, b, t0 + 1_000_001, Some("bobby")),
+            // another connection, the same in all else
+            (2, b, t0 + 1_000_001, Some("bobby")),
+            (2, b, t0 + 1_000_001, Some("bobby")),
+            (1, b, t0 + 1_000_001, Some("bobby")),
+        ];
+        let mut conns = [1, 2].map(|id| HookCtx::new(id, a.parse().unwrap()));
+        let mut batch = Batch::default();
+        let mut alone = Vec::new();
+        for (i, &(conn, peer, micros, principal)) in steps.iter().enumerate() {
+            let ctx = &mut conns[conn as usize - 1];
+            ctx.peer = peer.parse().unwrap();
+            ctx.principal = principal.map(Into::into);
+            ctx.arrive_at(ctx.started(), UNIX_EPOCH + Duration::from_micros(micros));
+            ctx.answered_at(ctx.started() + Duration::from_micros(i as u64));
+            let req = CommandRequest::new_hget("t", format!("k{i}"));
+            batch.push(ctx, &req, 200);
+            let mut own = Batch::default();
+            own.push(ctx, &req, 200);
+            format_batch(&mut alone, &own, |_| panic!("one chunk"));
+        }
+        let mut out = Vec::new();
+        format_batch(&mut out, &batch, |_| panic!("one chunk"));
+        let out = String::from_utf8(out).unwrap();
+        let alone = String::from_utf8(alone).unwrap();
+        assert_eq!(out.lines().count(), steps.len());
+        for (i, (line, want)) in out.lines().zip(alone.lines()).enumerate() {
+            assert_eq!(line, want, "line {i}");
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let (conn, peer, micros, principal) = steps[i];
+            assert_eq!(v["conn"], conn, "line {i}");
+            assert_eq!(v["peer"], peer, "line {i}");
+            let mut time = Vec::new();
+            push_time(&mut time, UNIX_EPOCH + Duration::from_micros(micros));
+            assert_eq!(v["time"], serde_json::from_slice::<String>(&time).unwrap());
+            assert_eq!(v["principal"].as_str(), principal, "line {i}");
+            assert_eq!(v["keys"][0], format!("k{i}"), "line {i}");
+        }
+        assert_eq!(out, alone);
     }
 
     #[test]
