@@ -89,6 +89,21 @@ fn take<'a>(text: &mut &'a [u8], len: u32) -> &'a [u8] {
 /// A JSON string literal: quotes, and escapes for `"`, `\\` and control characters.
 pub(super) fn push_str(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
+    // Most strings need no escape: a look at every byte without a branch
+    // per byte, then one copy.
+    let plain = !bytes.iter().fold(false, |escape, &b| {
+        escape | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if plain {
+        out.extend_from_slice(bytes);
+    } else {
+        push_escaped(out, bytes);
+    }
+    out.push(b'"');
+}
+
+/// `bytes` with escapes for `"`, `\\` and control characters.
+fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &[u8] = match b {
@@ -111,7 +126,6 @@ pub(super) fn push_str(out: &mut Vec<u8>, bytes: &[u8]) {
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -392,6 +406,21 @@ mod tests {
             push_str(&mut out, s.as_bytes());
             let parsed: String = serde_json::from_slice(&out).unwrap();
             assert_eq!(parsed, s);
+        }
+        // Every character below 0x80 (each one that must be escaped among
+        // them), at either end or inside a string that is otherwise plain.
+        for c in (0..0x80u8).map(char::from) {
+            for s in [
+                format!("{c}"),
+                format!("{c}key:0042"),
+                format!("key:{c}0042"),
+                format!("key:0042{c}"),
+            ] {
+                let mut out = Vec::new();
+                push_str(&mut out, s.as_bytes());
+                let parsed: String = serde_json::from_slice(&out).unwrap();
+                assert_eq!(parsed, s, "{out:?}");
+            }
         }
     }
 
