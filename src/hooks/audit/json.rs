@@ -79,7 +79,9 @@ pub(super) fn format_batch(out: &mut Vec<u8>, batch: &Batch, mut full: impl FnMu
     }
 }
 
-/// Takes the next `len` bytes of the records' strings off `text`.
+/// Takes the next `len` bytes of the records' strings off `text`. Inline:
+/// left to itself the compiler made it a call per string.
+#[inline]
 fn take<'a>(text: &mut &'a [u8], len: u32) -> &'a [u8] {
     let (head, rest) = text.split_at((len as usize).min(text.len()));
     *text = rest;
