@@ -69,6 +69,9 @@ use super::{Events, Hook, HookCtx};
 use queue::Queue;
 use writer::write_loop;
 
+#[doc(hidden)]
+pub use json::bench_format;
+
 /// The hook's options.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
