@@ -322,13 +322,27 @@ pub(crate) fn handle(
     req: &CommandRequest,
 ) -> CommandResponse {
     ctx.set_wrote(false);
-    let mut res = match chain.received.notify(ctx, req, &()) {
-        ControlFlow::Break(refusal) => refusal,
-        ControlFlow::Continue(()) => {
-            let result = dispatch(req, store, ctx.max_frame_bytes());
-            executed(chain, ctx, req, result)
+    match chain.received.notify(ctx, req, &()) {
+        ControlFlow::Break(mut refusal) => {
+            let _ = chain.before_send.notify(ctx, req, &mut refusal);
+            refusal
         }
-    };
+        ControlFlow::Continue(()) => handle_received(store, chain, ctx, req),
+    }
+}
+
+/// [`handle`] for a request whose `on_received` hooks already ran and let
+/// it through (on its bytes: see [`crate::hooks::RawRequest`]): storage,
+/// `on_executed`, `on_before_send`.
+#[inline]
+pub(crate) fn handle_received(
+    store: &dyn Storage,
+    chain: &HookChain,
+    ctx: &mut HookCtx,
+    req: &CommandRequest,
+) -> CommandResponse {
+    let result = dispatch(req, store, ctx.max_frame_bytes());
+    let mut res = executed(chain, ctx, req, result);
     let _ = chain.before_send.notify(ctx, req, &mut res);
     res
 }

@@ -178,6 +178,14 @@ path = "logs/audit.jsonl"
         res.values,
         vec![Value::from("***"), Value::empty(), Value::from("***")]
     );
+    // A plain hget and hset, which every hook here reads raw (answered
+    // undecoded): redacted, and audited, the same.
+    let res = bounded(c.hget("secret", "b")).await.unwrap();
+    assert_eq!(res.values, vec![Value::from("***")]);
+    let res = bounded(c.hset("secret", "b", "y")).await.unwrap();
+    assert_eq!((res.status, res.values), (200, vec![Value::from("***")]));
+    // A miss leaves the undecoded path after on_received: each hook still
+    // sees it once (one prefix, one audit line).
     let res = bounded(c.hget("public", "nope")).await.unwrap();
     assert_eq!(res.status, 404);
     assert!(
@@ -185,6 +193,7 @@ path = "logs/audit.jsonl"
         "{}",
         res.message
     );
+    assert!(!res.message.contains("hookv: hookv:"), "{}", res.message);
     bounded(c.send_raw(&[0, 0, 0, 2, 0xff, 0xff]))
         .await
         .unwrap();
@@ -208,6 +217,8 @@ path = "logs/audit.jsonl"
         ("auth", 200),
         ("hmset", 200),
         ("hmget", 200),
+        ("hget", 200),
+        ("hset", 200),
         ("hget", 404),
         ("unknown", 400),
     ];
@@ -225,6 +236,12 @@ path = "logs/audit.jsonl"
     let hmget = &lines[3];
     assert_eq!(hmget["principal"], "admin");
     assert_eq!(hmget["keys"], serde_json::json!(["a", "zz", "b"]));
+    for undecoded in &lines[4..6] {
+        assert_eq!(undecoded["principal"], "admin");
+        assert_eq!(undecoded["table"], "secret");
+        assert_eq!(undecoded["keys"], serde_json::json!(["b"]));
+    }
+    assert_eq!(lines[6]["keys"], serde_json::json!(["nope"]));
     for l in &lines {
         assert!(l["conn"].as_u64().unwrap() >= 1);
         assert!(l["peer"].as_str().unwrap().starts_with("127.0.0.1:"));

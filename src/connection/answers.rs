@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use hookv_plugin::pb::{status, CommandRequest, CommandResponse};
 use prost::Message;
 
@@ -18,10 +18,20 @@ pub(super) struct Answers {
     buf: BytesMut,
     /// Each request and its answer; kept only while the chain has
     /// `on_after_send` hooks.
-    sent: Vec<(CommandRequest, Sent)>,
+    sent: Vec<(Kept, Sent)>,
     /// Encoded size of the answers in `sent` kept decoded: about the memory
     /// they hold.
     decoded: usize,
+}
+
+/// A request as `on_after_send` will see it.
+#[derive(Debug)]
+pub(super) enum Kept {
+    /// Decoded, as its hooks saw it.
+    Decoded(CommandRequest),
+    /// Still in its frame's bytes (answered undecoded: see
+    /// [`crate::hooks::RawRequest`]).
+    Raw(Bytes),
 }
 
 /// An answer as `on_after_send` will see it.
@@ -56,13 +66,7 @@ impl Answers {
 
     /// Appends the answer to `req`; keeps both for `on_after_send` if `keep`.
     #[inline]
-    pub(super) fn push(
-        &mut self,
-        codec: &FrameCodec,
-        req: CommandRequest,
-        res: CommandResponse,
-        keep: bool,
-    ) {
+    pub(super) fn push(&mut self, codec: &FrameCodec, req: Kept, res: CommandResponse, keep: bool) {
         let start = self.buf.len();
         let res = encode(codec, res, &mut self.buf);
         if !keep {
@@ -95,7 +99,7 @@ impl Answers {
     pub(super) fn written(
         &mut self,
         ctx: &mut HookCtx,
-        mut hook: impl FnMut(&mut HookCtx, &CommandRequest, &CommandResponse),
+        mut hook: impl FnMut(&mut HookCtx, &Kept, &CommandResponse),
     ) {
         for (req, sent) in self.sent.drain(..) {
             let res = match sent {

@@ -93,6 +93,7 @@ mod limits;
 mod stream;
 mod transport;
 
+use answers::Kept;
 use end::End;
 use limits::Unauthenticated;
 pub use limits::{Limits, Refusal, Shared};
@@ -358,14 +359,15 @@ impl<'a, S: Backend, T: Transport> Handler<'a, S, T> {
                     match raw {
                         InPlaceAnswer::Answered(command, res) => {
                             self.ctx.tally().add_command(Some(command), res.status);
-                            self.conn.push_response(res);
+                            self.conn.push_raw_answer(&frame, res, keep);
                         }
-                        InPlaceAnswer::Decode | InPlaceAnswer::DecodeHooked => {
-                            let hooks = match raw {
-                                InPlaceAnswer::DecodeHooked => &*NO_HOOKS,
-                                _ => chain,
-                            };
-                            let (req, res) = answer(store, hooks, &mut self.ctx, frame);
+                        InPlaceAnswer::Decode => {
+                            let (req, res) = answer(store, chain, &mut self.ctx, frame);
+                            self.ctx.tally().add(&req, res.status);
+                            self.conn.push_answer(req, res, keep);
+                        }
+                        InPlaceAnswer::Received => {
+                            let (req, res) = answer_received(store, chain, &mut self.ctx, frame);
                             self.ctx.tally().add(&req, res.status);
                             self.conn.push_answer(req, res, keep);
                         }
@@ -411,8 +413,15 @@ impl<'a, S: Backend, T: Transport> Handler<'a, S, T> {
     fn after_send(&mut self, chain: &HookChain) {
         self.ctx.answered_at(Instant::now());
         let service = &self.service;
-        self.conn.written(&mut self.ctx, |ctx, req, res| {
-            service.after_send(chain, ctx, req, res)
+        self.conn.written(&mut self.ctx, |ctx, req, res| match req {
+            Kept::Decoded(req) => service.after_send(chain, ctx, req, res),
+            Kept::Raw(frame) => match RawRequest::parse(frame) {
+                Some(raw) => chain.after_send.notify_raw(ctx, &raw, res),
+                // Cannot happen: the frame was parsed so once already.
+                None => {
+                    crate::log_limited!(error, conn = ctx.conn_id(), "a request answered from its bytes no longer parses; on_after_send not run for it");
+                }
+            },
         });
     }
 
@@ -478,21 +487,16 @@ enum InPlaceAnswer {
     /// Not for this path: decode it and answer it as usual.
     Decode,
     /// Its `on_received` hooks ran on its bytes and let it through, but its
-    /// answer is not a 200: decode it and answer it as usual, without
-    /// those hooks (each hook sees a request once; the request reaches no
-    /// hook on a later event, or it would not have come this way).
-    DecodeHooked,
+    /// answer is not a 200: decode it and answer it as usual from storage
+    /// on ([`answer_received`]): each hook sees a request once.
+    Received,
 }
 
-/// An empty chain: what a request whose hooks already ran on its bytes
-/// meets on the usual path (see [`InPlaceAnswer::DecodeHooked`]).
-static NO_HOOKS: std::sync::LazyLock<HookChain> = std::sync::LazyLock::new(HookChain::new);
-
 /// Runs an `hget` or `hset` straight from its frame (see
-/// `crate::command::inplace`), after the `on_received` hooks it reaches,
-/// given it raw ([`crate::hooks::RawRequest`]): only when every hook it
-/// reaches takes raw requests (none of `chain`'s hooks that need it
-/// decoded admits its table).
+/// `crate::command::inplace`), through the hooks it reaches, given it raw
+/// ([`crate::hooks::RawRequest`]): only when every hook it reaches takes
+/// raw requests (none of `chain`'s hooks that need it decoded admits its
+/// table). The same steps as `crate::service::handle`.
 #[inline]
 fn answer_in_place(
     store: &dyn Storage,
@@ -509,16 +513,50 @@ fn answer_in_place(
     let command = request.command();
     ctx.set_wrote(false);
     let raw = RawRequest::new(frame, command, request.table(), request.key());
-    if let ControlFlow::Break(refusal) = chain.received.notify_raw(ctx, &raw) {
-        // No hook in reach handles a later event: the refusal as it is.
-        return InPlaceAnswer::Answered(command, refusal);
-    }
-    let Some((result, wrote)) = request.run(store) else {
-        return InPlaceAnswer::DecodeHooked;
+    let mut res = match chain.received.notify_raw(ctx, &raw) {
+        ControlFlow::Break(refusal) => refusal,
+        ControlFlow::Continue(()) => {
+            let Some((result, wrote)) = request.run(store) else {
+                return InPlaceAnswer::Received;
+            };
+            ctx.set_wrote(wrote);
+            let res = result.unwrap_or_else(|e| crate::service::failed(ctx, command.name(), e));
+            match chain.executed.notify_raw(ctx, &raw, &res) {
+                ControlFlow::Break(replacement) => replacement,
+                ControlFlow::Continue(()) => res,
+            }
+        }
     };
-    ctx.set_wrote(wrote);
-    let res = result.unwrap_or_else(|e| crate::service::failed(ctx, command.name(), e));
+    let _ = chain.before_send.notify_raw(ctx, &raw, &mut res);
     InPlaceAnswer::Answered(command, res)
+}
+
+/// Decodes a frame whose `on_received` hooks already ran on its bytes
+/// and answers it from storage on (see [`InPlaceAnswer::Received`]).
+fn answer_received(
+    store: &dyn Storage,
+    chain: &HookChain,
+    ctx: &mut HookCtx,
+    frame: Bytes,
+) -> (CommandRequest, CommandResponse) {
+    ctx.set_request_frame(Some(frame.clone()));
+    let answered = match CommandRequest::decode(frame) {
+        Ok(req) => {
+            let res = crate::service::handle_received(store, chain, ctx, &req);
+            (req, res)
+        }
+        // Cannot happen: the frame was parsed as a plain request, and
+        // every such frame decodes. Answered as any undecodable frame.
+        Err(e) => {
+            crate::metrics::malformed_frame();
+            ctx.set_wrote(false);
+            let e = Error::Decode(e);
+            ctx.set_request_frame(None);
+            return refuse(chain, ctx, &e, e.status());
+        }
+    };
+    ctx.set_request_frame(None);
+    answered
 }
 
 /// The answer to a frame that never became a request: it still passes

@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::answers::Answers;
+use super::answers::{Answers, Kept};
 use super::deadlines::{Alarm, Deadlines};
 use super::end::End;
 use super::limits::{Budget, Limits};
@@ -171,13 +171,20 @@ impl<'a, T: Transport> Connection<'a, T> {
     /// `on_after_send` if `keep`.
     #[inline]
     pub(super) fn push_answer(&mut self, req: CommandRequest, res: CommandResponse, keep: bool) {
-        self.answers.push(&self.codec, req, res, keep);
+        self.answers
+            .push(&self.codec, Kept::Decoded(req), res, keep);
     }
 
-    /// Appends an answer no `on_after_send` hook will see.
+    /// Appends the answer to a request answered from its bytes, `frame`;
+    /// keeps both for `on_after_send` if `keep`.
     #[inline]
-    pub(super) fn push_response(&mut self, res: CommandResponse) {
-        self.answers.push_response(&self.codec, res);
+    pub(super) fn push_raw_answer(&mut self, frame: &Bytes, res: CommandResponse, keep: bool) {
+        if keep {
+            self.answers
+                .push(&self.codec, Kept::Raw(frame.clone()), res, true);
+        } else {
+            self.answers.push_response(&self.codec, res);
+        }
     }
 
     /// True once the batch holds as much as one write should: answers to a
@@ -254,7 +261,7 @@ impl<'a, T: Transport> Connection<'a, T> {
     pub(super) fn written(
         &mut self,
         ctx: &mut HookCtx,
-        hook: impl FnMut(&mut HookCtx, &CommandRequest, &CommandResponse),
+        hook: impl FnMut(&mut HookCtx, &Kept, &CommandResponse),
     ) {
         self.answers.written(ctx, hook);
     }

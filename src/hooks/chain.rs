@@ -42,8 +42,8 @@ pub struct HookChain {
     all: Vec<Arc<dyn Hook>>,
     /// The placement of each of `all`.
     placements: Vec<Placement>,
-    /// Whether each of `all` can be given raw requests: it handles
-    /// `on_received` only (or nothing) and [`Hook::reads_raw`].
+    /// Whether each of `all` can be given raw requests
+    /// ([`Hook::reads_raw`]).
     raw: Vec<bool>,
     /// The figures of each hook on each event, by place.
     figures: Vec<Arc<HookFigures>>,
@@ -91,19 +91,9 @@ struct Slot {
 struct Panicked;
 
 impl Slots {
-    /// The slots that `req` reaches, in order; nothing at all is read when
-    /// the list is empty.
-    #[inline]
-    fn reached<'a>(
-        &'a self,
-        ctx: &mut HookCtx,
-        req: &'a CommandRequest,
-    ) -> impl Iterator<Item = &'a Slot> + 'a {
-        self.reached_by(ctx, || req.table())
-    }
-
-    /// The slots a request to `table()` reaches (read only when some
-    /// hook here is scoped).
+    /// The slots a request to `table()` reaches, in order (the table is
+    /// read only when some hook here is scoped; nothing at all is read when
+    /// the list is empty).
     #[inline]
     fn reached_by<'a>(
         &'a self,
@@ -228,23 +218,27 @@ impl Notify<CommandResponse> for Executed {
     }
 }
 
-impl NotifyMut<CommandResponse> for BeforeSend {
-    fn notify(
-        &self,
+impl Slots {
+    /// Shows the hooks `table()` reaches the response through `call`, in
+    /// order, each free to change it, until one stops the chain; a panic
+    /// under `fail_closed` replaces the response with a 500 (later hooks
+    /// still see it: a rewrite may word it, audit records it).
+    #[inline]
+    fn rewrite<'a>(
+        &'a self,
         ctx: &mut HookCtx,
-        req: &CommandRequest,
+        table: impl FnOnce() -> Option<&'a str>,
         res: &mut CommandResponse,
+        call: impl Fn(&dyn Hook, &HookCtx, &mut CommandResponse) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
-        for slot in self.0.reached(ctx, req) {
-            match slot.call(ctx, |h, ctx| h.on_before_send(ctx, req, res)) {
+        for slot in self.reached_by(ctx, table) {
+            match slot.call(ctx, |h, ctx| call(h, ctx, res)) {
                 Ok(ControlFlow::Continue(())) => {}
                 Ok(ControlFlow::Break(())) => {
                     slot.stats.broke(res.status);
                     return ControlFlow::Break(());
                 }
                 Err(Panicked) if slot.on_panic == OnPanic::FailOpen => {}
-                // The response is replaced; later hooks still see it (a
-                // rewrite may word it, audit records it).
                 Err(Panicked) => {
                     slot.stats.broke(status::INTERNAL);
                     *res = slot.failure();
@@ -253,23 +247,108 @@ impl NotifyMut<CommandResponse> for BeforeSend {
         }
         ControlFlow::Continue(())
     }
-}
 
-impl Notify<CommandResponse> for AfterSend {
-    fn notify(&self, ctx: &mut HookCtx, req: &CommandRequest, res: &CommandResponse) -> Flow {
-        for slot in self.0.reached(ctx, req) {
-            match slot.call(ctx, |h, ctx| h.on_after_send(ctx, req, res)) {
-                Ok(ControlFlow::Continue(())) => {}
+    /// Shows the hooks `table()` reaches the sent response through `call`,
+    /// in order, until one stops the chain. The answer is sent: a panic is
+    /// logged and counted, and the chain goes on whatever the policy.
+    #[inline]
+    fn shown<'a>(
+        &'a self,
+        ctx: &mut HookCtx,
+        table: impl FnOnce() -> Option<&'a str>,
+        res: &CommandResponse,
+        call: impl Fn(&dyn Hook, &HookCtx) -> ControlFlow<()>,
+    ) {
+        for slot in self.reached_by(ctx, table) {
+            match slot.call(ctx, |h, ctx| call(h, ctx)) {
+                Ok(ControlFlow::Continue(())) | Err(Panicked) => {}
                 Ok(ControlFlow::Break(())) => {
                     slot.stats.broke(res.status);
                     break;
                 }
-                // The answer is sent: a panic here is logged and counted,
-                // and the chain goes on whatever the policy.
-                Err(Panicked) => {}
             }
         }
+    }
+}
+
+impl NotifyMut<CommandResponse> for BeforeSend {
+    fn notify(
+        &self,
+        ctx: &mut HookCtx,
+        req: &CommandRequest,
+        res: &mut CommandResponse,
+    ) -> ControlFlow<()> {
+        self.0.rewrite(
+            ctx,
+            || req.table(),
+            res,
+            |h, ctx, res| h.on_before_send(ctx, req, res),
+        )
+    }
+}
+
+impl Notify<CommandResponse> for AfterSend {
+    fn notify(&self, ctx: &mut HookCtx, req: &CommandRequest, res: &CommandResponse) -> Flow {
+        self.0.shown(
+            ctx,
+            || req.table(),
+            res,
+            |h, ctx| h.on_after_send(ctx, req, res),
+        );
         ControlFlow::Continue(())
+    }
+}
+
+impl Executed {
+    /// [`Received::notify_raw`] for `on_executed`.
+    #[inline]
+    pub(crate) fn notify_raw(
+        &self,
+        ctx: &mut HookCtx,
+        req: &RawRequest<'_>,
+        res: &CommandResponse,
+    ) -> Flow {
+        self.0.until_refused(
+            ctx,
+            || Some(req.table()),
+            |h, ctx| h.on_executed_raw(ctx, req, res),
+        )
+    }
+}
+
+impl BeforeSend {
+    /// [`Received::notify_raw`] for `on_before_send`.
+    #[inline]
+    pub(crate) fn notify_raw(
+        &self,
+        ctx: &mut HookCtx,
+        req: &RawRequest<'_>,
+        res: &mut CommandResponse,
+    ) -> ControlFlow<()> {
+        self.0.rewrite(
+            ctx,
+            || Some(req.table()),
+            res,
+            |h, ctx, res| h.on_before_send_raw(ctx, req, res),
+        )
+    }
+}
+
+impl AfterSend {
+    /// [`Received::notify_raw`] for `on_after_send`.
+    #[inline]
+    pub(crate) fn notify_raw(
+        &self,
+        ctx: &mut HookCtx,
+        req: &RawRequest<'_>,
+        res: &CommandResponse,
+    ) {
+        self.0.shown(
+            ctx,
+            || Some(req.table()),
+            res,
+            |h, ctx| h.on_after_send_raw(ctx, req, res),
+        );
     }
 }
 
@@ -324,8 +403,7 @@ impl HookChain {
         ] {
             slots.figures = Arc::clone(&figures);
         }
-        let later = events.executed || events.before_send || events.after_send;
-        self.raw.push(!later && hook.reads_raw());
+        self.raw.push(hook.reads_raw());
         self.all.push(hook);
         self.placements.push(placement);
     }
@@ -451,29 +529,21 @@ mod tests {
         assert!(chain.needs_decoded("users"));
     }
 
-    /// Hooks that take raw requests on `on_received` alone leave a request
-    /// undecoded; one that handles a later event, or does not take them,
-    /// does not.
+    /// Hooks that take raw requests leave a request undecoded, on every
+    /// event; one that does not, unless scoped away, does not.
     #[test]
-    fn only_received_hooks_that_read_raw_leave_a_request_undecoded() {
+    fn hooks_that_read_raw_leave_a_request_undecoded() {
         let mut chain = HookChain::new();
         chain.push(Arc::new(Raw(Events::RECEIVED)));
-        chain.push(Arc::new(Raw(Events::NONE)));
+        chain.push(Arc::new(Raw(Events::ALL)));
         assert!(chain.may_read_raw());
         assert!(!chain.needs_decoded("users"));
-        // A raw reader that also sees the response needs the request decoded.
-        let mut later = chain.clone();
-        later.push(Arc::new(Raw(Events {
-            received: true,
-            after_send: true,
-            ..Events::NONE
-        })));
-        assert!(!later.may_read_raw());
-        assert!(later.needs_decoded("users"));
-        // So does a hook that does not read raw, unless scoped away.
         chain.push_placed(Arc::new(Named), scoped(&["orders*"]));
         assert!(chain.may_read_raw());
         assert!(!chain.needs_decoded("users"));
         assert!(chain.needs_decoded("orders"));
+        chain.push(Arc::new(Named));
+        assert!(!chain.may_read_raw());
+        assert!(chain.needs_decoded("users"));
     }
 }

@@ -29,19 +29,52 @@ pub trait Hook: Send + Sync + 'static {
         ControlFlow::Continue(())
     }
 
-    /// True when [`Hook::on_received_raw`] decides exactly as
-    /// [`Hook::on_received`] would for the decoded request. A hook that
-    /// also handles a later event is never given raw requests: those
-    /// events need the decoded request. Defaults to false.
+    /// True when the raw form of each event this hook handles
+    /// ([`Hook::on_received_raw`], [`Hook::on_executed_raw`],
+    /// [`Hook::on_before_send_raw`], [`Hook::on_after_send_raw`]) does
+    /// exactly what the decoded form would for the decoded request: the
+    /// connection may then answer a plain `hget` or `hset` without
+    /// decoding it (see [`RawRequest`]). Defaults to false.
     fn reads_raw(&self) -> bool {
         false
     }
 
-    /// `on_received` for a request still in its frame's bytes (see
-    /// [`RawRequest`]), called instead of [`Hook::on_received`], and only
-    /// when [`Hook::reads_raw`] says so: the connection then answers the
-    /// request without decoding it.
+    /// `on_received` for a request still in its frame's bytes, called
+    /// instead of [`Hook::on_received`] when [`Hook::reads_raw`] says so.
     fn on_received_raw(&self, _ctx: &mut HookCtx, _req: &RawRequest<'_>) -> Flow {
+        ControlFlow::Continue(())
+    }
+
+    /// `on_executed` for a request still in its frame's bytes (see
+    /// [`Hook::on_received_raw`]).
+    fn on_executed_raw(
+        &self,
+        _ctx: &HookCtx,
+        _req: &RawRequest<'_>,
+        _res: &CommandResponse,
+    ) -> Flow {
+        ControlFlow::Continue(())
+    }
+
+    /// `on_before_send` for a request still in its frame's bytes (see
+    /// [`Hook::on_received_raw`]).
+    fn on_before_send_raw(
+        &self,
+        _ctx: &HookCtx,
+        _req: &RawRequest<'_>,
+        _res: &mut CommandResponse,
+    ) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+
+    /// `on_after_send` for a request still in its frame's bytes (see
+    /// [`Hook::on_received_raw`]).
+    fn on_after_send_raw(
+        &self,
+        _ctx: &HookCtx,
+        _req: &RawRequest<'_>,
+        _res: &CommandResponse,
+    ) -> ControlFlow<()> {
         ControlFlow::Continue(())
     }
 

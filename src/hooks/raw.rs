@@ -3,19 +3,24 @@
 //!
 //! The connection answers a plain `hget` or string `hset` without decoding
 //! it (`crate::command::inplace`) when every hook the request reaches
-//! handles `on_received` only and reads raw requests: the write-ahead
-//! log's hook (it needs only "is this a write") and plugins (they are
+//! reads raw requests: the built-in hooks (auth, audit, wal, rewrite: they
+//! need only the command, the table and the key) and plugins (they are
 //! handed the frame's bytes either way). Such a hook is then called with
-//! [`Hook::on_received_raw`] instead of [`Hook::on_received`]: one call per
-//! request, in chain order, with the same scoping, panic policy and
-//! figures. Any other hook in reach (one that needs the decoded request, or
-//! handles a later event) sends the request down the usual path, where
-//! every hook gets the decoded request.
+//! the raw form of each event it handles ([`Hook::on_received_raw`] ...
+//! [`Hook::on_after_send_raw`]) instead of the decoded one: one call per
+//! request and event, in chain order, with the same scoping, panic policy
+//! and figures. A hook in reach that needs the decoded request (a closure
+//! given to the builder, a hook of your own that does not say
+//! [`Hook::reads_raw`]) sends the request down the usual path, where every
+//! hook gets it decoded. So does an answer that is not a 200 (a missing
+//! key): storage's errors are worded in one place; the request's
+//! `on_received` hooks, which already ran on its bytes, are not run again.
 //!
 //! [`Hook::reads_raw`]: super::Hook::reads_raw
 //! [`Hook::on_received_raw`]: super::Hook::on_received_raw
-//! [`Hook::on_received`]: super::Hook::on_received
+//! [`Hook::on_after_send_raw`]: super::Hook::on_after_send_raw
 
+use hookv_plugin::pb::CommandRequest;
 use hookv_plugin::Command;
 
 /// A request still in its frame's bytes: an `hget` or an `hset` of a
@@ -83,6 +88,60 @@ impl<'a> RawRequest<'a> {
     #[inline]
     pub fn key(&self) -> &'a str {
         self.key
+    }
+}
+
+/// A request as a hook is shown it: decoded, or still in its bytes. What
+/// the built-in hooks read of either (their raw and decoded handlers share
+/// one body).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RequestRef<'a> {
+    Decoded(&'a CommandRequest),
+    Raw(&'a RawRequest<'a>),
+}
+
+impl<'a> RequestRef<'a> {
+    /// Its command, `None` for a request without one.
+    #[inline]
+    pub(crate) fn command(self) -> Option<Command> {
+        match self {
+            RequestRef::Decoded(req) => req.command(),
+            RequestRef::Raw(req) => Some(req.command()),
+        }
+    }
+
+    /// The command's name, `"unknown"` for none.
+    #[inline]
+    pub(crate) fn command_name(self) -> &'static str {
+        match self {
+            RequestRef::Decoded(req) => req.command_name(),
+            RequestRef::Raw(req) => req.command().name(),
+        }
+    }
+
+    /// Whether it changes stored data.
+    #[inline]
+    pub(crate) fn is_write(self) -> bool {
+        self.command().is_some_and(Command::is_write)
+    }
+
+    /// The table it names, if its command names one.
+    #[inline]
+    pub(crate) fn table(self) -> Option<&'a str> {
+        match self {
+            RequestRef::Decoded(req) => req.table(),
+            RequestRef::Raw(req) => Some(req.table()),
+        }
+    }
+
+    /// The keys it names, in order.
+    #[inline]
+    pub(crate) fn keys(self) -> impl Iterator<Item = &'a str> {
+        let (decoded, raw) = match self {
+            RequestRef::Decoded(req) => (Some(req.keys()), None),
+            RequestRef::Raw(req) => (None, Some(req.key())),
+        };
+        decoded.into_iter().flatten().chain(raw)
     }
 }
 

@@ -30,7 +30,8 @@ use hookv_plugin::pb::{CommandRequest, CommandResponse, Value};
 use serde::Deserialize;
 
 use super::pattern;
-use super::{Events, Hook, HookCtx};
+use super::raw::RequestRef;
+use super::{Events, Hook, HookCtx, RawRequest};
 
 /// One value or a list of them.
 #[derive(Debug, Clone, Deserialize)]
@@ -161,7 +162,7 @@ impl RewriteHook {
 }
 
 impl Rule {
-    fn matches(&self, req: &CommandRequest, res: &CommandResponse) -> bool {
+    fn matches(&self, req: RequestRef<'_>, res: &CommandResponse) -> bool {
         let command = req.command_name();
         self.command
             .as_ref()
@@ -219,12 +220,34 @@ impl Hook for RewriteHook {
         req: &CommandRequest,
         res: &mut CommandResponse,
     ) -> ControlFlow<()> {
+        self.rewrite(RequestRef::Decoded(req), res);
+        ControlFlow::Continue(())
+    }
+
+    /// Rules read only the command and the table.
+    fn reads_raw(&self) -> bool {
+        true
+    }
+
+    fn on_before_send_raw(
+        &self,
+        _ctx: &HookCtx,
+        req: &RawRequest<'_>,
+        res: &mut CommandResponse,
+    ) -> ControlFlow<()> {
+        self.rewrite(RequestRef::Raw(req), res);
+        ControlFlow::Continue(())
+    }
+}
+
+impl RewriteHook {
+    /// Applies every rule that matches, in order.
+    fn rewrite(&self, req: RequestRef<'_>, res: &mut CommandResponse) {
         for rule in &self.rules {
             if rule.matches(req, res) {
                 rule.apply(res);
             }
         }
-        ControlFlow::Continue(())
     }
 }
 

@@ -66,9 +66,9 @@
 //! never call them. An event that is called passes the request's bytes as
 //! they arrived (`HookCtx::request_frame`; encoded into a reused per-thread
 //! buffer only when there are none), the response encoded the same way, the connection's
-//! context, and decodes what comes back. A plugin that handles
-//! `on_received` alone takes raw requests ([`crate::hooks::RawRequest`]):
-//! an `hget` or `hset` that reaches only such hooks is never decoded. A plugin that fails (a caught
+//! context, and decodes what comes back. Plugins take raw requests
+//! ([`crate::hooks::RawRequest`]): an `hget` or `hset` that reaches only
+//! such hooks is never decoded. A plugin that fails (a caught
 //! panic, an error verdict, bytes that do not decode) is logged with its
 //! name and counted (`hookv_plugin_panics_total{plugin}` for panics,
 //! `hookv_plugin_errors_total{plugin}` for the rest), and then follows its
@@ -475,23 +475,11 @@ impl Hook for PluginHook {
     }
 
     fn on_received(&self, ctx: &mut HookCtx, req: &CommandRequest) -> Flow {
-        let verdict = self.call(Event::Received, ctx, Request::Decoded(req), None, true);
-        self.flow(ctx, Event::Received, verdict)
-    }
-
-    /// A plugin is handed the request's bytes either way.
-    fn reads_raw(&self) -> bool {
-        true
-    }
-
-    fn on_received_raw(&self, ctx: &mut HookCtx, req: &RawRequest<'_>) -> Flow {
-        let verdict = self.call(Event::Received, ctx, Request::Raw(req.frame()), None, true);
-        self.flow(ctx, Event::Received, verdict)
+        self.received(ctx, Request::Decoded(req))
     }
 
     fn on_executed(&self, ctx: &HookCtx, req: &CommandRequest, res: &CommandResponse) -> Flow {
-        let verdict = self.call(Event::Executed, ctx, Request::Decoded(req), Some(res), true);
-        self.flow(ctx, Event::Executed, verdict)
+        self.executed(ctx, Request::Decoded(req), res)
     }
 
     fn on_before_send(
@@ -500,13 +488,69 @@ impl Hook for PluginHook {
         req: &CommandRequest,
         res: &mut CommandResponse,
     ) -> ControlFlow<()> {
-        match self.call(
-            Event::BeforeSend,
-            ctx,
-            Request::Decoded(req),
-            Some(res),
-            true,
-        ) {
+        self.before_send(ctx, Request::Decoded(req), res)
+    }
+
+    fn on_after_send(
+        &self,
+        ctx: &HookCtx,
+        req: &CommandRequest,
+        res: &CommandResponse,
+    ) -> ControlFlow<()> {
+        self.after_send(ctx, Request::Decoded(req), res)
+    }
+
+    /// A plugin is handed the request's bytes either way.
+    fn reads_raw(&self) -> bool {
+        true
+    }
+
+    fn on_received_raw(&self, ctx: &mut HookCtx, req: &RawRequest<'_>) -> Flow {
+        self.received(ctx, Request::Raw(req.frame()))
+    }
+
+    fn on_executed_raw(&self, ctx: &HookCtx, req: &RawRequest<'_>, res: &CommandResponse) -> Flow {
+        self.executed(ctx, Request::Raw(req.frame()), res)
+    }
+
+    fn on_before_send_raw(
+        &self,
+        ctx: &HookCtx,
+        req: &RawRequest<'_>,
+        res: &mut CommandResponse,
+    ) -> ControlFlow<()> {
+        self.before_send(ctx, Request::Raw(req.frame()), res)
+    }
+
+    fn on_after_send_raw(
+        &self,
+        ctx: &HookCtx,
+        req: &RawRequest<'_>,
+        res: &CommandResponse,
+    ) -> ControlFlow<()> {
+        self.after_send(ctx, Request::Raw(req.frame()), res)
+    }
+}
+
+/// The four events, on a request decoded or raw.
+impl PluginHook {
+    fn received(&self, ctx: &HookCtx, req: Request<'_>) -> Flow {
+        let verdict = self.call(Event::Received, ctx, req, None, true);
+        self.flow(ctx, Event::Received, verdict)
+    }
+
+    fn executed(&self, ctx: &HookCtx, req: Request<'_>, res: &CommandResponse) -> Flow {
+        let verdict = self.call(Event::Executed, ctx, req, Some(res), true);
+        self.flow(ctx, Event::Executed, verdict)
+    }
+
+    fn before_send(
+        &self,
+        ctx: &HookCtx,
+        req: Request<'_>,
+        res: &mut CommandResponse,
+    ) -> ControlFlow<()> {
+        match self.call(Event::BeforeSend, ctx, req, Some(res), true) {
             Verdict::Continue(new) => {
                 if let Some(new) = new {
                     *res = new;
@@ -526,19 +570,13 @@ impl Hook for PluginHook {
         }
     }
 
-    fn on_after_send(
+    fn after_send(
         &self,
         ctx: &HookCtx,
-        req: &CommandRequest,
+        req: Request<'_>,
         res: &CommandResponse,
     ) -> ControlFlow<()> {
-        match self.call(
-            Event::AfterSend,
-            ctx,
-            Request::Decoded(req),
-            Some(res),
-            false,
-        ) {
+        match self.call(Event::AfterSend, ctx, req, Some(res), false) {
             Verdict::Break(_) => ControlFlow::Break(()),
             // A failure is logged; the response is already sent.
             Verdict::Continue(_) | Verdict::Failed(_) => ControlFlow::Continue(()),

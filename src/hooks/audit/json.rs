@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hookv_plugin::pb::CommandRequest;
 
 use super::queue::Batch;
+use crate::hooks::raw::RequestRef;
 use crate::hooks::HookCtx;
 
 /// Formatted lines are written once about this many bytes are ready, so
@@ -250,7 +251,7 @@ pub fn bench_format(records: usize) -> impl FnMut() -> usize {
             let value = "value-0123456789".into();
             (CommandRequest::new_hset("t", key, value), 200)
         };
-        batch.push(ctx, &req, status);
+        batch.push(ctx, RequestRef::Decoded(&req), status);
     }
     let mut out = Vec::with_capacity(records * 256);
     move || {
@@ -276,15 +277,26 @@ mod tests {
             UNIX_EPOCH + Duration::from_micros(1_764_003_797_759_497),
         );
         ctx.answered_at(ctx.started() + Duration::from_micros(41));
-        queue.push(&ctx, &CommandRequest::new_hget("t\"1", "k"), 404);
+        queue.push(
+            &ctx,
+            RequestRef::Decoded(&CommandRequest::new_hget("t\"1", "k")),
+            404,
+        );
         ctx.principal = Some("admin".into());
         queue.push(
             &ctx,
-            &CommandRequest::new_hmget("users", vec!["a".into(), String::new(), "ünï\n".into()]),
+            RequestRef::Decoded(&CommandRequest::new_hmget(
+                "users",
+                vec!["a".into(), String::new(), "ünï\n".into()],
+            )),
             200,
         );
-        queue.push(&ctx, &CommandRequest::new_auth("secret"), 401);
-        queue.push(&ctx, &CommandRequest::default(), 400);
+        queue.push(
+            &ctx,
+            RequestRef::Decoded(&CommandRequest::new_auth("secret")),
+            401,
+        );
+        queue.push(&ctx, RequestRef::Decoded(&CommandRequest::default()), 400);
         let mut out = Vec::new();
         format_batch(&mut out, &queue, |_| panic!("a small batch is one chunk"));
         let lines: Vec<serde_json::Value> = String::from_utf8(out)
@@ -352,9 +364,9 @@ mod tests {
             ctx.arrive_at(ctx.started(), UNIX_EPOCH + Duration::from_micros(micros));
             ctx.answered_at(ctx.started() + Duration::from_micros(i as u64));
             let req = CommandRequest::new_hget("t", format!("k{i}"));
-            batch.push(ctx, &req, 200);
+            batch.push(ctx, RequestRef::Decoded(&req), 200);
             let mut own = Batch::default();
-            own.push(ctx, &req, 200);
+            own.push(ctx, RequestRef::Decoded(&req), 200);
             format_batch(&mut alone, &own, |_| panic!("one chunk"));
         }
         let mut out = Vec::new();
@@ -384,7 +396,11 @@ mod tests {
         // Control bytes escape to six bytes each: 8 x 1 MiB of them is 48 MiB of JSON.
         let key = "\u{1}".repeat(1 << 20);
         for _ in 0..8 {
-            queue.push(&ctx, &CommandRequest::new_hget("t", key.clone()), 404);
+            queue.push(
+                &ctx,
+                RequestRef::Decoded(&CommandRequest::new_hget("t", key.clone())),
+                404,
+            );
         }
         let mut out = Vec::new();
         let mut chunks = Vec::new();
@@ -469,6 +485,26 @@ mod tests {
             let mut out = Vec::new();
             push_status(&mut out, status);
             assert_eq!(out, status.to_string().as_bytes());
+        }
+    }
+
+    /// A request answered from its bytes is recorded as it would be decoded.
+    #[test]
+    fn a_raw_request_makes_the_record_its_decoded_form_makes() {
+        let ctx = HookCtx::new(3, "10.0.0.1:99".parse().unwrap());
+        for req in [
+            CommandRequest::new_hset("users", "al\"ice", "v".into()),
+            CommandRequest::new_hget("", "k"),
+        ] {
+            let frame = prost::Message::encode_to_vec(&req);
+            let raw = crate::hooks::RawRequest::parse(&frame).unwrap();
+            let (mut decoded, mut undecoded) = (Batch::default(), Batch::default());
+            decoded.push(&ctx, RequestRef::Decoded(&req), 200);
+            undecoded.push(&ctx, RequestRef::Raw(&raw), 200);
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            format_batch(&mut a, &decoded, |_| {});
+            format_batch(&mut b, &undecoded, |_| {});
+            assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap());
         }
     }
 }

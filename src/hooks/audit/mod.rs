@@ -65,7 +65,8 @@ use std::thread::JoinHandle;
 use hookv_plugin::pb::{CommandRequest, CommandResponse};
 use serde::Deserialize;
 
-use super::{Events, Hook, HookCtx};
+use super::raw::RequestRef;
+use super::{Events, Hook, HookCtx, RawRequest};
 use queue::Queue;
 use writer::write_loop;
 
@@ -186,7 +187,22 @@ impl Hook for AuditHook {
         req: &CommandRequest,
         res: &CommandResponse,
     ) -> ControlFlow<()> {
-        self.queue.offer(ctx, req, res.status);
+        self.queue.offer(ctx, RequestRef::Decoded(req), res.status);
+        ControlFlow::Continue(())
+    }
+
+    /// A record needs only the command, the table and the keys.
+    fn reads_raw(&self) -> bool {
+        true
+    }
+
+    fn on_after_send_raw(
+        &self,
+        ctx: &HookCtx,
+        req: &RawRequest<'_>,
+        res: &CommandResponse,
+    ) -> ControlFlow<()> {
+        self.queue.offer(ctx, RequestRef::Raw(req), res.status);
         ControlFlow::Continue(())
     }
 

@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use hookv_plugin::pb::CommandRequest;
-
+use crate::hooks::raw::RequestRef;
 use crate::hooks::HookCtx;
 
 /// Bytes of queued strings that may wait, whatever `queue` says: one record
@@ -53,7 +52,7 @@ pub(super) struct Batch {
 
 impl Batch {
     /// Copies what the record of this exchange needs (no formatting).
-    pub(super) fn push(&mut self, ctx: &HookCtx, req: &CommandRequest, status: u32) {
+    pub(super) fn push(&mut self, ctx: &HookCtx, req: RequestRef<'_>, status: u32) {
         let principal = ctx.principal.as_deref().map(|p| self.push_text(p));
         let table = req.table().map(|t| self.push_text(t));
         let mut keys = 0;
@@ -125,7 +124,7 @@ impl Queue {
 
     /// Queues the record of this exchange, or counts it as dropped when the
     /// queue is full.
-    pub(super) fn offer(&self, ctx: &HookCtx, req: &CommandRequest, status: u32) {
+    pub(super) fn offer(&self, ctx: &HookCtx, req: RequestRef<'_>, status: u32) {
         let mut waiting = self.lock();
         if waiting.records.len() < self.capacity && waiting.text.len() < MAX_QUEUE_BYTES {
             waiting.push(ctx, req, status);

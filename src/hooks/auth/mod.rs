@@ -70,7 +70,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::pattern;
-use super::{Events, Flow, Hook, HookCtx};
+use super::raw::RequestRef;
+use super::{Events, Flow, Hook, HookCtx, RawRequest};
 use crate::tls::CertName;
 
 mod options;
@@ -227,7 +228,7 @@ impl AuthHook {
 
 /// What `req` does to which table, per the command catalogue; `None` for
 /// requests that name no table (`auth`, an unknown command).
-fn access(req: &CommandRequest) -> Option<(Access, &str)> {
+fn access(req: RequestRef<'_>) -> Option<(Access, &str)> {
     Some((req.command()?.access(), req.table()?))
 }
 
@@ -273,6 +274,44 @@ impl Hook for AuthHook {
                 None => self.refuse_token(ctx),
             });
         }
+        self.admit(ctx, RequestRef::Decoded(req))
+    }
+
+    fn on_before_send(
+        &self,
+        ctx: &HookCtx,
+        req: &CommandRequest,
+        res: &mut CommandResponse,
+    ) -> ControlFlow<()> {
+        self.withhold(ctx, RequestRef::Decoded(req), res);
+        ControlFlow::Continue(())
+    }
+
+    /// An `hget` or `hset` needs only its table and command here (an
+    /// `auth` is never raw).
+    fn reads_raw(&self) -> bool {
+        true
+    }
+
+    fn on_received_raw(&self, ctx: &mut HookCtx, req: &RawRequest<'_>) -> Flow {
+        self.admit(ctx, RequestRef::Raw(req))
+    }
+
+    fn on_before_send_raw(
+        &self,
+        ctx: &HookCtx,
+        req: &RawRequest<'_>,
+        res: &mut CommandResponse,
+    ) -> ControlFlow<()> {
+        self.withhold(ctx, RequestRef::Raw(req), res);
+        ControlFlow::Continue(())
+    }
+}
+
+impl AuthHook {
+    /// A request other than `auth`: refused unless the connection's user
+    /// may read (or write) its table.
+    fn admit(&self, ctx: &mut HookCtx, req: RequestRef<'_>) -> Flow {
         let user = match self.user_of(ctx) {
             Some(user) => user,
             // Logged in by certificate, at the first request that needs it.
@@ -281,7 +320,7 @@ impl Hook for AuthHook {
                     ctx.principal = Some(user.name.clone());
                     user
                 }
-                None => return ControlFlow::Break(not_authenticated(ctx, req)),
+                None => return ControlFlow::Break(not_authenticated(ctx, req.command_name())),
             },
         };
         match access(req) {
@@ -308,30 +347,18 @@ impl Hook for AuthHook {
             _ => ControlFlow::Continue(()),
         }
     }
-
-    fn on_before_send(
-        &self,
-        ctx: &HookCtx,
-        req: &CommandRequest,
-        res: &mut CommandResponse,
-    ) -> ControlFlow<()> {
-        self.withhold(ctx, req, res);
-        ControlFlow::Continue(())
-    }
 }
 
 /// The 401 for a request on a connection nobody authenticated.
-fn not_authenticated(ctx: &HookCtx, req: &CommandRequest) -> CommandResponse {
+fn not_authenticated(ctx: &HookCtx, command: &str) -> CommandResponse {
     let message = match ctx.identity() {
         None => format!(
-            "{}: not authenticated; send `auth` with your token first (hookv-cli --token)",
-            req.command_name()
+            "{command}: not authenticated; send `auth` with your token first (hookv-cli --token)"
         ),
         Some(identity) => format!(
             "{}: not authenticated: no user has a cert_subject that this connection's \
              certificate ({}) carries; send `auth` with your token first (hookv-cli --token)",
-            req.command_name(),
-            identity.subject
+            command, identity.subject
         ),
     };
     CommandResponse::error(status::UNAUTHENTICATED, message)
@@ -368,7 +395,7 @@ impl AuthHook {
 
     /// Writes answer the previous (or removed) values; a user who may write a
     /// table but not read it must not learn them that way.
-    fn withhold(&self, ctx: &HookCtx, req: &CommandRequest, res: &mut CommandResponse) {
+    fn withhold(&self, ctx: &HookCtx, req: RequestRef<'_>, res: &mut CommandResponse) {
         if !req.is_write() || res.values.is_empty() {
             return;
         }
