@@ -9,8 +9,12 @@
 # the 50/50 hset/hget mix; TOKEN authenticates first, for a config with auth),
 # and prints ops/s and, for each server thread, the CPU time it used (user +
 # system, from /proc/PID/task/*/stat) divided by the requests answered.
-# Compare two configs run back to back; the machine is noisy, so run each
-# more than once.
+# Compare two configs (or, with HOOKV_SERVER=path, two builds) run back to
+# back; the machine is noisy, so run each more than once. CPU time per
+# request leaves out the time the VM's other tenants took from the server,
+# so it scatters less than ops/s. As in scripts/loadtest.sh, with taskset and
+# two CPUs or more the server is pinned to CPU 0 and the load generator to
+# CPU 1 (PIN=0 turns that off).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG=${1:?usage: scripts/cpu-per-request.sh CONFIG PIPELINE [SECONDS] [TOKEN]}
@@ -20,9 +24,14 @@ TOKEN=${4:-}
 ADDR=$(sed -n 's/^listen *= *"\(127\.0\.0\.1:[0-9][0-9]*\)".*/\1/p' "$CONFIG" | head -1)
 [ -n "$ADDR" ] || { echo "$CONFIG: no 'listen = \"127.0.0.1:PORT\"' line" >&2; exit 2; }
 
-cargo build --release --quiet --bin hookv-server
+SERVER=${HOOKV_SERVER:-target/release/hookv-server}
+[ -n "${HOOKV_SERVER:-}" ] || cargo build --release --quiet --bin hookv-server
 cargo build --release --quiet -p loadgen
-target/release/hookv-server --config "$CONFIG" & server=$!
+ON_SERVER_CPU=() ON_CLIENT_CPU=()
+if [ "${PIN:-1}" != 0 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  ON_SERVER_CPU=(taskset -c 0) ON_CLIENT_CPU=(taskset -c 1)
+fi
+"${ON_SERVER_CPU[@]}" "$SERVER" --config "$CONFIG" & server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/${ADDR%:*}/${ADDR#*:}") 2>/dev/null && break; sleep 0.05; done
 
@@ -34,7 +43,7 @@ ticks() {
   done | awk '{ sum[$1] += $2 } END { for (n in sum) print n, sum[n] }' | sort
 }
 before=$(ticks)
-out=$(target/release/loadgen --addr "$ADDR" --conns 50 --pipeline "$PIPELINE" \
+out=$("${ON_CLIENT_CPU[@]}" target/release/loadgen --addr "$ADDR" --conns 50 --pipeline "$PIPELINE" \
   --duration "$SECS" --warmup 0 ${TOKEN:+--token "$TOKEN"})
 after=$(ticks)
 ops=$(grep -o ' ops=[0-9]*' <<<"$out" | cut -d= -f2)

@@ -1,8 +1,8 @@
 //! `hget` and `hset` run straight from their frame's bytes, when no hook
 //! needs the decoded request (none in the chain, each scoped by `tables`
-//! to tables the request does not name, or `on_received` hooks that take
-//! the bytes: [`crate::hooks::RawRequest`]): the connection's fast path
-//! (see `connection::Handler::answer_batch`).
+//! to tables the request does not name, or hooks that take the bytes:
+//! [`crate::hooks::RawRequest`]): the connection's fast path (see
+//! `connection::Handler::answer_batch`).
 //!
 //! Decoding a request copies its table, key and value into fresh
 //! `String`s, and `hset` copies its value once more for storage: per

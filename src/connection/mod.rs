@@ -53,9 +53,10 @@
 //! the barrier if it wrote, flush, run `on_after_send`. A batch is answered
 //! request by request for a synchronous store (`Handler::answer_batch`;
 //! when no hook needs it decoded (none in the chain, all scoped to other
-//! tables, or only `on_received` hooks that take raw requests: the WAL's,
-//! plugins'), an `hget` or `hset` runs from its frame's bytes, undecoded:
-//! `crate::command::inplace`, [`crate::hooks::RawRequest`]),
+//! tables, or hooks that take raw requests: the built-ins, plugins), an
+//! `hget` or `hset` runs from its frame's bytes, undecoded, through the
+//! hooks' raw forms: `crate::command::inplace`,
+//! [`crate::hooks::RawRequest`]),
 //! or in three steps with one awaited storage call for the Redis Cluster
 //! (`batched.rs`; see `crate::service`). Beside it:
 //! `stream.rs` (the `Connection`: stream, buffers, clocks), `transport.rs`
@@ -417,10 +418,14 @@ impl<'a, S: Backend, T: Transport> Handler<'a, S, T> {
             Kept::Decoded(req) => service.after_send(chain, ctx, req, res),
             Kept::Raw(frame) => match RawRequest::parse(frame) {
                 Some(raw) => chain.after_send.notify_raw(ctx, &raw, res),
-                // Cannot happen: the frame was parsed so once already.
-                None => {
-                    crate::log_limited!(error, conn = ctx.conn_id(), "a request answered from its bytes no longer parses; on_after_send not run for it");
-                }
+                // Cannot happen (it parsed so once already); were it to,
+                // the hooks still see the request, decoded.
+                None => match CommandRequest::decode(&frame[..]) {
+                    Ok(req) => service.after_send(chain, ctx, &req, res),
+                    Err(e) => {
+                        crate::log_limited!(error, conn = ctx.conn_id(), error = %e, "a request answered from its bytes no longer reads; on_after_send not run for it");
+                    }
+                },
             },
         });
     }

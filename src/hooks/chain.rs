@@ -546,4 +546,47 @@ mod tests {
         assert!(!chain.may_read_raw());
         assert!(chain.needs_decoded("users"));
     }
+
+    /// Says it reads raw requests but implements only the decoded
+    /// `on_before_send`.
+    struct HalfRaw;
+
+    impl Hook for HalfRaw {
+        fn name(&self) -> &str {
+            "half-raw"
+        }
+        fn events(&self) -> Events {
+            Events {
+                before_send: true,
+                ..Events::NONE
+            }
+        }
+        fn reads_raw(&self) -> bool {
+            true
+        }
+        fn on_before_send(
+            &self,
+            _ctx: &HookCtx,
+            req: &CommandRequest,
+            res: &mut CommandResponse,
+        ) -> ControlFlow<()> {
+            res.message = format!("seen {}", req.command_name());
+            ControlFlow::Continue(())
+        }
+    }
+
+    /// A raw form a hook does not implement decodes the request and calls
+    /// the decoded one: saying `reads_raw` never skips an event.
+    #[test]
+    fn a_raw_form_left_out_runs_the_decoded_one() {
+        let mut chain = HookChain::new();
+        chain.push(Arc::new(HalfRaw));
+        assert!(!chain.needs_decoded("t"));
+        let frame = prost::Message::encode_to_vec(&CommandRequest::new_hget("t", "k"));
+        let raw = RawRequest::parse(&frame).unwrap();
+        let mut ctx = HookCtx::new(1, "127.0.0.1:1".parse().unwrap());
+        let mut res = CommandResponse::ok();
+        let _ = chain.before_send.notify_raw(&mut ctx, &raw, &mut res);
+        assert_eq!(res.message, "seen hget");
+    }
 }

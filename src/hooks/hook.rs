@@ -29,53 +29,68 @@ pub trait Hook: Send + Sync + 'static {
         ControlFlow::Continue(())
     }
 
-    /// True when the raw form of each event this hook handles
+    /// True when this hook may be handed requests still in their frame's
+    /// bytes (see [`RawRequest`]): the connection may then answer a plain
+    /// `hget` or `hset` without decoding it. The hook's raw forms
     /// ([`Hook::on_received_raw`], [`Hook::on_executed_raw`],
-    /// [`Hook::on_before_send_raw`], [`Hook::on_after_send_raw`]) does
-    /// exactly what the decoded form would for the decoded request: the
-    /// connection may then answer a plain `hget` or `hset` without
-    /// decoding it (see [`RawRequest`]). Defaults to false.
+    /// [`Hook::on_before_send_raw`], [`Hook::on_after_send_raw`]) are then
+    /// called instead of the decoded ones; each defaults to decoding the
+    /// frame and calling the decoded form, so a hook overrides the raw
+    /// forms it can do without decoding and loses nothing on the others.
+    /// During a raw call [`HookCtx::request_frame`] is `None`: the bytes are
+    /// [`RawRequest::frame`]. Defaults to false.
     fn reads_raw(&self) -> bool {
         false
     }
 
     /// `on_received` for a request still in its frame's bytes, called
     /// instead of [`Hook::on_received`] when [`Hook::reads_raw`] says so.
-    fn on_received_raw(&self, _ctx: &mut HookCtx, _req: &RawRequest<'_>) -> Flow {
-        ControlFlow::Continue(())
+    /// By default: [`Hook::on_received`] on the decoded request.
+    fn on_received_raw(&self, ctx: &mut HookCtx, req: &RawRequest<'_>) -> Flow {
+        match req.decode() {
+            Some(decoded) => self.on_received(ctx, &decoded),
+            None => ControlFlow::Continue(()),
+        }
     }
 
     /// `on_executed` for a request still in its frame's bytes (see
-    /// [`Hook::on_received_raw`]).
-    fn on_executed_raw(
-        &self,
-        _ctx: &HookCtx,
-        _req: &RawRequest<'_>,
-        _res: &CommandResponse,
-    ) -> Flow {
-        ControlFlow::Continue(())
+    /// [`Hook::on_received_raw`]). By default: [`Hook::on_executed`] on the
+    /// decoded request.
+    fn on_executed_raw(&self, ctx: &HookCtx, req: &RawRequest<'_>, res: &CommandResponse) -> Flow {
+        match req.decode() {
+            Some(decoded) => self.on_executed(ctx, &decoded, res),
+            None => ControlFlow::Continue(()),
+        }
     }
 
     /// `on_before_send` for a request still in its frame's bytes (see
-    /// [`Hook::on_received_raw`]).
+    /// [`Hook::on_received_raw`]). By default: [`Hook::on_before_send`] on
+    /// the decoded request.
     fn on_before_send_raw(
         &self,
-        _ctx: &HookCtx,
-        _req: &RawRequest<'_>,
-        _res: &mut CommandResponse,
+        ctx: &HookCtx,
+        req: &RawRequest<'_>,
+        res: &mut CommandResponse,
     ) -> ControlFlow<()> {
-        ControlFlow::Continue(())
+        match req.decode() {
+            Some(decoded) => self.on_before_send(ctx, &decoded, res),
+            None => ControlFlow::Continue(()),
+        }
     }
 
     /// `on_after_send` for a request still in its frame's bytes (see
-    /// [`Hook::on_received_raw`]).
+    /// [`Hook::on_received_raw`]). By default: [`Hook::on_after_send`] on
+    /// the decoded request.
     fn on_after_send_raw(
         &self,
-        _ctx: &HookCtx,
-        _req: &RawRequest<'_>,
-        _res: &CommandResponse,
+        ctx: &HookCtx,
+        req: &RawRequest<'_>,
+        res: &CommandResponse,
     ) -> ControlFlow<()> {
-        ControlFlow::Continue(())
+        match req.decode() {
+            Some(decoded) => self.on_after_send(ctx, &decoded, res),
+            None => ControlFlow::Continue(()),
+        }
     }
 
     /// After execution, with the response storage produced. `Break(response)`

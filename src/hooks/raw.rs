@@ -12,9 +12,10 @@
 //! and figures. A hook in reach that needs the decoded request (a closure
 //! given to the builder, a hook of your own that does not say
 //! [`Hook::reads_raw`]) sends the request down the usual path, where every
-//! hook gets it decoded. So does an answer that is not a 200 (a missing
-//! key): storage's errors are worded in one place; the request's
-//! `on_received` hooks, which already ran on its bytes, are not run again.
+//! hook gets it decoded. An `hget` that finds nothing (or fails) switches
+//! to the usual path after its `on_received` hooks, which already ran on
+//! its bytes and are not run again: the wording of a missing table or key
+//! lives in one place, `dispatch`.
 //!
 //! [`Hook::reads_raw`]: super::Hook::reads_raw
 //! [`Hook::on_received_raw`]: super::Hook::on_received_raw
@@ -58,6 +59,21 @@ impl<'a> RawRequest<'a> {
             request.table(),
             request.key(),
         ))
+    }
+
+    /// The request decoded (what the default raw forms of the [`Hook`]
+    /// methods hand the decoded ones). Always `Some` for a request the
+    /// connection parsed: `None`, logged, only were prost to disagree.
+    ///
+    /// [`Hook`]: super::Hook
+    pub fn decode(&self) -> Option<CommandRequest> {
+        match <CommandRequest as prost::Message>::decode(self.frame) {
+            Ok(req) => Some(req),
+            Err(e) => {
+                crate::log_limited!(error, error = %e, "a request parsed undecoded does not decode");
+                None
+            }
+        }
     }
 
     /// The frame's bytes: an encoded `CommandRequest`.

@@ -37,9 +37,10 @@ pub struct RateLimit {
     per_second: f64,
     burst: f64,
     /// One lock for all clients: held for a few arithmetic operations.
-    /// foldhash, seeded per process: SipHash (the default) was a fifth of
-    /// the plugin's time per request.
-    buckets: Mutex<HashMap<String, Bucket, foldhash::fast::RandomState>>,
+    /// foldhash (its `quality` variant: the keys are addresses clients
+    /// partly choose), seeded per process: SipHash (the default) was a
+    /// fifth of the plugin's time per request.
+    buckets: Mutex<HashMap<String, Bucket, foldhash::quality::RandomState>>,
     /// Requests refused (429), in the server's metrics.
     refused: Counter,
 }
