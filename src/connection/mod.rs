@@ -362,13 +362,9 @@ impl<'a, S: Backend, T: Transport> Handler<'a, S, T> {
                             self.ctx.tally().add_command(Some(command), res.status);
                             self.conn.push_raw_answer(&frame, res, keep);
                         }
-                        InPlaceAnswer::Decode => {
-                            let (req, res) = answer(store, chain, &mut self.ctx, frame);
-                            self.ctx.tally().add(&req, res.status);
-                            self.conn.push_answer(req, res, keep);
-                        }
-                        InPlaceAnswer::Received => {
-                            let (req, res) = answer_received(store, chain, &mut self.ctx, frame);
+                        InPlaceAnswer::Decode | InPlaceAnswer::Received => {
+                            let received = matches!(raw, InPlaceAnswer::Received);
+                            let (req, res) = answer(store, chain, &mut self.ctx, frame, received);
                             self.ctx.tally().add(&req, res.status);
                             self.conn.push_answer(req, res, keep);
                         }
@@ -459,22 +455,32 @@ impl<'a, S: Backend, T: Transport> Handler<'a, S, T> {
     }
 }
 
-/// Decodes one frame and runs it through the service (over `store`).
+/// Decodes one frame and runs it through the service (over `store`):
+/// from `on_received` on, or, when its `on_received` hooks already ran on
+/// its bytes (`received`, see [`InPlaceAnswer::Received`]), from storage
+/// on.
 #[inline]
 fn answer(
     store: &dyn Storage,
     chain: &HookChain,
     ctx: &mut HookCtx,
     frame: Bytes,
+    received: bool,
 ) -> (CommandRequest, CommandResponse) {
     // A cheap reference-counted clone, for plugins.
     ctx.set_request_frame(Some(frame.clone()));
     match CommandRequest::decode(frame) {
         Ok(req) => {
-            let res = crate::service::handle(store, chain, ctx, &req);
+            let res = if received {
+                crate::service::handle_received(store, chain, ctx, &req)
+            } else {
+                crate::service::handle(store, chain, ctx, &req)
+            };
             ctx.set_request_frame(None);
             (req, res)
         }
+        // (For a `received` frame this cannot happen: it parsed as a
+        // plain request, and every such frame decodes.)
         Err(e) => {
             crate::metrics::malformed_frame();
             ctx.set_request_frame(None);
@@ -493,7 +499,7 @@ enum InPlaceAnswer {
     Decode,
     /// Its `on_received` hooks ran on its bytes and let it through, but its
     /// answer is not a 200: decode it and answer it as usual from storage
-    /// on ([`answer_received`]): each hook sees a request once.
+    /// on ([`answer`] with `received`): each hook sees a request once.
     Received,
 }
 
@@ -534,34 +540,6 @@ fn answer_in_place(
     };
     let _ = chain.before_send.notify_raw(ctx, &raw, &mut res);
     InPlaceAnswer::Answered(command, res)
-}
-
-/// Decodes a frame whose `on_received` hooks already ran on its bytes
-/// and answers it from storage on (see [`InPlaceAnswer::Received`]).
-fn answer_received(
-    store: &dyn Storage,
-    chain: &HookChain,
-    ctx: &mut HookCtx,
-    frame: Bytes,
-) -> (CommandRequest, CommandResponse) {
-    ctx.set_request_frame(Some(frame.clone()));
-    let answered = match CommandRequest::decode(frame) {
-        Ok(req) => {
-            let res = crate::service::handle_received(store, chain, ctx, &req);
-            (req, res)
-        }
-        // Cannot happen: the frame was parsed as a plain request, and
-        // every such frame decodes. Answered as any undecodable frame.
-        Err(e) => {
-            crate::metrics::malformed_frame();
-            ctx.set_wrote(false);
-            let e = Error::Decode(e);
-            ctx.set_request_frame(None);
-            return refuse(chain, ctx, &e, e.status());
-        }
-    };
-    ctx.set_request_frame(None);
-    answered
 }
 
 /// The answer to a frame that never became a request: it still passes
