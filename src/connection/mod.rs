@@ -523,7 +523,7 @@ fn answer_in_place(
     }
     let command = request.command();
     ctx.set_wrote(false);
-    let raw = RawRequest::new(frame, command, request.table(), request.key());
+    let raw = RawRequest::of(frame, &request);
     let mut res = match chain.received.notify_raw(ctx, &raw) {
         ControlFlow::Break(refusal) => refusal,
         ControlFlow::Continue(()) => {

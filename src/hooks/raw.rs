@@ -24,6 +24,8 @@
 use hookv_plugin::pb::CommandRequest;
 use hookv_plugin::Command;
 
+use crate::command::inplace::InPlace;
+
 /// A request still in its frame's bytes: an `hget` or an `hset` of a
 /// string value, laid out as every client sends it. The frame decodes to
 /// the request the accessors describe.
@@ -36,29 +38,23 @@ pub struct RawRequest<'a> {
 }
 
 impl<'a> RawRequest<'a> {
-    /// The request `frame` holds, which is a `command` on `table` naming
-    /// `key` (the connection parsed it so).
-    pub(crate) fn new(frame: &'a [u8], command: Command, table: &'a str, key: &'a str) -> Self {
+    /// The request `frame` holds, as the connection parsed it.
+    pub(crate) fn of(frame: &'a [u8], request: &InPlace<'a>) -> Self {
         Self {
             frame,
-            command,
-            table,
-            key,
+            command: request.command(),
+            table: request.table(),
+            key: request.key(),
         }
     }
 
     /// The request in `frame` (an encoded `CommandRequest`), if it is one
     /// that the connection answers undecoded: an `hget` or a string
-    /// `hset`, laid out plainly. For tests and benches that call
-    /// [`Hook::on_received_raw`](super::Hook::on_received_raw) directly.
+    /// `hset`, laid out plainly. (The connection reads a frame it kept for
+    /// `on_after_send` so; tests and benches that call
+    /// [`Hook::on_received_raw`](super::Hook::on_received_raw) may too.)
     pub fn parse(frame: &'a [u8]) -> Option<Self> {
-        let request = crate::command::inplace::InPlace::parse(frame)?;
-        Some(Self::new(
-            frame,
-            request.command(),
-            request.table(),
-            request.key(),
-        ))
+        Some(Self::of(frame, &InPlace::parse(frame)?))
     }
 
     /// The request decoded (what the default raw forms of the [`Hook`]
